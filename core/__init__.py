@@ -1,0 +1,1 @@
+"""PEFT Playground engine: configs, models, data, methods, training, runs. No Streamlit here."""

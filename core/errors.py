@@ -1,0 +1,9 @@
+"""Exceptions the engine raises for failures that are not the user's configuration."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the run cannot recover from it."""
+
+
+class TrainingStopped(Exception):
+    """Raised nowhere on purpose: a stop is cooperative and ends the run as `stopped`."""

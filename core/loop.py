@@ -1,0 +1,153 @@
+"""The training step itself: Trainer for every method, a cached-feature path for frozen bases,
+and evaluation only for zero-shot."""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import torch
+
+from core.train import Prepared, _accuracy, _argmax_logits, _collator, make_callback, training_args
+
+
+def _eval_subset(cfg, val_set: list) -> list:
+    """Mid-run evaluations on a fixed sample keep the chart live; the final one uses every row."""
+    limit = cfg.train.eval_max_rows
+    if not limit or len(val_set) <= limit:
+        return val_set
+    return random.Random(cfg.train.seed).sample(val_set, limit)
+
+
+def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit, stop: threading.Event,
+        resume_from: str | None = None) -> dict:
+    from core.methods import get_method
+    method = get_method(p.cfg.method.name)
+    if not method.trains:
+        return _evaluate_only(p, val_set, emit)
+    if method.frozen_features and getattr(p.cfg.method.typed, "cache_features", False):
+        return _fit_cached_head(p, train_set, val_set, run_dir, emit, stop)
+    return _fit_trainer(p, p.model, train_set, val_set, run_dir, emit, stop, resume_from)
+
+
+def _anatomy_fn(p: Prepared):
+    from core.methods import get_method
+    if get_method(p.cfg.method.name).name not in ("lora", "qlora"):
+        return None
+    try:
+        from core.anatomy import lora_anatomy
+    except ImportError:
+        return None
+    return lambda: lora_anatomy(p.model)
+
+
+def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, resume_from=None,
+                 collator=None, sampling=None) -> dict:
+    from transformers import Trainer
+
+    from core.tokenize import RowsDataset
+    cfg = p.cfg
+    classification = cfg.data.task == "classification"
+    args, total_steps = training_args(cfg, run_dir, p.device, len(train_set), not classification)
+    if sampling:
+        args.train_sampling_strategy = sampling
+    has_eval = bool(val_set)
+    if not has_eval:
+        args.eval_strategy = "no"
+        args.eval_on_start = False
+    anatomy = _anatomy_fn(p)
+    every = cfg.train.anatomy_steps or args.eval_steps
+    callback = make_callback(emit, stop, cfg.train.batch_size * cfg.train.grad_accum, anatomy, every)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=RowsDataset(train_set),
+        eval_dataset=RowsDataset(_eval_subset(cfg, val_set)) if has_eval else None,
+        data_collator=collator or _collator(p),
+        compute_metrics=_accuracy if classification else None,
+        preprocess_logits_for_metrics=_argmax_logits if classification else None,
+        callbacks=[callback])
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)  # our callback reports; the printer would duplicate it
+    t0 = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume_from)
+    train_time = time.perf_counter() - t0
+    final = {}
+    if has_eval:  # also after a stop: the class wants to see where the run got to
+        metrics = trainer.evaluate(eval_dataset=RowsDataset(val_set), metric_key_prefix="final")
+        final = {k.replace("final_", "eval_"): float(v) for k, v in metrics.items()
+                 if k in ("final_loss", "final_accuracy")}
+        if "eval_loss" in final and not classification:
+            import math
+            final["eval_perplexity"] = float(math.exp(min(final["eval_loss"], 50)))
+        emit({"type": "final", "step": out.global_step, **final})
+    if anatomy:
+        emit({"type": "anatomy", "step": out.global_step, "layers": anatomy()})
+    initial = {}
+    return {"train_time_s": train_time, "steps": out.global_step, "final": final, "initial": initial,
+            "samples_per_second": round(out.global_step * cfg.train.batch_size * cfg.train.grad_accum
+                                        / max(train_time, 1e-9), 3),
+            "peak_rss_mb": round(callback.peak_rss, 1)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen base: compute the pooled features once, then every epoch trains only the head.
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def extract_features(p: Prepared, rows: list[dict], batch_size: int = 32) -> torch.Tensor:
+    from core.heads import PooledClassifier
+    model = p.model
+    model.eval()
+    collate = _collator(p)
+    feats = []
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # less padding
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        if isinstance(model, PooledClassifier):
+            f = model.pooled(**batch)
+        else:  # a causal LM's sequence head reads the last real token
+            hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            last = batch["attention_mask"].sum(1) - 1
+            f = hidden[torch.arange(hidden.shape[0]), last]
+        feats.append((idx, f.float().cpu()))
+    out = torch.empty(len(rows), feats[0][1].shape[1]) if feats else torch.empty(0, 1)
+    for idx, f in feats:
+        out[idx] = f
+    return out
+
+
+def _fit_cached_head(p: Prepared, train_set, val_set, run_dir, emit, stop) -> dict:
+    from transformers import default_data_collator
+
+    from core.heads import HeadOnFeatures
+    head = p.model.classifier if hasattr(p.model, "classifier") else p.model.score
+    emit({"type": "phase", "phase": "computing features of the frozen base (once)"})
+    t0 = time.perf_counter()
+    train_f = extract_features(p, train_set)
+    val_f = extract_features(p, val_set) if val_set else None
+    feature_time = time.perf_counter() - t0
+    emit({"type": "phase", "phase": "training the head on cached features", "feature_time_s": round(feature_time, 2)})
+    head.float()
+    head_model = HeadOnFeatures(head)
+    to_rows = lambda f, s: [{"features": f[i], "labels": s[i]["labels"]} for i in range(len(s))]
+    inner = Prepared(**{**p.__dict__, "model": head_model})
+    result = _fit_trainer(inner, head_model, to_rows(train_f, train_set),
+                          to_rows(val_f, val_set) if val_set else [], run_dir, emit, stop,
+                          collator=default_data_collator, sampling="random")
+    result["feature_time_s"] = round(feature_time, 2)
+    result["train_time_s"] += feature_time
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# No training: evaluate the base as is.
+# ----------------------------------------------------------------------------------------------
+def _evaluate_only(p: Prepared, val_set, emit) -> dict:
+    from core.infer import evaluate_rows
+    t0 = time.perf_counter()
+    rows = val_set
+    final = evaluate_rows(p, rows)
+    emit({"type": "final", "step": 0, **final})
+    return {"train_time_s": 0.0, "steps": 0, "final": final, "initial": final,
+            "samples_per_second": None, "eval_time_s": round(time.perf_counter() - t0, 2), "peak_rss_mb": None}

@@ -1,0 +1,27 @@
+"""Prefix tuning (Li & Liang 2021): learned key/value prefixes at every attention layer."""
+from dataclasses import dataclass
+
+from peft import PrefixTuningConfig, get_peft_model
+
+from core.config import hp
+from core.methods import Method, register
+from core.methods._common import task_type
+
+
+@dataclass
+class PrefixTuningParams:
+    num_virtual_tokens: int = hp(20, lo=1, hi=200, help="Length of the learned prefix at each layer")
+    prefix_projection: bool = hp(False, help="Reparametrise the prefix through an MLP (more stable, more "
+                                             "parameters while training)", advanced=True)
+
+
+def apply(model, params, ctx):
+    cfg = PrefixTuningConfig(task_type=task_type(ctx), num_virtual_tokens=params.num_virtual_tokens,
+                             prefix_projection=params.prefix_projection)
+    return get_peft_model(model, cfg)
+
+
+METHOD = register(Method(
+    name="prefix_tuning", label="Prefix tuning",
+    summary="Learned key/value vectors prepended inside every attention layer; the weights stay frozen.",
+    params_cls=PrefixTuningParams, apply=apply))

