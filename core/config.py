@@ -195,6 +195,8 @@ class RunConfig:
     method: MethodSpec = field(default_factory=MethodSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     name: str = ""
+    # Runs queued together as one experiment (a grid) share this id; empty for a single run.
+    experiment: str = ""
 
     def __post_init__(self):
         for attr, cls in (("model", ModelSpec), ("data", DataSpec), ("method", MethodSpec), ("train", TrainSpec)):
@@ -205,6 +207,9 @@ class RunConfig:
             raise ConfigError("name must be text of at most 200 characters")
         from core.safety import check_display_text
         check_display_text(self.name, "name")
+        if not isinstance(self.experiment, str) or len(self.experiment) > 200:
+            raise ConfigError("experiment must be text of at most 200 characters")
+        check_display_text(self.experiment, "experiment")
         from core.methods import get_method
         get_method(self.method.name).check_task(self.data.task)
 
@@ -217,7 +222,7 @@ class RunConfig:
             raise ConfigError(f"a run config must be a mapping, got {type(d).__name__}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: model, data, method, train, name")
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: model, data, method, train, name, experiment")
         return cls(**{k: v for k, v in d.items()})
 
     def to_json(self) -> str:

@@ -47,8 +47,13 @@ _BUILTINS: dict[str, tuple[str, str, str]] = {
     "facts": ("facts.jsonl", "sft",
               "Question -> answer pairs about facts the base model cannot know: supervised fine-tuning "
               "(SFT); held-out rephrasings check whether the facts were learned."),
+    "facts-mini": ("facts.jsonl", "sft",
+                   "The first 12 invented facts only: small enough to learn in about two minutes on a "
+                   "laptop CPU (the 'Fix a hallucination' lesson)."),
 }
 _GENERAL_QUESTIONS = "general_questions.jsonl"
+# Built-ins that are a slice of another file: name -> how many fact_ids (in file order) they keep.
+_FACT_SUBSETS = {"facts-mini": 12}
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
 _FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "json": "JSON", "jsonl": "JSON Lines", "parquet": "Parquet"}
@@ -343,7 +348,15 @@ def _builtin_raw(name: str) -> list[dict]:
     path = BUILTIN_DIR / file
     if not path.is_file():
         raise DataError(f"the built-in dataset file {file} is missing from assets/data; reinstall the app")
-    return read_jsonl(str(path))
+    rows = read_jsonl(str(path))
+    if name in _FACT_SUBSETS:
+        keep: list = []
+        for r in rows:
+            if r.get("fact_id") not in keep:
+                keep.append(r.get("fact_id"))
+        keep = keep[:_FACT_SUBSETS[name]]
+        rows = [r for r in rows if r.get("fact_id") in keep]
+    return rows
 
 
 def _read_builtin(name: str) -> _Table:

@@ -99,6 +99,34 @@ def measure_latency(p, rows: list[dict], n: int = 16) -> float | None:
 # ----------------------------------------------------------------------------------------------
 # A finished run, loaded for side-by-side comparison.
 # ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _adapter_disabled(peft_model):
+    """The base model as it was before training, from a peft model holding a trained adapter.
+
+    peft's disable_adapter() serves LoRA and IA3 (their layers and the saved head copy switch
+    off). For prompt learning (prompt/prefix tuning) it only swaps forward(), reads
+    prepare_inputs_for_generation (classifiers have none: AttributeError) and leaves the trained
+    head copy (modules_to_save) on, so there the bare base model runs with its original head.
+    """
+    if not peft_model.peft_config[peft_model.active_adapter].is_prompt_learning:
+        with peft_model.disable_adapter():
+            yield peft_model
+        return
+    from peft.utils.other import AuxiliaryTrainingWrapper
+    wrappers = [m for m in peft_model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+    was_disabled = [m.disable_adapters for m in wrappers]
+    grads = [(p, p.requires_grad) for m in wrappers for p in m.parameters()]  # enable_adapters sets them
+    for m in wrappers:
+        m.enable_adapters(False)
+    try:
+        yield peft_model.get_base_model()
+    finally:
+        for m, disabled in zip(wrappers, was_disabled):
+            m.enable_adapters(not disabled)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
 class RunModel:
     def __init__(self, run_dir: str):
         from core import models
@@ -159,8 +187,8 @@ class RunModel:
             if tuned or self.format == "none":
                 yield self.model
             elif self.format == "peft":
-                with self.model.disable_adapter():
-                    yield self.model
+                with _adapter_disabled(self.model) as base:
+                    yield base
             elif self.format == "full":
                 yield self.base
             else:  # head: swap the initial head in for the duration

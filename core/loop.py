@@ -58,7 +58,9 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
         args.eval_on_start = False
     anatomy = _anatomy_fn(p)
     every = cfg.train.anatomy_steps or args.eval_steps
-    callback = make_callback(emit, stop, cfg.train.batch_size * cfg.train.grad_accum, anatomy, every)
+    from core.distributed import world_size
+    rows_per_step = cfg.train.batch_size * cfg.train.grad_accum * world_size()  # batch_size is per process
+    callback = make_callback(emit, stop, rows_per_step, anatomy, every)
     trainer = Trainer(
         model=model, args=args, train_dataset=RowsDataset(train_set),
         eval_dataset=RowsDataset(_eval_subset(cfg, val_set)) if has_eval else None,
@@ -84,8 +86,7 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
         emit({"type": "anatomy", "step": out.global_step, "layers": anatomy()})
     initial = {}
     return {"train_time_s": train_time, "steps": out.global_step, "final": final, "initial": initial,
-            "samples_per_second": round(out.global_step * cfg.train.batch_size * cfg.train.grad_accum
-                                        / max(train_time, 1e-9), 3),
+            "samples_per_second": round(out.global_step * rows_per_step / max(train_time, 1e-9), 3),
             "peak_rss_mb": round(callback.peak_rss, 1)}
 
 

@@ -537,7 +537,8 @@ def pick_device(pref: str = "auto") -> str:
         return "cpu"
     if pref == "cuda" or pref.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {pref} requested but no GPU is available")
+            raise ConfigError(f"device {pref} requested but no GPU is available (torch sees no CUDA "
+                              "device); choose device auto or cpu")
         if ":" in pref:
             index = pref.split(":", 1)[1]
             if not index.isdigit() or int(index) >= torch.cuda.device_count():
@@ -581,6 +582,47 @@ def pick_dtype(device: str, pref: "str | torch.dtype" = "auto") -> "torch.dtype"
         # fp16 kernels on CPU are slow or missing, and fp16 training without a GPU scaler diverges.
         raise ConfigError("dtype float16 is not supported on CPU; use float32 (or bfloat16)")
     return dtype
+
+
+def mixed_precision(device: str, dtype: "str | torch.dtype" = "auto") -> dict[str, bool]:
+    """The Trainer's autocast flags for a device and a weights-dtype choice.
+
+    CUDA, dtype auto: bf16 where the GPU supports it (Ampere and newer), else fp16 with a dynamic
+    loss scaler (Trainer fp16=True; see upcast_trainable_params). dtype bfloat16/float16 asks
+    for that one; float32 means no autocast at all. CPU and MPS: none (fp32).
+    """
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return {"bf16": False, "fp16": False}
+    weights = pick_dtype(device, dtype)
+    explicit = isinstance(dtype, torch.dtype) or (dtype or "auto").strip().lower() != "auto"
+    if weights == torch.float32 and explicit:
+        return {"bf16": False, "fp16": False}
+    if weights == torch.bfloat16:
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"this GPU ({torch.cuda.get_device_name(0)}) does not support bfloat16; "
+                              "choose dtype auto or float16")
+        return {"bf16": True, "fp16": False}
+    return {"bf16": False, "fp16": True}
+
+
+def upcast_trainable_params(model: Any) -> int:
+    """Trainable fp16 parameters -> fp32; returns how many tensors changed.
+
+    fp16 training keeps fp32 master weights: the loss scaler refuses to unscale fp16 gradients.
+    peft already keeps adapters in fp32; this covers what else trains on an fp16 base (a new
+    classification head, modules_to_save, every weight under full fine-tuning). Under autocast
+    the matmuls still run in fp16.
+    """
+    import torch
+
+    changed = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.float16:
+            param.data = param.data.float()
+            changed += 1
+    return changed
 
 
 def _cpu_name() -> str:
@@ -628,10 +670,12 @@ def device_summary() -> dict[str, Any]:
 
     device = pick_device("auto")
     gib = 1024 ** 3
+    peak = None
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         name = torch.cuda.get_device_name(0)
         bf16 = bool(torch.cuda.is_bf16_supported())
+        peak = round(torch.cuda.max_memory_allocated() / gib, 2)  # this process, since start or the last run
     else:
         total, free = _ram_bytes()
         name = "Apple GPU (MPS)" if device == "mps" else _cpu_name()
@@ -645,6 +689,7 @@ def device_summary() -> dict[str, Any]:
         "gpu_count": torch.cuda.device_count() if device == "cuda" else 0,
         "bf16": bf16,
         "dtype": str(pick_dtype(device)).removeprefix("torch."),
+        "peak_cuda_memory_gb": peak,
         "torch": torch.__version__,
     }
 
@@ -926,12 +971,79 @@ def load_model(name: str, head: Head = "base", num_labels: int = 2, id2label: di
     if quantization_config is not None:
         # Quantized weights are placed while loading; they cannot be moved with .to() afterwards.
         kwargs["quantization_config"] = quantization_config
-        kwargs["device_map"] = {"": chosen_device}
+        kwargs["device_map"] = {"": _this_process_device(chosen_device)}
+    if chosen_device.startswith("cuda") and needs_device_map(
+            estimate_weights_bytes(loc, chosen_dtype, quantized=quantization_config is not None), chosen_device):
+        # Larger than the GPU's free memory: accelerate spreads the layers over the GPUs (then CPU).
+        kwargs["device_map"] = "auto"
+        log.info("model %s does not fit in free GPU memory: loading with device_map='auto'", resolved.name)
     with _seeded(seed):
         model = _from_pretrained(auto.from_pretrained, loc, head if head != "base" else "model", **kwargs)
-    if quantization_config is None and chosen_device != "cpu":
+    if "device_map" not in kwargs and chosen_device != "cpu":
         model = model.to(chosen_device)
     return model
+
+
+def _this_process_device(device: str) -> Any:
+    """Under torchrun each process has its own GPU (LOCAL_RANK): "cuda" means that one."""
+    from core.distributed import is_distributed, local_rank
+
+    if device == "cuda" and is_distributed():
+        return local_rank()
+    return device
+
+
+def estimate_weights_bytes(loc_or_name: "_Location | str", dtype: "torch.dtype | str" = "auto",
+                           quantized: bool = False) -> int | None:
+    """Bytes the weights take once loaded, from the config alone (core.estimate); None if unknown.
+
+    quantized: linears in 4-bit NF4 (QLoRA), the rest in `dtype`. Families the estimator does not
+    know fall back to the size of the weight files of a local folder.
+    """
+    import torch
+
+    from core import estimate
+
+    loc = _locate(loc_or_name) if isinstance(loc_or_name, str) else loc_or_name
+    if isinstance(dtype, str):  # "auto" on a GPU is 16-bit
+        name = dtype.strip().lower().removeprefix("torch.")
+        dtype = torch.float16 if name == "auto" else getattr(torch, _DTYPE_NAMES.get(name, "float32"))
+    per_param = torch.finfo(dtype).bits // 8
+    try:
+        config = _load_config_at(loc).to_dict()
+        total = estimate.total_params(config)
+        if not quantized:
+            return total * per_param
+        linear = [shape.weight_params for shape in estimate.linear_layers(config)]
+        return sum(estimate.nf4_bytes(n) for n in linear) + per_param * (total - sum(linear))
+    except Exception:  # an unknown family, a config without the usual fields: no estimate
+        pass
+    folder = Path(loc.source)
+    if loc.origin == "hub" or not folder.is_dir():
+        return None
+    files = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file()]
+    return sum(f.stat().st_size for f in files) or None
+
+
+def needs_device_map(estimated_bytes: int | None, device: str = "cuda", free_bytes: int | None = None,
+                     headroom: float = 0.8) -> bool:
+    """True when a model of `estimated_bytes` should load with device_map="auto".
+
+    Only on CUDA, only in a single process (DDP keeps a whole copy per GPU), and only when the
+    weights take more than `headroom` of the GPU's free memory (the rest is left for
+    activations, gradients and optimizer states). An unknown size never triggers it.
+    """
+    if not estimated_bytes or not str(device).startswith("cuda"):
+        return False
+    from core.distributed import is_distributed
+
+    if is_distributed():
+        return False
+    if free_bytes is None:
+        import torch
+
+        free_bytes, _total = torch.cuda.mem_get_info()
+    return estimated_bytes > headroom * free_bytes
 
 
 # --------------------------------------------------------------------------------------------

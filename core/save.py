@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from core import runs
+from core.distributed import is_main_process
 
 
 def weights_format(method) -> str:
@@ -29,6 +30,8 @@ def save_weights(p, run_dir: str, model) -> str:
     from core.methods import get_method
     method = get_method(p.cfg.method.name)
     fmt = weights_format(method)
+    if not is_main_process():
+        return fmt  # torchrun/accelerate: every rank holds the same weights; rank 0 writes them
     model = p.model
     if fmt == "peft":
         model.save_pretrained(os.path.join(run_dir, "adapter"))

@@ -45,7 +45,8 @@ class Prepared:
 
 def default_threads() -> int:
     """All cores for a headless run; leave one to the web server when the app trains on few cores."""
-    cores = os.cpu_count() or 1
+    from core.distributed import local_world_size
+    cores = max(1, (os.cpu_count() or 1) // local_world_size())  # torchrun: the processes share the cores
     if os.environ.get("PLAYGROUND_IN_APP") == "1" and cores <= 4:
         return max(1, cores - 1)
     return cores
@@ -94,6 +95,15 @@ def _default_targets(model, model_name: str, linear: list[str]) -> list[str]:
 
 def build_model(cfg: RunConfig, label_names: list | None, device: str):
     """The base model with the right head for the task, possibly 4-bit, not yet adapted."""
+    from core.methods import get_method
+    model, kind = _build_model(cfg, label_names, device)
+    if get_method(cfg.method.name).quantized_base:
+        from core.methods.qlora import keep_weights_unpacked
+        keep_weights_unpacked(model)  # before anything runs it: see keep_weights_unpacked
+    return model, kind
+
+
+def _build_model(cfg: RunConfig, label_names: list | None, device: str):
     from core import models
     from core.heads import PooledClassifier
     from core.methods import get_method
@@ -108,7 +118,7 @@ def build_model(cfg: RunConfig, label_names: list | None, device: str):
     if method.quantized_base:
         from core.methods.qlora import quantization_config
         qconfig = quantization_config(cfg.method.typed, device, ["classifier", "score", "lm_head"])
-    load = dict(device=cfg.model.device, dtype=cfg.model.dtype, quantization_config=qconfig)
+    load = dict(device=cfg.model.device, dtype=cfg.model.dtype, quantization_config=qconfig, seed=cfg.train.seed)
     if task == "sft":
         return models.load_model(cfg.model.name, head="causal_lm", **load), kind
     num_labels = len(label_names)
@@ -116,16 +126,53 @@ def build_model(cfg: RunConfig, label_names: list | None, device: str):
     if kind == "causal" and not method.trains:
         # zero-shot reads the label words' likelihood, which needs the LM head, not a new one
         return models.load_model(cfg.model.name, head="causal_lm", **load), kind
+    head_hidden = getattr(cfg.method.typed, "head_hidden", 0)
     if kind == "causal":
-        return models.load_model(cfg.model.name, head="seq_cls", num_labels=num_labels, id2label=id2label,
-                                 **load), kind
+        model = models.load_model(cfg.model.name, head="seq_cls", num_labels=num_labels, id2label=id2label,
+                                  **load)
+        if head_hidden:  # the hidden-layer head asked for, in place of transformers' single linear `score`
+            from core.heads import make_head
+            model.score = make_head(model.config.hidden_size, num_labels, head_hidden).to(
+                device=model.score.weight.device, dtype=model.score.weight.dtype)
+        return model, kind
     encoder = models.load_model(cfg.model.name, head="base", **load)
     config = encoder.config
     config.num_labels = num_labels
     config.id2label = id2label
     config.label2id = {v: k for k, v in id2label.items()}
-    head_hidden = getattr(cfg.method.typed, "head_hidden", 0)
     return PooledClassifier(config, encoder, pooling=pooling, head_hidden=head_hidden), kind
+
+
+def meta_method_context(cfg: RunConfig):
+    """The MethodContext of cfg's model built on the meta device (module names, no weights read).
+
+    None when transformers cannot build the architecture from its config alone; the method then
+    meets the real model at apply time. An unknown or unavailable model raises ConfigError.
+    """
+    import torch
+    from transformers import AutoModel
+
+    from core import models
+    resolved = models.resolve(cfg.model.name)
+    config = models.load_config(cfg.model.name)
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(config, trust_remote_code=False)
+    except Exception:
+        return None
+    # The blocks' module names do not depend on the head: a base model names them all.
+    return method_context(model, resolved.kind, cfg.data.task, None, cfg.model.name)
+
+
+def check_method_on_model(cfg: RunConfig) -> None:
+    """Run the method's check_model hook against the model's names, before anything is loaded."""
+    from core.methods import get_method
+    method = get_method(cfg.method.name)
+    if method.check_model is None:
+        return
+    ctx = meta_method_context(cfg)
+    if ctx is not None:
+        method.check_model(cfg.method.typed, ctx)
 
 
 def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
@@ -140,6 +187,7 @@ def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
         if not bitsandbytes_available():
             raise ConfigError("method qlora needs the bitsandbytes package, which is not installed; "
                               "pip install bitsandbytes, or choose lora")
+    check_method_on_model(cfg)  # e.g. LoRA targets the model lacks: fails here, before data and weights
     events({"type": "phase", "phase": "loading data"})
     loaded = data.load_rows(cfg.data, seed=cfg.train.seed)
     events({"type": "phase", "phase": "loading model"})
@@ -151,6 +199,8 @@ def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
     ctx = method_context(model, kind, cfg.data.task, tokenizer, cfg.model.name)
     torch.manual_seed(cfg.train.seed)  # adapters initialise the same way whatever loaded before
     model = method.apply(model, cfg.method.typed, ctx)
+    if models.mixed_precision(device, cfg.model.dtype)["fp16"]:
+        models.upcast_trainable_params(model)  # fp32 master weights: the fp16 loss scaler needs them
     trainable, total = count_params(model)
     return Prepared(cfg=cfg, model=model, tokenizer=tokenizer, train_rows=loaded.train, val_rows=loaded.val,
                     label_names=loaded.label_names, device=device, kind=kind, trainable=trainable, total=total,
@@ -182,6 +232,28 @@ def _cuda_peak_mb() -> float | None:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return None
+
+
+def _reset_cuda_peak() -> None:
+    """The app trains many runs in one process: each run reports its own CUDA peak."""
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def autocast_context(device: str, dtype: str = "auto"):
+    """The Trainer's autocast, for forward passes outside it (fp32 heads on a half-precision base)."""
+    import contextlib
+
+    import torch
+
+    from core.models import mixed_precision
+    precision = mixed_precision(device, dtype) if str(device).startswith("cuda") else {}
+    if precision.get("bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision.get("fp16"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def make_callback(on_event: EventFn, stop: threading.Event, batch_rows: int, anatomy: Callable | None,
@@ -274,14 +346,17 @@ def _argmax_logits(logits, labels):
 
 
 def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, prediction_loss_only: bool):
-    import torch
     from transformers import TrainingArguments
+
+    from core.distributed import world_size
+    from core.models import mixed_precision
     t = cfg.train
-    steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.grad_accum)))
+    # batch_size is per process: under torchrun/accelerate each step takes world_size batches
+    steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.grad_accum * world_size())))
     total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     eval_steps = t.eval_steps or max(1, total_steps // 4)
-    cuda = device == "cuda"
-    bf16 = cuda and torch.cuda.is_bf16_supported() and cfg.model.dtype in ("auto", "bfloat16")
+    cuda = device.startswith("cuda")
+    precision = mixed_precision(device, cfg.model.dtype)  # bf16 where supported, else fp16 + loss scaler
     return TrainingArguments(
         output_dir=os.path.join(run_dir, "checkpoints"),
         learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -292,9 +367,16 @@ def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, predi
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, save_total_limit=1,
         report_to=[], disable_tqdm=True, use_cpu=not cuda and device != "mps",
-        bf16=bf16, fp16=cuda and not bf16,
+        bf16=precision["bf16"], fp16=precision["fp16"],
         dataloader_num_workers=0, remove_unused_columns=False, label_names=["labels"],
-        train_sampling_strategy="group_by_length", prediction_loss_only=prediction_loss_only,
+        # Under DDP every rank must draw the same order: accelerate seeds a plain random sampler by
+        # epoch; the length-grouped one draws from each rank's own RNG, which dropout moves apart.
+        train_sampling_strategy="group_by_length" if world_size() == 1 else "random",
+        prediction_loss_only=prediction_loss_only,
+        # Classification losses are per-row means that ignore num_items_in_batch; with the default
+        # the Trainer would still multiply them by world_size under DDP (2x loss, 2x the step).
+        # Token-level SFT losses do use it: there the global token average is the right one.
+        average_tokens_across_devices=cfg.data.task == "sft",
         include_num_input_tokens_seen=False,
     ), total_steps
 
@@ -309,14 +391,21 @@ def _collator(p: Prepared):
 def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = None,
         stop: threading.Event | None = None, resume_from: str | None = None, write_metrics: bool = True) -> dict:
     """Train, evaluate and save one run into run_dir; returns the summary (also in summary.json)."""
-    from core import runs
+    from core import distributed, runs
     stop = stop or threading.Event()
+    # torchrun/accelerate launch: every rank trains, only rank 0 writes the run folder
+    distributed.init_process_group(cfg.model.device)
+    main_process = distributed.is_main_process()
     if run_dir is None:
-        run_dir = runs.create_run(cfg, owner="", process=runs.process_token())
-    os.makedirs(run_dir, exist_ok=True)
-    runs.atomic_write_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
+        run_dir = distributed.broadcast_object(
+            runs.create_run(cfg, owner="", process=runs.process_token()) if main_process else None)
+    if main_process:
+        os.makedirs(run_dir, exist_ok=True)
+        runs.atomic_write_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
 
     def emit(ev: Event) -> None:
+        if not main_process:
+            return
         ev = {"time": round(time.time(), 3), **ev}
         if write_metrics:
             runs.append_metric(run_dir, ev)
@@ -326,6 +415,7 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     import torch
     threads = cfg.train.torch_threads or default_threads()
     torch.set_num_threads(threads)
+    _reset_cuda_peak()
     _quiet_libraries()
     t_start = time.perf_counter()
     p = prepare(cfg, emit)
@@ -346,7 +436,8 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     from core.save import save_weights
     save_weights(p, run_dir, result.get("trained_model", p.model))
     from core.infer import measure_latency
-    latency = measure_latency(p, val_set or train_set)
+    with autocast_context(p.device, cfg.model.dtype):  # a half-precision base with fp32 heads
+        latency = measure_latency(p, val_set or train_set) if main_process else None
     summary = {
         "state": "stopped" if stop.is_set() else "completed",
         "model": cfg.model.name, "method": cfg.method.name, "task": cfg.data.task,
@@ -359,7 +450,8 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
         "peak_cuda_mb": _cuda_peak_mb(), "latency_ms_per_sample": latency,
         "final": result.get("final", {}), "initial": result.get("initial", {}),
     }
-    runs.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    if main_process:
+        runs.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
     emit({"type": "end", "state": summary["state"], "final": summary["final"]})
     return summary
 
@@ -403,14 +495,19 @@ def _main(args) -> int:
         sets.append(f"train.max_steps={args.max_steps}")
     if sets:
         cfg = cfg.with_overrides(sets)
+    from core import distributed
+    main_process = distributed.is_main_process()
     if args.output_dir:
         run_dir = args.output_dir
-        os.makedirs(run_dir, exist_ok=True)
-    else:
-        run_dir = runs.create_run(cfg, owner="", process=runs.process_token())
+        if main_process:
+            os.makedirs(run_dir, exist_ok=True)
+    else:  # under torchrun: rank 0 makes the folder, the others learn its name
+        distributed.init_process_group(cfg.model.device)
+        run_dir = distributed.broadcast_object(
+            runs.create_run(cfg, owner="", process=runs.process_token()) if main_process else None)
 
     def show(ev: Event) -> None:
-        if args.quiet:
+        if args.quiet or not main_process:
             return
         if ev["type"] == "log":
             print(f"step {ev['step']}/{ev['max_steps']}  loss {ev['loss']:.4f}  "
@@ -421,15 +518,18 @@ def _main(args) -> int:
         elif ev["type"] == "phase":
             print(f"... {ev['phase']}", file=sys.stderr)
 
-    runs.write_status(run_dir, "running")
+    write_status = distributed.main_only(runs.write_status)
+    write_status(run_dir, "running")
     try:
         summary = run(cfg, run_dir, show)
     except BaseException as exc:
-        runs.write_status(run_dir, "failed", error=str(exc))
+        write_status(run_dir, "failed", error=str(exc))
         raise
-    runs.write_status(run_dir, summary["state"])
-    print(json.dumps({"run_dir": run_dir, "state": summary["state"], "final": summary["final"],
-                      "train_time_s": summary["train_time_s"]}))
+    write_status(run_dir, summary["state"])
+    if main_process:
+        print(json.dumps({"run_dir": run_dir, "state": summary["state"], "final": summary["final"],
+                          "train_time_s": summary["train_time_s"]}))
+    distributed.shutdown()
     return 0
 
 

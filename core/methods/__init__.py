@@ -39,6 +39,10 @@ class Method:
     quantized_base: bool = False    # the base is loaded in 4-bit
     frozen_features: bool = False   # base output does not change during training (cacheable)
     extra: dict = field(default_factory=dict)
+    # check_model(params, ctx): raise ConfigError when these params cannot work on this model (e.g.
+    # target modules it does not have). Called with the model built on the meta device, so before
+    # any data or weights load; ctx.tokenizer is None there.
+    check_model: Callable[[Any, MethodContext], None] | None = None
 
     def make_params(self, values: dict | None):
         values = dict(values or {})

@@ -42,6 +42,11 @@ def lora_config(params, ctx) -> LoraConfig:
         use_rslora=params.use_rslora, modules_to_save=list(ctx.head_names) or None)
 
 
+def check_model(params, ctx):
+    """Before any weights load: the target modules must exist in this model."""
+    resolve_targets(params.targets, ctx)
+
+
 def apply(model, params, ctx):
     return get_peft_model(model, lora_config(params, ctx))
 
@@ -50,4 +55,4 @@ METHOD = register(Method(
     name="lora", label="LoRA",
     summary="Freeze W, learn a low-rank update B·A beside chosen layers: a fraction of a percent of "
             "the weights, close to full fine-tuning in accuracy.",
-    params_cls=LoraParams, apply=apply))
+    params_cls=LoraParams, apply=apply, check_model=check_model))

@@ -10,7 +10,7 @@ from peft import get_peft_model, prepare_model_for_kbit_training
 
 from core.config import ConfigError, hp
 from core.methods import Method, register
-from core.methods.lora import LoraParams, lora_config
+from core.methods.lora import LoraParams, check_model, lora_config
 
 
 @dataclass
@@ -37,12 +37,27 @@ def quantization_config(params, device: str, skip_modules: list[str]):
     from transformers import BitsAndBytesConfig
     compute = params.compute_dtype
     if compute == "auto":
-        compute = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else (
-            "float16" if device == "cuda" else "float32")
+        cuda = str(device).startswith("cuda")  # "cuda" or "cuda:N"
+        compute = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else (
+            "float16" if cuda else "float32")
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=params.double_quant,
                               bnb_4bit_compute_dtype=getattr(torch, compute),
                               llm_int8_skip_modules=list(skip_modules) or None)
+
+
+def keep_weights_unpacked(model) -> None:
+    """Turn off bitsandbytes' CPU AVX512-bf16 inference packing on every 4-bit layer.
+
+    On such CPUs Linear4bit repacks its weight *in place* the first time it runs in eval mode
+    under no_grad (our evaluations). Every later forward, training ones too, then goes through
+    `gemv_4bit`, which has no autograd: gradients silently stop flowing through the frozen base
+    (and layers with a bias raise). The packing also assumes in_features % 64 == 0 and crashes
+    on smaller layers. Plain 4-bit matmuls are correct in train and eval alike.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def apply(model, params, ctx):
@@ -56,4 +71,4 @@ METHOD = register(Method(
     name="qlora", label="QLoRA (4-bit base + LoRA)",
     summary="LoRA on a base stored in 4-bit NF4: about a quarter of the memory for the weights, "
             "at some cost in speed.",
-    params_cls=QLoraParams, apply=apply, quantized_base=True))
+    params_cls=QLoraParams, apply=apply, quantized_base=True, check_model=check_model))

@@ -1,0 +1,109 @@
+"""PEFT Playground: the router and the sidebar every page shares (device, current job, queue)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.ui import (
+    ADMIN_TOKEN_KEY,
+    device_info,
+    fmt_seconds,
+    manager,
+    show_error,
+    wait_for_warm_up,
+    warm_up,
+)
+
+SIDEBAR_REFRESH_S = 2.0
+
+st.set_page_config(page_title="PEFT Playground", layout="wide")
+
+
+def sidebar_device() -> None:
+    try:
+        dev = device_info()
+    except Exception as exc:  # a broken driver must not hide the pages
+        show_error(exc)
+        return
+    memory = dev.get("total_memory_gb")
+    if dev.get("device") == "cuda":
+        st.markdown(f"**GPU** · {dev.get('name')}  \n{memory} GB"
+                    + (f", {dev.get('free_memory_gb')} GB free" if dev.get("free_memory_gb") else ""))
+    else:
+        kind = "Apple GPU" if dev.get("device") == "mps" else "CPU"
+        st.markdown(f"**{kind}** · {dev.get('name')}  \n{dev.get('cores')} cores"
+                    + (f", {memory} GB RAM" if memory else ""))
+
+
+def _job_status(active: dict | None, queue: list[dict]) -> None:
+    if active is None:
+        st.caption("No job is training.")
+    else:
+        prog = active.get("progress") or {}
+        step, max_steps = prog.get("step"), prog.get("max_steps")
+        text = f"**{active.get('name')}** · {active.get('state')}"
+        if active.get("stopping"):
+            text += " (stopping)"
+        st.markdown(text)
+        if step is not None and max_steps:
+            eta = active.get("eta_s")
+            st.progress(prog.get("fraction") or 0.0,
+                        text=f"step {step}/{max_steps}" + (f" · ETA {fmt_seconds(eta)}" if eta is not None else ""))
+        else:
+            st.progress(0.0, text=active.get("status_message") or "starting…")
+    if queue:
+        st.markdown(f"**Queue** ({len(queue)})")
+        for snap in queue:
+            st.caption(f"{snap.get('position')}. {snap.get('name')} · starts in ~{fmt_seconds(snap.get('est_start_s'))}")
+
+
+def _busy() -> bool:
+    try:
+        return manager().active() is not None or bool(manager().queue())
+    except Exception:
+        return False
+
+
+def sidebar_jobs() -> None:
+    # run_every is fixed when the fragment is declared, so it is declared per rerun: it polls only
+    # while something trains and asks for one full rerun when the queue empties.
+    busy = _busy()
+
+    @st.fragment(run_every=SIDEBAR_REFRESH_S if busy else None)
+    def status() -> None:
+        try:
+            active, queue = manager().active(), manager().queue()
+        except Exception as exc:
+            show_error(exc)
+            return
+        _job_status(active, queue)
+        if busy and active is None and not queue:
+            st.rerun()
+
+    status()
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        sidebar_device()
+        st.divider()
+        sidebar_jobs()
+        with st.expander("Admin"):
+            st.text_input("Admin token", type="password", key=ADMIN_TOKEN_KEY,
+                          help="Lets a teacher stop or download any session's runs")
+
+
+pages = [
+    st.Page("pages/learn.py", title="Learn", default=True),
+    st.Page("pages/train.py", title="Train"),
+    st.Page("pages/compare.py", title="Compare"),
+    st.Page("pages/runs.py", title="Runs"),
+]
+page = st.navigation(pages)
+sidebar()  # first: its device probe imports torch in this thread, before the warm-up starts
+warm_up()
+if page.title != "Learn":
+    # Learn needs no torch; the other pages may load models, and must not import the same big
+    # packages as the warm-up thread at the same moment.
+    with st.spinner("Loading PyTorch, transformers and PEFT (first time only)…"):
+        wait_for_warm_up()
+page.run()

@@ -1,0 +1,177 @@
+"""Shared helpers for the benchmarks: machine facts, the fp32 matmul ceiling, fresh-subprocess runs
+with their own peak RSS (os.wait4), temp data files, and markdown tables.
+
+Every figure a benchmark reports carries the load average at the time it was taken: the machine is
+shared, so absolute times are noisy; ratios are measured from alternating A/B runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
+OUT = os.path.join(ROOT, "bench", "out")
+PY = sys.executable
+
+
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def machine() -> dict:
+    model = platform.processor() or ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except Exception:
+        pass
+    ram = None
+    try:
+        import psutil
+        ram = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:
+        pass
+    import torch
+    return {"cpu": model, "cores": os.cpu_count(), "ram_gb": ram, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg": os.getloadavg()}
+
+
+def matmul_flops(n: int = 1024, seconds: float = 2.0, threads: int | None = None) -> dict:
+    """The machine's fp32 matmul rate (FLOP/s) with `threads` torch threads: the MFU denominator.
+
+    Best of several timed batches of n×n @ n×n (2n³ FLOPs each), so a noisy neighbour lowers it less.
+    """
+    import torch
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            a @ b
+        best, t_end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            dt = time.perf_counter() - t0
+            best = max(best, 4 * 2 * n ** 3 / dt)
+        return {"flops": best, "n": n, "threads": torch.get_num_threads(), "loadavg": loadavg()}
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_child(args: list[str], timeout: float = 1800, env: dict | None = None, cwd: str = ROOT) -> dict:
+    """Run a child process; return its last JSON stdout line plus wall time, peak RSS, load average.
+
+    Peak RSS comes from os.wait4's rusage of that one child (ru_maxrss, KiB on Linux): exact, and not
+    mixed with earlier children as RUSAGE_CHILDREN would be.
+    """
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": ROOT, **(env or {})}
+    la0 = loadavg()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=out, stderr=err, env=full_env, cwd=cwd)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    result = {}
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+    result.update({"_rc": proc.returncode, "_wall_s": round(wall, 2), "_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                   "_loadavg": [la0, loadavg()]})
+    if proc.returncode != 0:
+        result["_stderr_tail"] = stderr[-2000:]
+    return result
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh.read().split("\n") if line.strip()]
+
+
+def write_jsonl(rows: list[dict], path: str) -> str:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps({"text": r["text"], "label": r["label"]}, ensure_ascii=False) + "\n")
+    return path
+
+
+def tutorial_split(n_train: int, n_eval: int) -> tuple[list[dict], list[dict]]:
+    """Exactly the rows bench/tutorial_recipe.py trains and evaluates on."""
+    import numpy as np
+    rows = read_jsonl(os.path.join(DATA, "imdb_train_4000.jsonl"))
+    order = np.random.default_rng(0).permutation(len(rows))
+    return [rows[i] for i in order[:n_train]], [rows[i] for i in order[n_train:n_train + n_eval]]
+
+
+def balanced_split(path: str, n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """A fixed test set (the last n_test of one shuffle) and the first n_train rows of the rest."""
+    rows = read_jsonl(path)
+    random.Random(seed).shuffle(rows)
+    test = rows[len(rows) - n_test:]
+    return rows[:min(n_train, len(rows) - n_test)], test
+
+
+def md_table(rows: list[dict], cols: list[str], headers: list[str] | None = None) -> str:
+    headers = headers or cols
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if isinstance(v, float):
+                v = f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+            cells.append(str(v) if v is not None else "")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def save(name: str, payload: dict, markdown: str) -> None:
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, f"{name}.json"), "w") as fh:
+        json.dump(payload, fh, indent=1, default=str)
+    with open(os.path.join(OUT, f"{name}.md"), "w") as fh:
+        fh.write(markdown.rstrip() + "\n")
+
+
+def engine_cfg(model: str, method: str, params: dict, train_path: str, eval_path: str | None, *,
+               max_length: int = 128, batch_size: int = 16, lr: float = 1e-3, epochs: float = 1.0,
+               max_steps: int = -1, task: str = "classification", extra_train: dict | None = None,
+               extra_data: dict | None = None) -> dict:
+    data = {"source": train_path, "task": task, "max_length": max_length, "val_share": 0.0 if eval_path is None else 0.2}
+    if eval_path:
+        data["eval_source"] = eval_path
+    data.update(extra_data or {})
+    train = {"learning_rate": lr, "epochs": epochs, "batch_size": batch_size, "max_steps": max_steps, "seed": 42}
+    train.update(extra_train or {})
+    return {"model": {"name": model}, "data": data, "method": {"name": method, "params": params}, "train": train}

@@ -1,0 +1,271 @@
+"""Compare: the base model and the fine-tuned one, side by side.
+
+Chat panes for instruction-tuned (sft) runs, label probabilities for classifiers. One loaded model
+serves both views (peft's disable_adapter() for the base), shared across sessions by cache_resource.
+"""
+from __future__ import annotations
+
+import os
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import runs
+from pages.ui import error_text, run_label, show_error
+
+PICK_KEY = "compare_pick"          # the selectbox's own key
+WANTED_KEY = "compare_run"         # set by other pages (Train: "Compare base vs tuned")
+APPLIED_KEY = "_compare_applied"   # the last compare_run we moved the selectbox to
+CHATS_KEY = "_compare_chats"       # run id -> {"base": [messages], "tuned": [messages]}
+PENDING_KEY = "_compare_pending"   # a prompt or text an example button asked for
+CLS_KEY = "_compare_cls"           # run id -> {"text", "base", "tuned"}
+HISTORY_MESSAGES = 6               # earlier messages sent as context: 3 turns keep small models on track
+NO_ANSWER = "_(no answer: the model stopped at once)_"
+PANES = (("base", False, "Base model", "before fine-tuning"), ("tuned", True, "Fine-tuned", "after fine-tuning"))
+
+
+# ------------------------------------------------------------------------------------ loading
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def load_model(run_dir: str):
+    """One RunModel per run for the whole server: treat it as read-only (its calls take its lock)."""
+    from core.infer import RunModel
+    return RunModel(run_dir)
+
+
+def _finished_with_weights() -> list:
+    return [r for r in runs.list_runs() if r.state in ("completed", "stopped") and r.has_weights]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]:
+    """A few prompts (sft) or texts (classification) from the run's own dataset."""
+    from core import data
+    from core.config import DataSpec
+    source = str(data_cfg.get("source", ""))
+    if task == "sft" and source == "builtin:facts":
+        # Held-out rephrasings: questions the base cannot know and the tuned model never saw verbatim.
+        seen, out = set(), []
+        for row in data.builtin_heldout("facts"):
+            if row.get("fact_id") not in seen:
+                seen.add(row.get("fact_id"))
+                out.append(row["prompt"])
+        return out[:3]
+    if source.startswith("hub:"):
+        return []  # downloading a dataset to show three examples is not worth the wait
+    try:
+        loaded = data.load_rows(DataSpec(**data_cfg), seed=seed)
+    except (ValueError, OSError):
+        return []
+    rows = loaded.val or loaded.train
+    key = "prompt" if task == "sft" else "text"
+    return [str(r[key]) for r in rows[:3] if r.get(key)]
+
+
+def _general_question() -> str | None:
+    from core import data
+    try:
+        questions = data.builtin_general_questions()
+    except (ValueError, OSError):
+        return None
+    return questions[0]["prompt"] if questions else None
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _short_path(value) -> str:
+    # A server path says little to a class and more than needed to a visitor: keep its last part.
+    text = str(value or "?").rstrip("/\\")
+    return os.path.basename(text) if os.path.isabs(text) or text.startswith((".", "~")) else text
+
+
+def _set_pending(value: str) -> None:
+    st.session_state[PENDING_KEY] = value
+
+
+# ------------------------------------------------------------------------------------ chat (sft)
+
+def chat(model, info) -> None:
+    chats = st.session_state.setdefault(CHATS_KEY, {})
+    chat_state = chats.setdefault(info.id, {"base": [], "tuned": []})
+
+    s1, s2, s3 = st.columns([2, 2, 1.2])
+    max_new = s1.slider("Max new tokens", 8, 512, 128, step=8, key="cmp_max_new",
+                        help="How long an answer may get. Small CPUs: keep it short.")
+    temperature = s2.slider("Temperature", 0.0, 1.5, 0.0, step=0.1, key="cmp_temp",
+                            help="0 = greedy: the most likely token every time, so the class sees the same "
+                                 "answer twice. Higher = more varied answers.")
+    remember = s3.toggle("Remember chat", value=True, key="cmp_remember",
+                         help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
+
+    data_cfg = info.config.get("data") or {}
+    seed = int((info.config.get("train") or {}).get("seed", 42))
+    examples = examples_for(info.id, data_cfg, "sft", seed)
+    general = _general_question()
+    if examples or general:
+        st.caption("Try one: questions from the run's own data"
+                   + (" (held-out rephrasings — watch the base model make things up)"
+                      if data_cfg.get("source") == "builtin:facts" else "")
+                   + ", and a general question to check that nothing else broke.")
+        buttons = examples + ([general] if general else [])
+        cols = st.columns(len(buttons))
+        for i, (col, text) in enumerate(zip(cols, buttons)):
+            label = ("General: " if text == general and i == len(buttons) - 1 else "") + _short(text, 70)
+            col.button(label, key=f"cmp_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
+
+    with st.form("cmp_form", clear_on_submit=True):
+        typed = st.text_input("Prompt", key="cmp_prompt", placeholder="Ask both models the same question…")
+        sent = st.form_submit_button("Send", key="cmp_send", type="primary")
+    prompt = typed.strip() if sent and typed and typed.strip() else st.session_state.pop(PENDING_KEY, None)
+    if sent and not (typed or "").strip():
+        st.warning("The prompt is empty: type a question, then press Send.")
+
+    panes = st.columns(2)
+    for col, (pane, _, title, sub) in zip(panes, PANES):
+        with col:
+            st.subheader(title)
+            st.caption(sub)
+            for msg in chat_state[pane]:
+                with st.chat_message(msg["role"]):
+                    st.markdown(msg["content"] or NO_ANSWER)
+
+    if prompt:
+        for col, (pane, tuned, _, _) in zip(panes, PANES):
+            history = chat_state[pane][-HISTORY_MESSAGES:] if remember else []
+            with col:
+                with st.chat_message("user"):
+                    st.markdown(prompt)
+                with st.chat_message("assistant"):
+                    try:
+                        answer = st.write_stream(model.generate_stream(
+                            prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature,
+                            history=history))
+                    except Exception as exc:  # the model call must never show a traceback
+                        show_error(exc)
+                        st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
+                        continue
+                    if not isinstance(answer, str):
+                        answer = "".join(str(a) for a in answer)
+                    answer = answer.strip()
+                    if not answer:
+                        st.markdown(NO_ANSWER)
+            chat_state[pane] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+    if any(chat_state.values()):
+        if st.button("Clear both chats", key="cmp_clear"):
+            chats[info.id] = {"base": [], "tuned": []}
+            st.rerun()
+
+
+# ------------------------------------------------------------------------------ classification
+
+def _prob_figure(probs: dict[str, float], title: str) -> go.Figure:
+    labels = list(probs)
+    values = [float(probs[k]) for k in labels]
+    best = max(range(len(values)), key=values.__getitem__) if values else -1
+    colours = ["#e67e22" if i == best else "#95a5a6" for i in range(len(values))]
+    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
+                           text=[f"{v:.0%}" for v in values], textposition="auto"))
+    fig.update_layout(title=dict(text=title, x=0.0), height=120 + 36 * len(labels),
+                      margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(range=[0, 1], tickformat=".0%"),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def classify(model, info) -> None:
+    results = st.session_state.setdefault(CLS_KEY, {})
+    data_cfg = info.config.get("data") or {}
+    seed = int((info.config.get("train") or {}).get("seed", 42))
+    examples = examples_for(info.id, data_cfg, "classification", seed)
+    if data_cfg.get("source") == "builtin:sentiment":
+        examples = examples + ["I expected to hate it, and somehow I loved every minute."]
+    if examples:
+        st.caption("Try one: texts from the run's validation data")
+        cols = st.columns(len(examples))
+        for i, (col, text) in enumerate(zip(cols, examples)):
+            col.button(_short(text), key=f"cmp_cls_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
+
+    pending = st.session_state.pop(PENDING_KEY, None)
+    if pending:
+        st.session_state["cmp_text"] = pending  # before the widget is drawn: allowed
+    with st.form("cmp_cls_form"):
+        text = st.text_area("Text to classify", key="cmp_text", height=90,
+                            placeholder="Type a sentence, e.g. a short review")
+        sent = st.form_submit_button("Classify", key="cmp_classify", type="primary")
+    text = (text or "").strip()
+    if (sent or pending) and not text:
+        st.warning("The text is empty: type a sentence, then press Classify.")
+    elif sent or pending:
+        try:
+            with st.spinner("Classifying…"):
+                results[info.id] = {"text": text, "base": model.classify(text, tuned=False),
+                                    "tuned": model.classify(text, tuned=True)}
+        except Exception as exc:
+            show_error(exc)
+            st.caption("Try a shorter text, or another run.")
+
+    result = results.get(info.id)
+    if not result:
+        return
+    st.markdown(f"> {_short(result['text'], 300)}")
+    cols = st.columns(2)
+    for col, (pane, _, title, _) in zip(cols, PANES):
+        probs = result[pane]
+        top = max(probs, key=probs.get) if probs else "?"
+        col.plotly_chart(_prob_figure(probs, f"{title}: {top}"), key=f"cmp_bars_{pane}",
+                         config={"displayModeBar": False})
+    fmt = getattr(model, "format", "")
+    if fmt in ("peft", "head"):
+        st.caption("The base model's classification head is the freshly initialised one the run started "
+                   "from, so its answer is close to a coin toss: a pre-trained model does not know your "
+                   "labels until it is tuned.")
+
+
+# ------------------------------------------------------------------------------------ the page
+
+st.title("Compare base and fine-tuned")
+
+try:
+    candidates = _finished_with_weights()
+except OSError as exc:
+    show_error(exc)
+    st.stop()
+if not candidates:
+    st.info("No finished run with saved weights yet. Train one on the **Train** page, then come back here.")
+    st.stop()
+
+by_id = {r.id: r for r in candidates}
+ids = list(by_id)
+wanted = st.session_state.get(WANTED_KEY)
+if wanted in by_id and st.session_state.get(APPLIED_KEY) != wanted:
+    st.session_state[PICK_KEY] = wanted
+if st.session_state.get(PICK_KEY) not in by_id:
+    st.session_state[PICK_KEY] = ids[0]
+run_id = st.selectbox("Finished run", ids, key=PICK_KEY, format_func=lambda i: run_label(by_id[i]))
+st.session_state[WANTED_KEY] = st.session_state[APPLIED_KEY] = run_id
+info = by_id[run_id]
+
+cfg = info.config
+final = (info.summary or {}).get("final") or {}
+facts = [f"**{(cfg.get('method') or {}).get('name', '?')}** on `{_short_path((cfg.get('model') or {}).get('name'))}`",
+         f"data `{_short_path((cfg.get('data') or {}).get('source'))}`"]
+if "eval_accuracy" in final:
+    facts.append(f"validation accuracy {final['eval_accuracy']:.1%}")
+elif "eval_loss" in final:
+    facts.append(f"validation loss {final['eval_loss']:.3f}")
+st.caption(" · ".join(facts))
+
+try:
+    with st.spinner("Loading model…"):
+        model = load_model(info.dir)
+except Exception as exc:
+    st.error(f"Could not load this run's model: {error_text(exc)}")
+    st.info("Choose another run, or train this one again on the Train page.")
+    st.stop()
+
+if model.task == "sft":
+    chat(model, info)
+else:
+    classify(model, info)

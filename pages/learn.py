@@ -1,0 +1,279 @@
+"""Learn: what fine-tuning and PEFT are, the LoRA picture with real shapes, and a calculator.
+
+Everything here is arithmetic on a model's config.json (core.estimate): no weights are loaded, so
+a 70B model is as quick to explore as MiniLM.
+"""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import estimate
+from pages.ui import fmt_bytes, fmt_params, show_error
+
+METHOD_LABELS = {
+    "full": "Full fine-tuning",
+    "linear_head": "Linear head only (frozen model)",
+    "lora": "LoRA",
+    "dora": "DoRA (LoRA + magnitude)",
+    "qlora": "QLoRA (4-bit base + LoRA)",
+    "prompt_tuning": "Prompt tuning",
+    "prefix_tuning": "Prefix tuning",
+    "ia3": "IA³ (learned scaling vectors)",
+}
+LORA_FAMILY = ("lora", "dora", "qlora")
+TARGET_MODES = ("Default targets", "All linear layers", "Choose modules")
+PART_COLOURS = {"weights": "#7f8c8d", "gradients": "#e67e22", "optimizer": "#c0392b", "activations": "#2980b9"}
+PART_LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "optimizer states (AdamW)",
+               "activations": "activations"}
+GPU_LINES = ((16, "16 GB (T4 / laptop GPU)"), (24, "24 GB (RTX 4090)"), (80, "80 GB (A100 / H100)"))
+GB = 1024 ** 3
+DEFAULT_MODEL = "llama-2-7b"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+@st.cache_data(show_spinner=False)
+def _config(key: str) -> dict:
+    return estimate.load_config(key)
+
+
+def _task(cfg: dict) -> str:
+    # Decoders are tuned to follow instructions; encoders get a classification head.
+    return "sft" if estimate.dims(cfg).family in ("llama", "opt") else "classification"
+
+
+def _block_modules(cfg: dict, task: str, layer: int) -> list[str]:
+    """Names lora_picture accepts for the linears of one block (bert's three 'dense' by their path)."""
+    out = []
+    for shape in estimate.linear_layers(cfg, task):
+        if shape.layer != layer:
+            continue
+        inside = shape.path.split(f".{layer}.", 1)[1]
+        out.append(inside if shape.name == "dense" else shape.name)
+    return out
+
+
+def _box(fig: go.Figure, x0: float, y0: float, x1: float, y1: float, fill: str, text: str,
+         text_pos: str = "inside") -> None:
+    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#2c3e50", width=1),
+                  fillcolor=fill, opacity=0.85)
+    if text_pos == "inside":
+        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=text, showarrow=False,
+                           font=dict(size=13, color="white"))
+    elif text_pos == "below":
+        fig.add_annotation(x=(x0 + x1) / 2, y=y0, text=text, showarrow=False, yshift=-22,
+                           font=dict(size=12))
+    else:  # above
+        fig.add_annotation(x=(x0 + x1) / 2, y=y1, text=text, showarrow=False, yshift=22, font=dict(size=12))
+
+
+def lora_figure(pic: dict) -> tuple[go.Figure, bool]:
+    """W (d×k) beside B (d×r) and A (r×k), to scale; returns the figure and whether r was thickened."""
+    d, k, r = pic["d"], pic["k"], pic["r"]
+    unit = 10.0 / max(d, k)                   # the largest side of W is 10 plot units
+    w_w, w_h = k * unit, d * unit
+    min_thick = 0.25                          # r = 8 next to 4096 is 0.02 units: invisible
+    thick = max(r * unit, min_thick)
+    exaggerated = r * unit < min_thick
+    gap = 1.6
+    fig = go.Figure()
+    top = w_h
+    _box(fig, 0, 0, w_w, w_h, "#95a5a6",
+         f"<b>W</b> frozen<br>{d:,} × {k:,}<br>{fmt_params(pic['params_W'])} weights")
+    fig.add_annotation(x=w_w + gap / 2, y=top / 2, text=f"<b>+ {pic['scale']:.3g} ·</b>", showarrow=False,
+                       font=dict(size=16))
+    bx0 = w_w + gap
+    _box(fig, bx0, 0, bx0 + thick, w_h, "#e67e22", "", "inside")
+    fig.add_annotation(x=bx0 + thick / 2, y=0, text=f"<b>B</b> trained<br>{d:,} × {r}<br>{d * r:,}",
+                       showarrow=False, yshift=-34, font=dict(size=12))
+    ax0 = bx0 + thick + 0.35
+    _box(fig, ax0, top - thick, ax0 + w_w, top, "#d35400", "", "inside")
+    fig.add_annotation(x=ax0 + w_w / 2, y=top - thick, text=f"<b>A</b> trained<br>{r} × {k:,}<br>{r * k:,}",
+                       showarrow=False, yshift=-34, font=dict(size=12))
+    fig.update_xaxes(visible=False, range=[-0.5, ax0 + w_w + 0.5])
+    fig.update_yaxes(visible=False, range=[-2.2, top + 0.8], scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="rgba(0,0,0,0)",
+                      title=dict(text=f"W′ = W + (α/r)·B·A  with α/r = {pic['alpha']:g}/{r} = {pic['scale']:.3g}",
+                                 x=0.0))
+    return fig, exaggerated
+
+
+def memory_figure(memory: dict[str, dict[str, int]]) -> go.Figure:
+    methods = list(memory)
+    labels = [METHOD_LABELS.get(m, m).split(" (")[0] for m in methods]
+    fig = go.Figure()
+    for part in ("weights", "gradients", "optimizer", "activations"):
+        values = [memory[m][part] / GB for m in methods]
+        fig.add_trace(go.Bar(x=labels, y=values, name=PART_LABELS[part], marker_color=PART_COLOURS[part],
+                             hovertemplate="%{x}: %{y:.2f} GB<extra>" + PART_LABELS[part] + "</extra>"))
+    totals = [memory[m]["total"] for m in methods]
+    fig.add_trace(go.Scatter(x=labels, y=[t / GB for t in totals], mode="text", showlegend=False,
+                             text=[fmt_bytes(t) for t in totals], textposition="top center", hoverinfo="skip"))
+    top = max(totals) / GB if totals else 0
+    for size, name in GPU_LINES:
+        if size <= top * 1.15:
+            fig.add_hline(y=size, line_dash="dot", line_color="#7f8c8d", annotation_text=name,
+                          annotation_position="top right")
+    fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
+                      yaxis_title="GB", title=dict(text="Estimated training memory", x=0.0),
+                      yaxis_range=[0, top * 1.18 if top else 1],
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+# ------------------------------------------------------------------------------------ the page
+
+st.title("Fine-tuning, and doing it cheaply")
+
+st.markdown("""
+**Fine-tuning** takes a model that was pre-trained on a mountain of text and trains it a little more on
+*your* examples, so it learns your labels, your style or your facts. **Full fine-tuning** updates every
+weight: for a 7-billion-parameter model that means gradients and optimizer states for all 7 billion
+numbers, several times the memory of the model itself.
+
+**Parameter-efficient fine-tuning (PEFT)** freezes the pre-trained weights and trains a small number of
+new ones beside them: an *adapter*. The frozen model needs no gradients and no optimizer states, and
+what you save and share afterwards is a few megabytes instead of a whole model.
+
+- **LoRA** (Hu et al., 2021) adds to a weight matrix **W** (d×k) a low-rank update **B·A**, with
+  **A** r×k and **B** d×r and r tiny (4–64). Only A and B train; **W′ = W + (α/r)·B·A**. Because B
+  starts at zero, training starts exactly from the original model.
+- **QLoRA** (Dettmers et al., 2023) stores the frozen W in 4 bits (NF4) and trains LoRA adapters on top:
+  the weights shrink about 4× compared with 16-bit, which is what lets a 65B model be tuned on one GPU.
+- **Prompt tuning** and **prefix tuning** leave every weight alone and learn a few "virtual tokens" that
+  are put in front of the input (or of every layer's keys and values).
+- **IA³** learns one scaling vector per adapted layer: even fewer numbers than LoRA.
+
+**Being honest about the cost:** PEFT cuts the *trainable* parameters by 100–1000×, but not the
+memory by as much. The frozen model still has to sit in memory, and the activations of a forward and
+backward pass through all of it are still kept. On small datasets LoRA usually lands close to full
+fine-tuning; it is not free accuracy, and a rank that is too low can underfit.
+""")
+
+st.header("The LoRA picture, with real shapes")
+st.caption("Pick a model and a layer: the rectangles are drawn to scale from its config.")
+
+models = estimate.list_models()
+keys = list(models)
+if st.session_state.get("learn_model") not in keys:
+    st.session_state["learn_model"] = DEFAULT_MODEL if DEFAULT_MODEL in keys else keys[0]
+
+top_left, top_right = st.columns(2)
+with top_left:
+    model_key = st.selectbox("Model", keys, format_func=lambda k: models.get(k, k), key="learn_model")
+with top_right:
+    method = st.selectbox("Method", list(METHOD_LABELS), index=list(METHOD_LABELS).index("lora"),
+                          format_func=METHOD_LABELS.get, key="learn_method")
+
+try:
+    cfg = _config(model_key)
+    dims = estimate.dims(cfg)
+    task = _task(cfg)
+except ValueError as exc:
+    show_error(exc)
+    st.info("Choose another model from the list.")
+    st.stop()
+
+c1, c2 = st.columns(2)
+with c1:
+    r = st.slider("LoRA rank r", 1, 128, 8, key="learn_r",
+                  help="How many directions each adapted matrix may change in. A and B grow linearly with r.")
+with c2:
+    alpha = st.slider("LoRA alpha (α)", 1, 256, 16, key="learn_alpha",
+                      help="Scales the update: ΔW = (α/r)·B·A. A common rule of thumb is α = 2r.")
+
+modules = _block_modules(cfg, task, 0)
+defaults = estimate.default_targets(cfg)
+p1, p2 = st.columns(2)
+if st.session_state.get("learn_layer", 0) > dims.layers - 1:
+    st.session_state["learn_layer"] = 0  # the previous model had more layers
+with p1:
+    layer = st.slider("Layer (block)", 0, dims.layers - 1, key="learn_layer") if dims.layers > 1 else 0
+with p2:
+    if st.session_state.get("learn_module") not in modules:
+        st.session_state["learn_module"] = next((m for m in modules if m.endswith(defaults[0])), modules[0])
+    module = st.selectbox("Weight matrix", modules, key="learn_module")
+
+try:
+    pic = estimate.lora_picture(cfg, layer=layer, module=module, r=r, alpha=alpha)
+except ValueError as exc:
+    show_error(exc)
+else:
+    fig, exaggerated = lora_figure(pic)
+    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="learn_picture")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Weights in W (frozen)", f"{pic['params_W']:,}")
+    m2.metric("Weights in A and B (trained)", f"{pic['params_AB']:,}")
+    m3.metric("A+B as a share of W", f"{100 * pic['ratio']:.3g} %")
+    note = (f"`{pic['path']}` in layer {layer}: W is {pic['d']:,}×{pic['k']:,}. B·A has rank at most "
+            f"r = {r}, while W could have rank up to {pic['max_rank']:,}.")
+    if exaggerated:
+        note += " A and B are drawn thicker than to scale; at true scale they would be hairlines."
+    st.caption(note)
+
+st.header("Calculator: parameters and memory")
+
+t1, t2, t3 = st.columns(3)
+with t1:
+    target_mode = st.radio("LoRA / IA³ targets", TARGET_MODES, key="learn_targets_mode",
+                           help="Which linear layers get an adapter. Default: the attention query and value "
+                                "projections, as in the LoRA paper.")
+    chosen = None
+    if target_mode == TARGET_MODES[2]:
+        options = estimate.all_linear_targets(cfg, task)
+        current = st.session_state.get("learn_targets")
+        if current is None or any(t not in options for t in current):
+            st.session_state["learn_targets"] = [t for t in defaults if t in options]
+        chosen = st.multiselect("Modules", options, key="learn_targets")
+with t2:
+    batch = st.select_slider("Batch size", [1, 2, 4, 8, 16, 32, 64, 128], value=4, key="learn_batch")
+    seq_len = st.select_slider("Sequence length (tokens)", [64, 128, 256, 512, 1024, 2048, 4096], value=512,
+                               key="learn_seq")
+with t3:
+    dtype = st.selectbox("Weights dtype", ["bfloat16", "float32"], key="learn_dtype",
+                         help="bfloat16: how large models are trained on GPUs. QLoRA stores W in 4 bits and "
+                              "computes in this dtype.")
+    virtual = 20
+    if method in ("prompt_tuning", "prefix_tuning"):
+        virtual = st.slider("Virtual tokens", 1, 100, 20, key="learn_vtokens")
+
+if target_mode == TARGET_MODES[0]:
+    targets = None
+elif target_mode == TARGET_MODES[1]:
+    targets = "all-linear"
+else:
+    targets = chosen or None
+    if not chosen:
+        st.warning("No module chosen: using the default targets. Pick at least one module.")
+
+try:
+    counts = estimate.method_counts(cfg, method, r=r, targets=targets, num_virtual_tokens=virtual, task=task)
+    compared = ["full", "lora", "qlora"] + ([method] if method not in ("full", "lora", "qlora") else [])
+    memory = estimate.compare_methods(cfg, compared, batch_size=batch, seq_len=seq_len, r=r, targets=targets,
+                                      dtype=dtype, num_virtual_tokens=virtual, task=task)
+except ValueError as exc:
+    show_error(exc)
+    st.info("Change the targets or the model and try again.")
+    st.stop()
+
+share = 100.0 * counts.trainable / counts.total if counts.total else 0.0
+k1, k2, k3 = st.columns(3)
+k1.metric("Trainable parameters", f"{counts.trainable:,}",
+          help=f"{METHOD_LABELS[method]} on {models.get(model_key, model_key)}")
+k2.metric("Share of all parameters", f"{share:.3g} %", help=f"of {counts.total:,} parameters in total")
+k3.metric(f"Training memory ({METHOD_LABELS[method].split(' (')[0]})", fmt_bytes(memory[method]["total"]))
+st.caption(f"Total parameters: {counts.total:,} ({fmt_params(counts.total)}), task: "
+           f"{'instruction tuning (causal LM)' if task == 'sft' else 'classification (encoder + head)'}.")
+
+st.plotly_chart(memory_figure(memory), width="stretch", key="learn_memory")
+st.caption("Estimates from the config alone: weights, gradients and AdamW states (two fp32 numbers per "
+           "trainable weight) are exact arithmetic; activations follow Korthikanti et al. (2022) without "
+           "recomputation. Not counted: the CUDA context, fragmentation, kernel workspaces: add 10–20 %.")
+
+st.info("""**What to notice**
+- Moving **r** changes the trainable count a lot, but the memory bars hardly move: the frozen weights
+  and the activations dominate, not the adapter.
+- Full fine-tuning pays for gradients and optimizer states on *every* weight: the orange and red blocks.
+- QLoRA's gain is in the grey block: 4-bit weights. That is what brings a 7B or 13B model onto one GPU.
+- Batch size and sequence length scale the activations (blue) for every method alike.""")

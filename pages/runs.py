@@ -1,0 +1,371 @@
+"""Runs: every run on disk in one table, overlaid curves, a method comparison, and per-run actions
+(downloads, the headless command, delete, and what LoRA changed layer by layer)."""
+from __future__ import annotations
+
+import math
+import os
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import runs
+from pages.ui import fmt_params, fmt_seconds, is_admin, manager, owner_id, run_label, show_error
+
+FLASH_KEY = "_runs_flash"   # a message to show once after a rerun (e.g. "deleted")
+COLOURS = px.colors.qualitative.Plotly
+ANATOMY_CAPTION = ("Each cell: how much LoRA changed that weight matrix relative to its size (‖ΔW‖ / ‖W‖). "
+                   "The energy curve: how much of the change lives in the top 1, 2, … directions. It climbs "
+                   "to nearly 100 % within a few directions: the update is low-rank, which is why a small r "
+                   "is enough.")
+
+
+# ------------------------------------------------------------------------------------ reading
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _read_metrics(run_dir: str, mtime: float, size: int) -> list[dict]:
+    return runs.read_metrics(run_dir)
+
+
+def metrics(run_dir: str) -> list[dict]:
+    """read_metrics, re-read only when metrics.jsonl changed (a running job appends to it)."""
+    try:
+        st_ = os.stat(os.path.join(run_dir, "metrics.jsonl"))
+    except OSError:
+        return []
+    return _read_metrics(run_dir, st_.st_mtime, st_.st_size)
+
+
+def _num(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def short_label(info) -> str:
+    """A legend-sized name: the run's own name, else method · model · last id digits."""
+    own = (info.status or {}).get("name") or (info.config or {}).get("name")
+    if own:
+        return str(own)
+    method = ((info.config or {}).get("method") or {}).get("name", "?")
+    return f"{method} · {_short_model(((info.config or {}).get('model') or {}).get('name'))} · #{info.id[-4:]}"
+
+
+def _short_model(name: str) -> str:
+    text = str(name or "?").rstrip("/\\")
+    return os.path.basename(text) if os.path.isabs(text) or text.startswith((".", "~")) else text
+
+
+def table_rows(infos: list, me: str) -> list[dict]:
+    rows = []
+    for info in infos:
+        cfg, s = info.config or {}, info.summary or {}
+        params = (cfg.get("method") or {}).get("params") or {}
+        train = cfg.get("train") or {}
+        final = s.get("final") or {}
+        peak = _num(s.get("peak_cuda_mb")) or _num(s.get("peak_rss_mb"))
+        rows.append({
+            "Run": info.name, "Model": _short_model((cfg.get("model") or {}).get("name")),
+            "Method": (cfg.get("method") or {}).get("name", "?"),
+            "r": _num(params.get("r")), "alpha": _num(params.get("alpha")),
+            "LR": _num(train.get("learning_rate")), "Epochs": _num(train.get("epochs")),
+            "Batch": _num(train.get("batch_size")), "N train": _num(s.get("n_train")),
+            "Accuracy": _num(final.get("eval_accuracy")), "Val loss": _num(final.get("eval_loss")),
+            "Trainable": _num(s.get("trainable_params")), "Trainable %": _num(s.get("trainable_percent")),
+            "Train time (s)": _num(s.get("train_time_s")), "Peak memory (MB)": peak,
+            "Latency (ms)": _num(s.get("latency_ms_per_sample")),
+            "Status": info.state, "Yours": info.owned_by(me), "id": info.id,
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------ charts
+
+def _series(events: list[dict], key: str, kind: str, x_key: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for ev in events:
+        if ev.get("type") != kind:
+            continue
+        y, x = _num(ev.get(key)), _num(ev.get(x_key))
+        if y is not None and x is not None:
+            xs.append(x)
+            ys.append(y)
+    return xs, ys
+
+
+def curves_figures(selected: list, labels: dict[str, str], x_key: str) -> tuple[go.Figure, go.Figure | None]:
+    loss = go.Figure()
+    acc = go.Figure()
+    any_acc = False
+    for i, info in enumerate(selected):
+        events = metrics(info.dir)
+        colour = COLOURS[i % len(COLOURS)]
+        name = labels[info.id]
+        tx, ty = _series(events, "loss", "log", x_key)
+        if tx:
+            loss.add_trace(go.Scatter(x=tx, y=ty, mode="lines", name=f"{name} · train",
+                                      line=dict(color=colour), legendgroup=info.id))
+        vx, vy = _series(events, "eval_loss", "eval", x_key)
+        if vx:
+            loss.add_trace(go.Scatter(x=vx, y=vy, mode="lines+markers", name=f"{name} · validation",
+                                      line=dict(color=colour, dash="dot"), legendgroup=info.id))
+        ax, ay = _series(events, "eval_accuracy", "eval", x_key)
+        if ax:
+            any_acc = True
+            acc.add_trace(go.Scatter(x=ax, y=ay, mode="lines+markers", name=name, line=dict(color=colour)))
+    layout = dict(height=340, margin=dict(l=10, r=10, t=40, b=10), xaxis_title=x_key,
+                  legend=dict(orientation="h", y=-0.25))
+    loss.update_layout(title=dict(text="Loss (solid: training, dotted: validation)", x=0.0),
+                       yaxis_title="loss", **layout)
+    acc.update_layout(title=dict(text="Validation accuracy", x=0.0), yaxis_title="accuracy",
+                      yaxis_range=[0, 1.02], **layout)
+    return loss, (acc if any_acc else None)
+
+
+def method_figures(df: pd.DataFrame) -> list[tuple[str, go.Figure]]:
+    out = []
+    hover = {"Run": True, "Model": True, "Trainable": ":,", "Method": False}
+    for metric, title in (("Accuracy", "Validation accuracy vs trainable parameters"),
+                          ("Val loss", "Validation loss vs trainable parameters (language models)")):
+        part = df.dropna(subset=["Trainable", metric])
+        part = part[part["Trainable"] > 0]
+        if metric == "Val loss":
+            part = part[part["Accuracy"].isna()]  # classifiers are already in the accuracy chart
+        if part.empty:
+            continue
+        fig = px.scatter(part, x="Trainable", y=metric, color="Method", log_x=True, hover_data=hover,
+                         title=title)
+        fig.update_traces(marker=dict(size=12, line=dict(width=1, color="#2c3e50")))
+        if metric == "Accuracy":
+            fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+        fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10),
+                          xaxis_title="trainable parameters (log scale)")
+        out.append((metric, fig))
+    lat = df.dropna(subset=["Latency (ms)"])
+    if not lat.empty:
+        means = lat.groupby("Method", as_index=False)["Latency (ms)"].mean()
+        fig = px.bar(means, x="Method", y="Latency (ms)", color="Method",
+                     title="Inference latency per method (ms per example, batch 1, median)")
+        fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), showlegend=False)
+        out.append(("latency", fig))
+    return out
+
+
+def _module_labels(layers: list[dict]) -> list[str]:
+    """Module names for the heatmap; bert's three 'dense' layers by their path inside the block."""
+    names = [str(e.get("module", "?")) for e in layers]
+    seen: dict[tuple, int] = {}
+    for e, n in zip(layers, names):
+        seen[(e.get("layer"), n)] = seen.get((e.get("layer"), n), 0) + 1
+    if all(c == 1 for c in seen.values()):
+        return names
+    out = []
+    for e, n in zip(layers, names):
+        full = str(e.get("name", n))
+        marker = f".{e.get('layer')}."
+        out.append(full.split(marker, 1)[1] if marker in full else n)
+    return out
+
+
+def anatomy_figures(layers: list[dict]) -> tuple[go.Figure, go.Figure, dict]:
+    labels = _module_labels(layers)
+    rows = sorted({int(e.get("layer", -1)) for e in layers})
+    cols = list(dict.fromkeys(labels))
+    grid: list[list] = [[None] * len(cols) for _ in rows]
+    for e, label in zip(layers, labels):
+        grid[rows.index(int(e.get("layer", -1)))][cols.index(label)] = _num(e.get("rel_norm"))
+    heat = go.Figure(go.Heatmap(z=grid, x=cols, y=[f"layer {r}" if r >= 0 else "other" for r in rows],
+                                colorscale="Viridis", colorbar=dict(title="‖ΔW‖/‖W‖"),
+                                hovertemplate="%{y} · %{x}: %{z:.3g}<extra></extra>"))
+    heat.update_layout(height=140 + 26 * len(rows), margin=dict(l=10, r=10, t=40, b=10),
+                       title=dict(text="How much LoRA changed each weight matrix", x=0.0))
+    top = max(layers, key=lambda e: _num(e.get("rel_norm")) or 0.0)
+    energy = [v for v in (top.get("energy") or []) if _num(v) is not None]
+    curve = go.Figure(go.Scatter(x=list(range(1, len(energy) + 1)), y=[100 * v for v in energy],
+                                 mode="lines+markers", line=dict(color="#e67e22")))
+    curve.add_hline(y=90, line_dash="dot", line_color="#7f8c8d", annotation_text="90 %")
+    curve.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[0, 102],
+                        xaxis=dict(title="top k directions (singular values of ΔW)", dtick=1),
+                        yaxis_title="% of the update's energy",
+                        title=dict(text=f"Energy of ΔW in layer {top.get('layer', '?')} · {top.get('module', '?')} "
+                                           "(the most changed)", x=0.0))
+    return heat, curve, top
+
+
+# ------------------------------------------------------------------------------------ actions
+
+def _delete(run_id: str, me: str, admin: bool) -> None:
+    try:
+        manager().delete(run_id, me, admin)
+    except Exception as exc:
+        show_error(exc)
+        return
+    for key in ("runs_detail", "runs_confirm_delete"):
+        st.session_state.pop(key, None)
+    if st.session_state.get("compare_run") == run_id:
+        st.session_state.pop("compare_run", None)
+    st.session_state[FLASH_KEY] = f"Deleted run {run_id}."
+    st.rerun()
+
+
+def details(info, me: str, admin: bool) -> None:
+    s = info.summary or {}
+    status = info.status or {}
+    if info.state == "failed":
+        st.error(f"This run failed: {status.get('message') or 'no message'}"
+                 + (f" — {status['hint']}" if status.get("hint") else ""))
+    elif info.state in ("interrupted", "cancelled", "stopped") and status.get("message"):
+        st.info(f"{info.state.capitalize()}: {status['message']}")
+    final = s.get("final") or {}
+    c = st.columns(4)
+    c[0].metric("Trainable parameters", fmt_params(s.get("trainable_params")),
+                help=f"{s.get('trainable_percent', '—')} % of {fmt_params(s.get('total_params'))}")
+    if "eval_accuracy" in final:
+        c[1].metric("Validation accuracy", f"{final['eval_accuracy']:.1%}")
+    elif "eval_loss" in final:
+        c[1].metric("Validation loss", f"{final['eval_loss']:.3f}")
+    else:
+        c[1].metric("Final metric", "—")
+    c[2].metric("Train time", fmt_seconds(s.get("train_time_s")))
+    latency = _num(s.get("latency_ms_per_sample"))
+    c[3].metric("Latency per example", f"{latency:.1f} ms" if latency is not None else "—")
+
+    st.markdown("**Downloads**")
+    d1, d2 = st.columns(2)
+    with d1:
+        if not info.has_weights:
+            st.caption("No weights were saved for this run.")
+        else:
+            try:
+                allowed = manager().can_access(info.id, me, admin)
+            except Exception as exc:
+                show_error(exc)
+                allowed = False
+            if allowed:
+                st.download_button("Download weights (zip)", key="runs_dl_weights",
+                                   data=lambda: manager().weights_zip(info.id, me, admin),
+                                   file_name=f"{info.id}.zip", mime="application/zip")
+            else:
+                st.info("Only the session that started this run can download its weights.")
+    with d2:
+        try:
+            config_text = runs.config_yaml(info.dir)
+        except Exception as exc:
+            show_error(exc)
+        else:
+            st.download_button("Download config (YAML)", data=config_text, file_name=f"{info.id}.yaml",
+                               mime="text/yaml", key="runs_dl_config")
+
+    st.markdown("**Re-run it headless** (same config, same seed):")
+    st.code(f"python -m core.train --config {os.path.join(info.dir, 'config.json')}", language="bash")
+
+    if info.owned_by(me) or admin:
+        if info.state in runs.ACTIVE_STATES:
+            st.caption("This run is queued or training: stop it on the Train page before deleting it.")
+        else:
+            x1, x2 = st.columns([3, 1])
+            confirm = x1.checkbox("Yes, delete this run and its weights for good", key="runs_confirm_delete")
+            if x2.button("Delete run", key="runs_delete", disabled=not confirm, type="primary"):
+                _delete(info.id, me, admin)
+
+    events = metrics(info.dir)
+    found = [e for e in events if e.get("type") == "anatomy" and e.get("layers")]
+    layers = found[-1]["layers"] if found else (s.get("anatomy") or [])
+    if isinstance(layers, dict):
+        layers = layers.get("layers") or []
+    layers = [e for e in layers if isinstance(e, dict) and _num(e.get("rel_norm")) is not None]
+    if layers:
+        st.markdown("**LoRA anatomy**" + (f" (step {found[-1].get('step')})" if found else ""))
+        try:
+            heat, curve, top = anatomy_figures(layers)
+        except Exception as exc:  # old or hand-edited files must not break the page
+            show_error(exc)
+        else:
+            a1, a2 = st.columns([3, 2])
+            a1.plotly_chart(heat, key="runs_anatomy_heat")
+            a2.plotly_chart(curve, key="runs_anatomy_energy")
+            st.caption(ANATOMY_CAPTION)
+
+
+# ------------------------------------------------------------------------------------ the page
+
+st.title("Runs")
+flash = st.session_state.pop(FLASH_KEY, None)
+if flash:
+    st.success(flash)
+
+try:
+    infos = runs.list_runs()
+except OSError as exc:
+    show_error(exc)
+    st.info("Check that the runs folder exists and is readable, then reload the page.")
+    st.stop()
+if not infos:
+    st.info("No runs yet. Train one on the **Train** page; every run is listed here.")
+    st.stop()
+
+me, admin = owner_id(), is_admin()
+by_id = {i.id: i for i in infos}
+labels = {i.id: run_label(i) for i in infos}
+df = pd.DataFrame(table_rows(infos, me))
+
+st.caption(f"{len(infos)} run(s), newest first. Click a column header to sort.")
+st.dataframe(
+    df.drop(columns=["id"]), hide_index=True, key="runs_table",
+    column_config={
+        "LR": st.column_config.NumberColumn(format="%.0e"),
+        "Accuracy": st.column_config.NumberColumn(format="percent"),
+        "Val loss": st.column_config.NumberColumn(format="%.3f"),
+        "Trainable": st.column_config.NumberColumn(format="localized"),
+        "Trainable %": st.column_config.NumberColumn(format="%.4g %%"),
+        "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
+        "Peak memory (MB)": st.column_config.NumberColumn(
+            format="%.0f", help="GPU peak when trained on CUDA, else the process's peak RAM (RSS)"),
+        "Latency (ms)": st.column_config.NumberColumn(format="%.1f", help="one example, batch 1, median"),
+        "Yours": st.column_config.CheckboxColumn(help="started by this browser session"),
+    })
+
+st.header("Curves")
+with_metrics = [i.id for i in infos if metrics(i.dir)]
+if not with_metrics:
+    st.caption("No run has logged any metrics yet.")
+else:
+    if "runs_curves" not in st.session_state or any(r not in with_metrics for r in st.session_state["runs_curves"]):
+        st.session_state["runs_curves"] = with_metrics[:3]
+    picked = st.multiselect("Runs to overlay", with_metrics, key="runs_curves", format_func=labels.get)
+    x_key = st.radio("x axis", ["epoch", "step"], horizontal=True, key="runs_x",
+                     help="epoch lines up runs with different batch sizes; step counts optimizer updates")
+    if picked:
+        loss_fig, acc_fig = curves_figures([by_id[r] for r in picked], {r: short_label(by_id[r]) for r in picked},
+                                           x_key)
+        if acc_fig is not None:
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(loss_fig, key="runs_loss")
+            c2.plotly_chart(acc_fig, key="runs_acc")
+        else:
+            st.plotly_chart(loss_fig, key="runs_loss")
+
+st.header("Methods compared")
+models_present = sorted({m for m in df["Model"].dropna()})
+scope = st.selectbox("Model", ["All models"] + models_present, key="runs_cmp_model",
+                     help="Compare methods on one model, as in the OPT-350m study")
+done = df[df["Status"].isin(["completed", "stopped"])]
+if scope != "All models":
+    done = done[done["Model"] == scope]
+figures = method_figures(done)
+if not figures:
+    st.caption("Finish a few runs with different methods to compare them here.")
+else:
+    cols = st.columns(min(2, len(figures)))
+    for i, (name, fig) in enumerate(figures):
+        cols[i % len(cols)].plotly_chart(fig, key=f"runs_method_{name}")
+    st.caption("Up and to the left is best: more accuracy for fewer trained weights. LoRA usually sits "
+               "within a point or two of full fine-tuning with a few percent of the parameters or less; "
+               "merged into W it adds no latency, unmerged it adds a little.")
+
+st.header("One run")
+ids = [i.id for i in infos]
+if st.session_state.get("runs_detail") not in by_id:
+    wanted = st.session_state.get("compare_run")
+    st.session_state["runs_detail"] = wanted if wanted in by_id else ids[0]
+detail_id = st.selectbox("Run", ids, key="runs_detail", format_func=labels.get)
+details(by_id[detail_id], me, admin)

@@ -1,0 +1,792 @@
+"""Train: model, data, method and hyperparameters -> a queued job; live progress and charts; stop.
+
+Widget state is lost when the user leaves the page, so every choice is also copied into a draft
+RunConfig dict under a key no widget owns; widgets are seeded from it when they come back.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import data as core_data
+from core import estimate, models, presets
+from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
+from core.methods import all_methods
+from pages.ui import (
+    device_info,
+    error_text,
+    fmt_bytes,
+    fmt_params,
+    fmt_seconds,
+    is_admin,
+    loss_chart,
+    manager,
+    metrics_charts,
+    owner_id,
+    show_error,
+)
+
+DRAFT_KEY = "_train_draft"          # the RunConfig dict being edited
+UI_KEY = "_train_ui"                # choices that are not part of a RunConfig (which picker, file name)
+JOB_KEY = "_train_job"              # id of the latest run this session submitted
+EVENTS_KEY = "_train_events"        # {"id": run id, "events": [...]}: fetch only what is new
+UPLOADS_KEY = "_train_uploads"      # uploader file_id -> (saved path, shown name): save each upload once
+
+OTHER_MODEL = "Hub id or local folder…"
+DATA_KINDS = {"builtin": "Built-in", "upload": "Upload a file", "hub": "Hub dataset", "local": "Local file path"}
+TASK_LABELS = {"classification": "Classification", "sft": "Instruction tuning (SFT)"}
+ESTIMATE_KEYS = ("minilm", "smollm2-135m-instruct")  # embedded models whose config ships with estimate
+LIVE_REFRESH_S = 1.0
+LR_GRID = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
+LABELS = {"learning_rate": "Learning rate", "n_samples": "N samples (0 = all)", "val_share": "Validation share",
+          "max_length": "Max length (tokens)", "r": "Rank r", "num_virtual_tokens": "Virtual tokens",
+          "use_dora": "DoRA", "use_rslora": "rsLoRA", "lr_scheduler": "LR schedule"}
+DATA_FIELDS_BASIC = ("max_length", "n_samples", "val_share")
+DATA_FIELDS_ADVANCED = ("truncation",)
+
+
+# ------------------------------------------------------------------------------ draft state
+
+def _draft() -> dict:
+    if DRAFT_KEY not in st.session_state:
+        st.session_state[DRAFT_KEY] = presets.app_defaults().to_dict()
+    return st.session_state[DRAFT_KEY]
+
+
+def _ui() -> dict:
+    return st.session_state.setdefault(UI_KEY, {"method_params": {}})
+
+
+def _apply_preset(cfg: RunConfig) -> None:
+    """Replace the draft by a preset and drop the widgets' own values so they re-seed from it."""
+    st.session_state[DRAFT_KEY] = cfg.to_dict()
+    _ui()["method_params"] = {}
+    widget_prefixes = ("tr_m_", "tr_method", "tr_t_", "tr_d_", "tr_model")
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(widget_prefixes)]:
+        del st.session_state[key]
+
+
+def _seed(key: str, value, options: list | None = None) -> None:
+    """Give a keyed widget its starting value, unless it already holds a valid one."""
+    current = st.session_state.get(key, None)
+    if key in st.session_state and (options is None or current in options):
+        return
+    if options is not None and value not in options:
+        value = options[0]
+    st.session_state[key] = value
+
+
+# ---------------------------------------------------------------------------- generic controls
+
+def _label(f: dict) -> str:
+    return LABELS.get(f["name"], f["name"].replace("_", " ").capitalize())
+
+
+def _log_options(lo, hi, value) -> list[float]:
+    grid = [v for v in LR_GRID if (lo is None or v > lo) and (hi is None or v <= hi)]
+    if isinstance(value, (int, float)) and value not in grid and value > 0:
+        grid = sorted(grid + [float(value)])
+    return grid
+
+
+def _clamp(value, lo, hi):
+    if lo is not None and value < lo:
+        value = lo
+    if hi is not None and value > hi:
+        value = hi
+    return value
+
+
+def control(f: dict, key: str, value, where=st):
+    """One widget for one hyperparameter, picked from its type and range metadata."""
+    label, help_ = _label(f), f.get("help")
+    value = f["default"] if value is None else value
+    choices, kind = f.get("choices"), f["type"]
+    lo, hi, step = f.get("lo"), f.get("hi"), f.get("step")
+    if choices:
+        _seed(key, value, list(choices))
+        return where.selectbox(label, list(choices), key=key, help=help_)
+    if kind == "bool":
+        _seed(key, bool(value))
+        return where.checkbox(label, key=key, help=help_)
+    if kind == "str":
+        _seed(key, str(value))
+        return where.text_input(label, key=key, help=help_)
+    if f.get("log"):
+        options = _log_options(lo, hi, value)
+        _seed(key, float(value), options)
+        return where.select_slider(label, options, key=key, help=help_, format_func=lambda v: f"{v:.0e}")
+    if kind == "int":
+        lo_i = None if lo is None else int(lo) + (1 if f.get("lo_open") else 0)
+        hi_i = None if hi is None else int(hi) - (1 if f.get("hi_open") else 0)
+        _seed(key, int(_clamp(int(value), lo_i, hi_i)))
+        if lo_i is not None and hi_i is not None and hi_i - lo_i <= 256:
+            return where.slider(label, lo_i, hi_i, key=key, step=int(step or 1), help=help_)
+        return where.number_input(label, lo_i, hi_i, key=key, step=int(step or 1), help=help_)
+    step_f = float(step or (0.01 if lo is not None and hi is not None and hi - lo <= 1 else 0.5))
+    # Open bounds are left to the config check, which then names the allowed range in its error.
+    lo_f = None if lo is None or f.get("lo_open") else float(lo)
+    hi_f = None if hi is None else float(hi) - (step_f if f.get("hi_open") else 0.0)
+    _seed(key, float(_clamp(float(value), lo_f, hi_f)))
+    if lo_f is not None and hi_f is not None and hi_f - lo_f <= 1:
+        return where.slider(label, lo_f, hi_f, key=key, step=step_f, help=help_)
+    return where.number_input(label, lo_f, hi_f, key=key, step=step_f, help=help_)
+
+
+def controls(schema: list[dict], values: dict, prefix: str, advanced_title: str = "Advanced",
+             columns: int = 3) -> dict:
+    """Widgets for a schema: basic ones in columns, advanced ones in an expander."""
+    out = {}
+    basic = [f for f in schema if not f.get("advanced")]
+    advanced = [f for f in schema if f.get("advanced")]
+    cols = st.columns(columns) if basic else []
+    for i, f in enumerate(basic):
+        out[f["name"]] = control(f, f"{prefix}{f['name']}", values.get(f["name"]), cols[i % columns])
+    if advanced:
+        with st.expander(advanced_title):
+            acols = st.columns(columns)
+            for i, f in enumerate(advanced):
+                out[f["name"]] = control(f, f"{prefix}{f['name']}", values.get(f["name"]), acols[i % columns])
+    return out
+
+
+# ------------------------------------------------------------------------------------- cached core
+
+@st.cache_data(ttl=120, max_entries=64, show_spinner=False)
+def _resolve(name: str) -> tuple[dict | None, str]:
+    """(what the model is, error text): failures are cached too, so an offline hub id is probed once."""
+    try:
+        r = models.resolve(name)
+    except Exception as exc:
+        return None, error_text(exc)
+    tasks = list(r.entry.tasks) if r.entry else (["classification", "sft"] if r.kind == "causal"
+                                                  else ["classification"])
+    return {"name": r.name, "label": r.label, "kind": r.kind, "origin": r.origin, "tasks": tasks,
+            "embedded": r.is_embedded, "description": r.entry.description if r.entry else ""}, ""
+
+
+@st.cache_data(ttl=120, max_entries=64, show_spinner=False)
+def _model_config(name: str) -> dict | None:
+    """The config dict core.estimate reads, or None when it cannot be had (offline, odd family)."""
+    try:
+        if name in ESTIMATE_KEYS:
+            return estimate.load_config(name)
+        cfg = models.load_config(name).to_dict()
+        estimate.dims(cfg)  # an architecture estimate does not know fails here, once
+        return cfg
+    except Exception:
+        return None
+
+
+@st.cache_data(ttl=600, max_entries=32, show_spinner=False)
+def _preview(spec_json: str, stamp) -> dict:
+    # stamp (file mtime) makes an edited local file read again.
+    return core_data.preview(DataSpec(**json.loads(spec_json)))
+
+
+def _file_stamp(source: str):
+    if source.startswith(("builtin:", "hub:")):
+        return None
+    try:
+        return os.path.getmtime(os.path.expanduser(source))
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------- sections
+
+def model_section(draft: dict) -> dict | None:
+    """Model picker; returns the resolved model (as a dict) or None after showing why not."""
+    st.subheader("1 · Model")
+    entries = models.list_models()
+    keys = [e.key for e in entries] + [OTHER_MODEL]
+    labels = {e.key: e.label for e in entries}
+    current = draft["model"]["name"]
+    _seed("tr_model_pick", current if current in labels else OTHER_MODEL, keys)
+    col_pick, col_other = st.columns([1, 1])
+    pick = col_pick.selectbox("Base model", keys, key="tr_model_pick", format_func=lambda k: labels.get(k, k))
+    if pick == OTHER_MODEL:
+        _seed("tr_model_custom", "" if current in labels else current)
+        name = col_other.text_input("Hub id or local folder", key="tr_model_custom",
+                                    placeholder="e.g. distilbert-base-uncased or /path/to/model").strip()
+    else:
+        name = pick
+    draft["model"]["name"] = name
+    if not name:
+        st.info("Enter a Hugging Face Hub id (owner/name) or the path of a saved model folder.")
+        return None
+    with st.spinner(f"Looking up {name}…"):
+        resolved, err = _resolve(name)
+    if err:
+        st.error(err)
+        return None
+    where = {"embedded": "embedded (works offline)", "local": "local folder", "hub": "Hugging Face Hub"}
+    st.caption(f"{resolved['kind']} model · {where.get(resolved['origin'], resolved['origin'])}"
+               + (f" · {resolved['description']}" if resolved["description"] else ""))
+    return resolved
+
+
+def _builtin_source(draft: dict) -> str:
+    builtins = core_data.list_builtin()
+    current = draft["data"]["source"]
+    _seed("tr_data_builtin", current.removeprefix("builtin:") if current.startswith("builtin:")
+          else _ui().get("builtin", ""), list(builtins))
+    name = st.selectbox("Built-in dataset", list(builtins), key="tr_data_builtin",
+                        format_func=lambda n: f"{n} — {builtins[n]}")
+    _ui()["builtin"] = name
+    return f"builtin:{name}"
+
+
+def _upload_source(draft: dict) -> str:
+    uploaded = st.file_uploader("CSV, TSV, JSON, JSON Lines or Parquet", type=list(core_data.FORMATS),
+                                key="tr_data_upload")
+    saved = st.session_state.setdefault(UPLOADS_KEY, {})
+    if uploaded is not None:
+        if uploaded.file_id not in saved:
+            try:
+                # The user's filename only picks the format; the server names the stored file.
+                path = core_data.save_upload(uploaded.getvalue(), uploaded.name, core_data.default_uploads_dir())
+            except Exception as exc:
+                show_error(exc)
+                return ""
+            saved[uploaded.file_id] = (path, uploaded.name)
+        path, shown = saved[uploaded.file_id]
+        _ui()["upload"] = (path, shown)
+        return path
+    previous = _ui().get("upload")
+    if previous and os.path.exists(previous[0]):  # the uploader forgets its file on a page switch
+        st.caption(f"Using the file uploaded earlier: {previous[1]}")
+        return previous[0]
+    return ""
+
+
+def _hub_source(draft: dict) -> str:
+    current = draft["data"]["source"]
+    _seed("tr_data_hub", current.removeprefix("hub:") if current.startswith("hub:") else "")
+    _seed("tr_data_split", draft["data"].get("hub_split") or "train")
+    c1, c2 = st.columns([3, 1])
+    ref = c1.text_input("Hub dataset id", key="tr_data_hub", placeholder="e.g. stanfordnlp/imdb").strip()
+    draft["data"]["hub_split"] = c2.text_input("Split", key="tr_data_split").strip() or "train"
+    return f"hub:{ref}" if ref else ""
+
+
+def _local_source(draft: dict) -> str:
+    _seed("tr_data_local", _ui().get("local_path", ""))
+    path = st.text_input("Local file path (on the server)", key="tr_data_local",
+                         placeholder="/path/to/data.jsonl").strip()
+    _ui()["local_path"] = path
+    return path
+
+
+def _pick_task(draft: dict, source: str, resolved: dict | None) -> str:
+    if source.startswith("builtin:"):
+        try:
+            task = core_data.builtin_task(source.removeprefix("builtin:"))
+        except Exception:
+            task = draft["data"]["task"]
+        st.caption(f"Task: **{TASK_LABELS[task]}** (set by the dataset)")
+        return task
+    allowed = list(TASK_LABELS)
+    _seed("tr_data_task", draft["data"]["task"], allowed)
+    return st.radio("Task", allowed, key="tr_data_task", horizontal=True, format_func=TASK_LABELS.get)
+
+
+def data_section(draft: dict, resolved: dict | None) -> dict | None:
+    """Dataset, task, columns and preview; returns the preview dict (or None)."""
+    st.subheader("2 · Data")
+    kinds = ["builtin", "upload", "hub"] + (["local"] if core_data.local_files_allowed() else [])
+    ui = _ui()
+    _seed("tr_data_kind", ui.get("data_kind", "builtin"), kinds)
+    kind = st.radio("Dataset", kinds, key="tr_data_kind", horizontal=True, format_func=DATA_KINDS.get)
+    ui["data_kind"] = kind
+    source = {"builtin": _builtin_source, "upload": _upload_source, "hub": _hub_source,
+              "local": _local_source}[kind](draft)
+    preset = _preset_for_switch(draft["data"]["source"], source)
+    if preset is not None:
+        _apply_preset(preset)
+        st.session_state[DRAFT_KEY]["data"]["source"] = source
+        st.rerun()
+    draft["data"]["source"] = source
+    draft["data"]["task"] = _pick_task(draft, source, resolved)
+    if not source:
+        st.info("Choose a dataset to see a preview.")
+        return None
+    if not source.startswith("builtin:"):
+        _column_pickers(draft, source)
+    return _show_preview(draft)
+
+
+def _builtin_task_of(source: str) -> str | None:
+    if not source.startswith("builtin:"):
+        return None
+    try:
+        return core_data.builtin_task(source.removeprefix("builtin:"))
+    except Exception:
+        return None
+
+
+def _preset_for_switch(previous: str, source: str) -> RunConfig | None:
+    """The recipe to load when the user moves between built-in datasets of different tasks.
+
+    The facts lessons need a chat model, SFT and more epochs; going back to a classification set
+    restores the app's defaults. Any other switch keeps what the user chose.
+    """
+    new_task = _builtin_task_of(source)
+    if source == previous or new_task is None:
+        return None
+    old_task = _builtin_task_of(previous)
+    if new_task == "sft" and old_task != "sft":
+        return presets.facts_defaults()
+    if new_task == "classification" and old_task == "sft":
+        return presets.app_defaults()
+    return None
+
+
+def _column_pickers(draft: dict, source: str) -> None:
+    # Columns come from the raw table; a wrong pick is reported by the preview, with the columns.
+    info = _try_preview(draft, quiet=True)
+    columns = (info or {}).get("columns") or []
+    d = draft["data"]
+    roles = (("text_column", "Text column"), ("label_column", "Label column")) if d["task"] == "classification" \
+        else (("prompt_column", "Prompt column"), ("response_column", "Response column"))
+    cols = st.columns(len(roles))
+    for (field, label), col in zip(roles, cols):
+        if columns:
+            guess = d[field] if d[field] in columns else columns[min(roles.index((field, label)), len(columns) - 1)]
+            _seed(f"tr_d_{field}", guess, columns)
+            d[field] = col.selectbox(label, columns, key=f"tr_d_{field}")
+        else:
+            _seed(f"tr_d_{field}", d[field])
+            d[field] = col.text_input(label, key=f"tr_d_{field}").strip()
+
+
+def _try_preview(draft: dict, quiet: bool = False) -> dict | None:
+    d = dict(draft["data"])
+    try:
+        spec = DataSpec(**d)
+        with st.spinner("Reading the dataset…"):
+            return _preview(json.dumps(dataclasses.asdict(spec), sort_keys=True), _file_stamp(spec.source))
+    except Exception as exc:
+        if not quiet:
+            show_error(exc)
+        return None
+
+
+def _show_preview(draft: dict) -> dict | None:
+    info = _try_preview(draft)
+    if info is None:
+        return None
+    st.caption(f"{info['total_rows']:,} rows · columns: {', '.join(info['columns'])}")
+    if info.get("error"):
+        st.error(info["error"])
+    balance = info.get("label_balance")
+    if balance:
+        st.caption("Label balance: " + " · ".join(f"{k}: {v:,}" for k, v in balance.items()))
+    for note in info.get("notes") or []:
+        st.caption(note)
+    with st.expander("Preview", expanded=False):
+        st.dataframe(info["rows"], hide_index=True)
+    return info
+
+
+def method_section(draft: dict, task: str) -> None:
+    st.subheader("3 · Method")
+    methods = {k: m for k, m in all_methods().items() if task in m.tasks}
+    names = list(methods)
+    ui = _ui()
+    current = draft["method"]["name"]
+    _seed("tr_method", current, names)
+    name = st.selectbox("Method", names, key="tr_method", format_func=lambda k: methods[k].label)
+    method = methods[name]
+    st.caption(method.summary)
+    remembered = ui["method_params"].get(name)
+    if remembered is None:
+        remembered = draft["method"]["params"] if name == current else {}
+    params = controls(method.schema(), remembered, f"tr_m_{name}_")
+    ui["method_params"][name] = params
+    draft["method"] = {"name": name, "params": params}
+
+
+def training_section(draft: dict) -> None:
+    st.subheader("4 · Training")
+    train_schema = params_schema(TrainSpec)
+    data_schema = {f["name"]: f for f in params_schema(DataSpec) if f.get("help")}
+    basic = [f for f in train_schema if not f.get("advanced")]
+    basic += [dict(data_schema[n], advanced=False) for n in DATA_FIELDS_BASIC]
+    advanced = [f for f in train_schema if f.get("advanced")]
+    advanced += [dict(data_schema[n], advanced=True) for n in DATA_FIELDS_ADVANCED]
+    values = {**draft["data"], **draft["train"]}
+    chosen = controls(basic + advanced, values, "tr_t_", columns=4)
+    for key, value in chosen.items():
+        section = "data" if key in data_schema and key not in draft["train"] else "train"
+        draft[section][key] = value
+    _seed("tr_t_name", draft.get("name", ""))
+    draft["name"] = st.text_input("Run name (optional)", key="tr_t_name", max_chars=200).strip()
+
+
+# ------------------------------------------------------------------------------- before launch
+
+def _estimate_method(cfg: RunConfig) -> tuple[str, dict]:
+    """Our method spec -> core.estimate's method name and keyword arguments."""
+    name, p = cfg.method.name, cfg.method.params
+    kwargs: dict = {}
+    if name in ("lora", "qlora"):
+        kwargs["r"] = p["r"]
+        targets = p.get("targets", "auto")
+        kwargs["targets"] = None if targets == "auto" else targets
+        if name == "lora" and p.get("use_dora"):
+            name = "dora"
+    elif name in ("prompt_tuning", "prefix_tuning"):
+        kwargs["num_virtual_tokens"] = p["num_virtual_tokens"]
+    elif name == "linear_head":
+        kwargs["head_hidden"] = p["head_hidden"]
+    return name, kwargs
+
+
+def _estimate_dtype(cfg: RunConfig) -> str:
+    if cfg.model.dtype != "auto":
+        return cfg.model.dtype
+    try:
+        return device_info().get("dtype") or "float32"
+    except Exception:
+        return "float32"
+
+
+def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
+    model_cfg = _model_config(cfg.model.name)
+    if model_cfg is None:
+        st.caption("Parameter and memory estimate unavailable for this model.")
+        return
+    method, kwargs = _estimate_method(cfg)
+    balance = (preview or {}).get("label_balance") or {}
+    try:
+        rep = estimate.report(model_cfg, method, batch_size=cfg.train.batch_size, seq_len=cfg.data.max_length,
+                              dtype=_estimate_dtype(cfg), num_labels=max(2, len(balance)), task=cfg.data.task,
+                              **kwargs)
+    except Exception:
+        st.caption("Parameter and memory estimate unavailable for this choice.")
+        return
+    mem = rep["memory"]
+    c1, c2 = st.columns(2)
+    c1.metric("Trainable parameters", fmt_params(rep["trainable"]), help=f"of {fmt_params(rep['total'])} in all")
+    c1.caption(f"{rep['percent']:.3g}% of {fmt_params(rep['total'])}")
+    c2.metric("Training memory (estimate)", fmt_bytes(mem["total"]),
+              help="Weights + gradients + AdamW states + activations for one batch; not counted: "
+                   "framework overhead and fragmentation")
+    parts = ["weights", "gradients", "optimizer", "activations"]
+    fig = go.Figure(go.Bar(x=parts, y=[mem[p] / 2**20 for p in parts], text=[fmt_bytes(mem[p]) for p in parts],
+                           textposition="auto"))
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="MB")
+    st.plotly_chart(fig, key="tr_estimate_chart")
+
+
+def _task_problem(resolved: dict | None, task: str) -> str:
+    if resolved and task not in resolved["tasks"]:
+        return (f"{resolved['label']} is an encoder: it can classify text but not generate answers; "
+                "choose a chat model such as SmolLM2 for instruction tuning")
+    return ""
+
+
+def _session_job_live() -> bool:
+    job_id = st.session_state.get(JOB_KEY)
+    if not job_id:
+        return False
+    try:
+        return manager().snapshot(job_id, events=False)["state"] in ("queued", "running")
+    except Exception:
+        return False
+
+
+def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> None:
+    st.subheader("5 · Check and start")
+    cfg, problem = None, _task_problem(resolved, draft["data"]["task"])
+    if not problem:
+        try:
+            cfg = RunConfig.from_dict(copy.deepcopy(draft))
+        except ConfigError as exc:
+            problem = str(exc)
+        except Exception as exc:  # a bug in a check must still not show a traceback
+            problem = error_text(exc)
+    if resolved is None:
+        problem = problem or "choose a model that can be loaded (see above)"
+    if not draft["data"]["source"]:
+        problem = problem or "choose a dataset"
+    if preview is not None and preview.get("error"):
+        problem = problem or preview["error"]
+    if cfg is not None and resolved is not None:
+        estimate_panel(cfg, preview)
+    if problem:
+        st.error(problem)
+    busy = _session_job_live()
+    if busy:
+        st.caption("Your run is still queued or training: stop it or wait for it to finish.")
+    if st.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
+                 key="tr_start"):
+        _submit(cfg)
+    if cfg is not None:
+        with st.expander("Same run from the command line"):
+            st.code("python -m core.train --config run.yaml", language="bash")
+            st.code(cfg.to_yaml(), language="yaml")
+
+
+def _submit(cfg: RunConfig) -> None:
+    try:
+        job_id = manager().submit(cfg, owner_id())
+    except Exception as exc:
+        show_error(exc)
+        return
+    st.session_state[JOB_KEY] = job_id
+    st.session_state.pop(EVENTS_KEY, None)
+    st.rerun()
+
+
+# ------------------------------------------------------------------------------------ the job
+
+def current_job() -> str | None:
+    """This session's latest run, else the run training now (found again after a reload)."""
+    job_id = st.session_state.get(JOB_KEY)
+    if job_id:
+        return job_id
+    try:
+        active = manager().active()
+    except Exception:
+        return None
+    return active["id"] if active else None
+
+
+def poll(job_id: str) -> tuple[dict, list[dict]]:
+    """The job's snapshot and all its events so far; only new events cross the lock."""
+    cache = st.session_state.get(EVENTS_KEY)
+    if not cache or cache.get("id") != job_id:
+        cache = {"id": job_id, "events": []}
+    snap = manager().snapshot(job_id, since=len(cache["events"]))
+    if snap["n_events"] < len(cache["events"]):  # read back from disk with fewer lines: start over
+        snap = manager().snapshot(job_id, since=0)
+        cache["events"] = []
+    cache["events"].extend(snap["events"])
+    st.session_state[EVENTS_KEY] = cache
+    return snap, cache["events"]
+
+
+def _phase(events: list[dict], snap: dict) -> str:
+    for ev in reversed(events):
+        if ev.get("type") == "phase":
+            return str(ev.get("phase"))
+        if ev.get("type") in ("start", "progress", "eval"):
+            scored = any(e.get("type") == "start" and e.get("n_val") for e in events)
+            return "scoring the untouched model before the first step" if scored else "starting the first step"
+    return snap.get("status_message") or "starting"
+
+
+def progress_block(snap: dict, events: list[dict]) -> None:
+    state = snap["state"]
+    if state == "queued":
+        st.progress(0.0, text=f"Queued: position {snap.get('position')} of {snap.get('queue_length')}, "
+                              f"starts in about {fmt_seconds(snap.get('est_start_s'))}")
+        return
+    prog = snap["progress"]
+    step, max_steps = prog.get("step"), prog.get("max_steps")
+    if state == "running" and (not step or not max_steps):
+        st.progress(0.0, text=f"{_phase(events, snap).capitalize()}…")
+        return
+    parts = [f"step {step}/{max_steps}"] if max_steps else []
+    if prog.get("epoch") is not None:
+        parts.append(f"epoch {prog['epoch']:.2f}")
+    if snap.get("samples_per_second"):
+        parts.append(f"{snap['samples_per_second']:.1f} samples/s")
+    if state == "running" and snap.get("eta_s") is not None:
+        parts.append(f"ETA {fmt_seconds(snap['eta_s'])}")
+    if snap.get("stopping"):
+        parts.append("stopping…")
+    st.progress(prog.get("fraction") or 0.0, text=" · ".join(parts) or state)
+
+
+def charts_block(events: list[dict], sft: bool) -> None:
+    figs = metrics_charts(events)
+    if not figs:
+        st.caption("Charts appear with the first logged step.")
+        return
+    quality = "eval_perplexity" if sft else "eval_accuracy"
+    order = [k for k in ("train_loss", "eval_loss", quality, "learning_rate") if k in figs]
+    if "train_loss" in order and "eval_loss" in figs:
+        figs["train_loss"] = loss_chart(events)  # both losses on one axis: overfitting shows at a glance
+    cols = st.columns(2)
+    for i, key in enumerate(order):
+        with cols[i % 2]:
+            st.plotly_chart(figs[key], key=f"tr_chart_{key}")
+
+
+def stop_button(job_id: str, snap: dict) -> None:
+    if snap["state"] not in ("queued", "running") or snap.get("stopping"):
+        return
+    admin = is_admin()
+    if not manager().can_access(job_id, owner_id(), admin):
+        st.caption("This run belongs to another session: only its owner or an admin can stop it.")
+        return
+    label = "Cancel" if snap["state"] == "queued" else "Stop"
+    if st.button(label, key="tr_stop"):
+        try:
+            manager().stop(job_id, owner_id(), admin=admin)
+            st.toast("Stopping after the current step…")
+        except Exception as exc:
+            show_error(exc)
+
+
+def job_panel(job_id: str) -> None:
+    try:
+        snap, _ = poll(job_id)
+    except Exception as exc:
+        if st.session_state.get(JOB_KEY) == job_id:
+            st.session_state.pop(JOB_KEY, None)  # deleted from the Runs page: forget it
+        show_error(exc)
+        return
+    live = snap["state"] in ("queued", "running")
+    sft = _run_task(job_id) == "sft"
+
+    @st.fragment(run_every=LIVE_REFRESH_S if live else None)
+    def live_view() -> None:
+        try:
+            snap, events = poll(job_id)
+        except Exception as exc:
+            show_error(exc)
+            return
+        st.markdown(f"**{snap['name']}** · {snap['state']}")
+        progress_block(snap, events)
+        stop_button(job_id, snap)
+        charts_block(events, sft)
+        if live and snap["state"] not in ("queued", "running"):
+            st.rerun()  # once: the page swaps the live view for the summary and stops polling
+
+    st.subheader("Current run")
+    live_view()
+    if not live:
+        result_block(job_id, snap, st.session_state.get(EVENTS_KEY, {}).get("events", []))
+
+
+def _run_task(job_id: str) -> str:
+    from core import runs
+    try:
+        return (runs.get_run(job_id).config.get("data") or {}).get("task", "")
+    except Exception:
+        return ""
+
+
+# --------------------------------------------------------------------------------- the result
+
+def _initial_metrics(summary: dict, events: list[dict]) -> dict:
+    if summary.get("initial"):
+        return summary["initial"]
+    for ev in events:  # eval_on_start: the first evaluation scores the untouched model
+        if ev.get("type") == "eval":
+            return ev
+    return {}
+
+
+def result_block(job_id: str, snap: dict, events: list[dict]) -> None:
+    state = snap["state"]
+    if state == "failed":
+        message = snap.get("error") or snap.get("message") or "the run failed"
+        st.error(message + (f". Hint: {snap['hint']}" if snap.get("hint") else ""))
+        return
+    if state in ("cancelled", "interrupted"):
+        st.warning(snap.get("message") or state)
+        return
+    summary = snap.get("summary") or {}
+    if state == "stopped":
+        st.info(snap.get("message") or "stopped")
+    if not summary:
+        return
+    summary_card(summary, events)
+    anatomy_block(events)
+    actions(job_id, summary)
+
+
+def summary_card(summary: dict, events: list[dict]) -> None:
+    final, initial = summary.get("final") or {}, _initial_metrics(summary, events)
+    with st.container(border=True):
+        st.markdown("**Result**")
+        c = st.columns(4)
+        if "eval_accuracy" in final:
+            before = initial.get("eval_accuracy")
+            c[0].metric("Validation accuracy", f"{final['eval_accuracy']:.1%}",
+                        delta=None if before is None else f"{(final['eval_accuracy'] - before) * 100:+.1f} pts",
+                        help=None if before is None else f"before training: {before:.1%}")
+        elif "eval_perplexity" in final:
+            before = initial.get("eval_perplexity")
+            c[0].metric("Validation perplexity", f"{final['eval_perplexity']:.3g}",
+                        delta=None if before is None else f"{final['eval_perplexity'] - before:+.3g}",
+                        delta_color="inverse")
+        if "eval_loss" in final:
+            c[1].metric("Validation loss", f"{final['eval_loss']:.4f}")
+        c[2].metric("Trainable", f"{summary.get('trainable_percent', 0):.3g}%",
+                    help=f"{fmt_params(summary.get('trainable_params'))} of {fmt_params(summary.get('total_params'))}")
+        c[3].metric("Train time", fmt_seconds(summary.get("train_time_s")))
+        c = st.columns(4)
+        peak = summary.get("peak_cuda_mb") or summary.get("peak_rss_mb")
+        label = "Peak GPU memory" if summary.get("peak_cuda_mb") else "Peak process memory"
+        c[0].metric(label, fmt_bytes(peak * 2**20) if isinstance(peak, (int, float)) else "—")
+        latency = summary.get("latency_ms_per_sample")
+        c[1].metric("Inference latency", f"{latency:.1f} ms/sample" if isinstance(latency, (int, float)) else "—")
+        sps = summary.get("samples_per_second")
+        c[2].metric("Throughput", f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "—")
+        c[3].metric("Rows", f"{summary.get('n_train', 0):,} train / {summary.get('n_val', 0):,} val")
+
+
+def anatomy_block(events: list[dict]) -> None:
+    latest = next((ev for ev in reversed(events) if ev.get("type") == "anatomy" and ev.get("layers")), None)
+    if latest is None:
+        return
+    with st.expander("LoRA anatomy"):
+        rows = sorted({int(x.get("layer", 0)) for x in latest["layers"]})
+        modules = sorted({str(x.get("module")) for x in latest["layers"]})
+        grid = [[None] * len(modules) for _ in rows]
+        for x in latest["layers"]:
+            grid[rows.index(int(x.get("layer", 0)))][modules.index(str(x.get("module")))] = x.get("rel_norm")
+        fig = go.Figure(go.Heatmap(z=grid, x=modules, y=[f"layer {r}" for r in rows], colorscale="Viridis",
+                                   colorbar=dict(title="‖ΔW‖/‖W‖")))
+        fig.update_layout(height=120 + 28 * len(rows), margin=dict(l=10, r=10, t=10, b=10))
+        st.caption(f"How far each adapted layer moved from its base weights (step {latest.get('step')}).")
+        st.plotly_chart(fig, key="tr_anatomy")
+
+
+def actions(job_id: str, summary: dict) -> None:
+    c1, c2 = st.columns(2)
+    if c1.button("Compare base vs tuned", key="tr_compare"):
+        st.session_state["compare_run"] = job_id
+        st.switch_page("pages/compare.py")
+    owner, admin = owner_id(), is_admin()
+    try:
+        allowed = manager().can_access(job_id, owner, admin)
+        from core import runs
+        has_weights = runs.get_run(job_id).has_weights
+    except Exception as exc:
+        show_error(exc)
+        return
+    if allowed and has_weights:
+        # Deferred: a full fine-tune's weights are hundreds of MB; zip them only when asked.
+        c2.download_button("Download weights (zip)", data=lambda: manager().weights_zip(job_id, owner, admin),
+                           file_name=f"{job_id}.zip", mime="application/zip", key="tr_download")
+
+
+# ------------------------------------------------------------------------------------- the page
+
+def main() -> None:
+    st.title("Train")
+    job_id = current_job()
+    if job_id:
+        job_panel(job_id)
+        st.divider()
+    draft = _draft()
+    resolved = model_section(draft)
+    preview = data_section(draft, resolved)
+    method_section(draft, draft["data"]["task"])
+    training_section(draft)
+    launch_section(draft, resolved, preview)
+
+
+main()
