@@ -8,6 +8,7 @@ from pages.ui import (
     device_info,
     fmt_seconds,
     manager,
+    md_escape,
     show_error,
     wait_for_warm_up,
     warm_up,
@@ -40,7 +41,7 @@ def _job_status(active: dict | None, queue: list[dict]) -> None:
     else:
         prog = active.get("progress") or {}
         step, max_steps = prog.get("step"), prog.get("max_steps")
-        text = f"**{active.get('name')}** · {active.get('state')}"
+        text = f"**{md_escape(active.get('name'))}** · {active.get('state')}"
         if active.get("stopping"):
             text += " (stopping)"
         st.markdown(text)
@@ -53,7 +54,7 @@ def _job_status(active: dict | None, queue: list[dict]) -> None:
     if queue:
         st.markdown(f"**Queue** ({len(queue)})")
         for snap in queue:
-            st.caption(f"{snap.get('position')}. {snap.get('name')} · starts in ~{fmt_seconds(snap.get('est_start_s'))}")
+            st.caption(f"{snap.get('position')}. {md_escape(snap.get('name'))} · starts in ~{fmt_seconds(snap.get('est_start_s'))}")
 
 
 def _busy() -> bool:

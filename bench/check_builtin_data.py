@@ -202,7 +202,8 @@ def load_smollm2(cache_dir: Path):
     return tok, model.eval()
 
 
-def generate_answers(tok, model, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate_answers(tok, model, prompts: list[str], max_new_tokens: int, batch_size: int,
+                     label: str = "") -> list[str]:
     import torch
 
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
@@ -218,6 +219,8 @@ def generate_answers(tok, model, prompts: list[str], max_new_tokens: int, batch_
                                  pad_token_id=tok.pad_token_id)
         for row in gen[:, enc["input_ids"].shape[1]:]:
             out.append(tok.decode(row, skip_special_tokens=True).strip())
+        if label:
+            print(f"  {label}: {len(out)}/{len(texts)} answered", file=sys.stderr, flush=True)
     return out
 
 
@@ -232,8 +235,10 @@ def model_check(args) -> dict:
     general = read_jsonl(DATA / "general_questions.jsonl")
     held = [r for r in read_jsonl(DATA / "facts.jsonl") if r["split"] == "heldout"]
     t1 = time.time()
-    g_ans = generate_answers(tok, model, [r["prompt"] for r in general], args.max_new_tokens, args.batch_size)
-    h_ans = generate_answers(tok, model, [r["prompt"] for r in held], args.max_new_tokens, args.batch_size)
+    g_ans = generate_answers(tok, model, [r["prompt"] for r in general], args.max_new_tokens, args.batch_size,
+                             "general questions")
+    h_ans = generate_answers(tok, model, [r["prompt"] for r in held], args.max_new_tokens, args.batch_size,
+                             "heldout fact questions")
     g_ok = [any(k.lower() in a.lower() for k in r["keywords"]) for r, a in zip(general, g_ans)]
     h_ok = [all(k.lower() in a.lower() for k in r["keywords"]) for r, a in zip(held, h_ans)]
     result = {

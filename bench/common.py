@@ -99,12 +99,11 @@ def run_child(args: list[str], timeout: float = 1800, env: dict | None = None, c
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     result = {}
-    for line in reversed(stdout.strip().splitlines()):
+    for line in stdout.strip().splitlines():  # every JSON line, later keys win
         line = line.strip()
         if line.startswith("{"):
             try:
-                result = json.loads(line)
-                break
+                result.update(json.loads(line))
             except json.JSONDecodeError:
                 continue
     result.update({"_rc": proc.returncode, "_wall_s": round(wall, 2), "_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),

@@ -40,9 +40,18 @@ def main() -> None:
     Trainer.evaluate = timed
     cfg = RunConfig.from_dict(cfg_dict)
     events = []
+    import psutil
+    proc = psutil.Process()
+    rss_at = {}
+
+    def on_event(e):
+        events.append((time.perf_counter(), e))
+        if e["type"] in ("phase", "start"):  # RSS when each phase begins: what loading cost
+            rss_at[e.get("phase", "start")] = round(proc.memory_info().rss / 2**20, 1)
+
     t_run = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        summary = run(cfg, os.path.join(tmp, "run"), lambda e: events.append((time.perf_counter(), e)))
+        summary = run(cfg, os.path.join(tmp, "run"), on_event)
     phases = {}
     last = None
     for t, e in events:
@@ -58,7 +67,8 @@ def main() -> None:
                 "torch_threads": torch.get_num_threads(), "import_s": round(t_import, 2), "phases_s": phases,
                 "evals_in_train": eval_time[1], "eval_in_train_s": round(eval_time[0], 2),
                 "first_log_s": None if first_log is None else round(first_log, 2),
-                "feature_time_s": None})
+                "rss_at_phase_mb": rss_at, "timeline": [(round(t - t_run, 2), e["type"], e.get("phase"))
+                                                        for t, e in events if e["type"] != "progress"][:40]})
     print(json.dumps(out), flush=True)
 
 

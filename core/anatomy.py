@@ -51,7 +51,10 @@ def lora_anatomy(model, adapter: str = "default", top: int = 8) -> list[dict]:
         B = module.lora_B[adapter].weight
         scale = float(module.scaling[adapter])
         with torch.no_grad():
-            s = update_spectrum(A, B, scale)
+            if bool(torch.isfinite(A).all()) and bool(torch.isfinite(B).all()):
+                s = update_spectrum(A, B, scale)
+            else:  # a diverged run: report NaN (the loss check ends it) instead of failing in the SVD
+                s = torch.full((min(A.shape[0], B.shape[1]),), float("nan"))
         delta = float(torch.sqrt((s ** 2).sum()))
         energy = torch.cumsum(s ** 2, 0) / max(float((s ** 2).sum()), 1e-30)
         match = _LAYER_NO.search(f".{name}.")

@@ -203,6 +203,8 @@ class RunConfig:
             value = getattr(self, attr)
             if isinstance(value, dict):
                 setattr(self, attr, _build(cls, value, attr))
+            elif not isinstance(value, cls):  # a list or a string would only fail later, inside a run
+                raise ConfigError(f"{attr} must be a mapping of its fields, got {type(value).__name__}")
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise ConfigError("name must be text of at most 200 characters")
         from core.safety import check_display_text

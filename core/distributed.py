@@ -75,6 +75,25 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def shards_parameters() -> bool:
+    """True under FSDP (any sharding but NO_SHARD) or DeepSpeed ZeRO-3, as `accelerate launch` sets.
+
+    There no rank holds whole weights after training: saving must gather them with every rank
+    taking part (Trainer.save_model), and a forward pass on rank 0 alone would wait forever for
+    the others' all-gathers. DDP and ZeRO-1/2 keep whole parameters on every rank.
+    """
+    if _env_true("ACCELERATE_USE_FSDP"):
+        strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
+        return strategy not in ("NO_SHARD", "3")
+    if _env_true("ACCELERATE_USE_DEEPSPEED"):
+        return os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "").strip() == "3"
+    return False
+
+
 def main_only(fn: Callable[..., T]) -> Callable[..., T | None]:
     """Run `fn` on the main process only; elsewhere return None without calling it.
 

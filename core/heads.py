@@ -86,7 +86,13 @@ class PooledClassifier(PreTrainedModel):
             return hidden[:, 0]
         return mean_pool(hidden, attention_mask)
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
+                past_key_values=None, **kwargs):
+        # past_key_values is named in the signature on purpose: peft's prefix tuning looks for it
+        # there and, not finding it, bypasses this forward (the encoder's [CLS] pooler output
+        # straight into the head, no mean pooling).
+        if past_key_values is not None:
+            kwargs["past_key_values"] = past_key_values
         kwargs.pop("return_dict", None)
         kwargs.pop("output_attentions", None)
         kwargs.pop("output_hidden_states", None)

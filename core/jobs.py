@@ -24,7 +24,7 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-from core import runs
+from core import limits, runs
 from core.config import ConfigError
 from core.runs import NotFound  # noqa: F401 - re-exported so pages catch jobs.NotFound
 
@@ -132,7 +132,11 @@ def _as_dict(result: Any) -> dict:
 
 def _default_run_fn(cfg, run_dir, on_event, stop):
     from core.train import run  # lazy: importing torch/transformers costs seconds and memory
-    return run(cfg, run_dir, on_event, stop, write_metrics=False)  # the manager writes metrics.jsonl
+
+    def checked(event: dict) -> None:
+        limits.check_event(event)  # raises into the trainer: the run fails, naming the step limit
+        on_event(event)
+    return run(cfg, run_dir, checked, stop, write_metrics=False)  # the manager writes metrics.jsonl
 
 
 def _fold_progress(progress: dict, event: dict) -> None:
@@ -189,6 +193,7 @@ class JobManager:
         """Queue a run; returns its id. Raises QueueFull, or ConfigError for a bad resume_from."""
         if not isinstance(owner, str) or not owner:
             raise ConfigError("an owner id is needed to submit a run")
+        limits.check_run(cfg)  # epochs, steps, max length, allowed models: before it takes a queue slot
         extra: dict[str, Any] = {}
         if resume_from:
             source = runs.get_run(resume_from)

@@ -26,15 +26,21 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit, stop: t
     method = get_method(p.cfg.method.name)
     if not method.trains:
         return _evaluate_only(p, val_set, emit)
+    from core.distributed import shards_parameters
+    if shards_parameters() and not method.saves_adapter:
+        from core.config import ConfigError
+        raise ConfigError(f"method {method.name} cannot be saved from sharded weights (FSDP / ZeRO-3); use an "
+                          "adapter method such as lora, or examples/accelerate/ddp.yaml or deepspeed_zero2.yaml")
     if method.frozen_features and getattr(p.cfg.method.typed, "cache_features", False):
         return _fit_cached_head(p, train_set, val_set, run_dir, emit, stop)
     return _fit_trainer(p, p.model, train_set, val_set, run_dir, emit, stop, resume_from)
 
 
 def _anatomy_fn(p: Prepared):
+    from core.distributed import shards_parameters
     from core.methods import get_method
-    if get_method(p.cfg.method.name).name not in ("lora", "qlora"):
-        return None
+    if get_method(p.cfg.method.name).name not in ("lora", "qlora") or shards_parameters():
+        return None  # under FSDP/ZeRO-3 a rank holds only shards of the adapters
     try:
         from core.anatomy import lora_anatomy
     except ImportError:
@@ -84,6 +90,9 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
         emit({"type": "final", "step": out.global_step, **final})
     if anatomy:
         emit({"type": "anatomy", "step": out.global_step, "layers": anatomy()})
+    from core.distributed import shards_parameters
+    if shards_parameters():  # every rank takes part in gathering the adapter; rank 0 writes it
+        trainer.save_model(os.path.join(run_dir, "adapter"))
     initial = {}
     return {"train_time_s": train_time, "steps": out.global_step, "final": final, "initial": initial,
             "samples_per_second": round(out.global_step * rows_per_step / max(train_time, 1e-9), 3),

@@ -41,6 +41,7 @@ FINAL_STATES = ("completed", "failed", "stopped", "interrupted", "cancelled")
 # Where a trainer may leave the weights a user downloads; the first that exists is zipped.
 WEIGHTS_DIRS = ("adapter", "model", "weights")
 CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_MARKER = "trainer_state.json"  # written last by Trainer._save_checkpoint
 
 # 20261122-031501-lora-minilm-3f9a: UTC time first so ids sort by age; lower-case slugs only.
 _RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}(?:-[a-z0-9]+){1,8}")
@@ -346,14 +347,18 @@ def weights_dir(run_dir: str) -> str | None:
 
 
 def latest_checkpoint(run_dir: str) -> str | None:
-    """The checkpoints/checkpoint-N folder with the highest N (numerically: 10 after 9)."""
+    """The complete checkpoints/checkpoint-N folder with the highest N (numerically: 10 after 9).
+
+    The Trainer writes a checkpoint in place and its trainer_state.json last: a process killed
+    mid-save leaves a folder without it, which cannot be resumed from, so it does not count.
+    """
     folder = os.path.join(run_dir, CHECKPOINTS_DIR)
     try:
         names = os.listdir(folder)
     except OSError:
         return None
     found = [(int(m.group(1)), n) for n in names
-             if (m := _CHECKPOINT.fullmatch(n)) and os.path.isdir(os.path.join(folder, n))]
+             if (m := _CHECKPOINT.fullmatch(n)) and os.path.isfile(os.path.join(folder, n, CHECKPOINT_MARKER))]
     return os.path.join(folder, max(found)[1]) if found else None
 
 

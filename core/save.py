@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from core import runs
-from core.distributed import is_main_process
+from core.distributed import is_main_process, shards_parameters
 
 
 def weights_format(method) -> str:
@@ -34,7 +34,8 @@ def save_weights(p, run_dir: str, model) -> str:
         return fmt  # torchrun/accelerate: every rank holds the same weights; rank 0 writes them
     model = p.model
     if fmt == "peft":
-        model.save_pretrained(os.path.join(run_dir, "adapter"))
+        if not shards_parameters():  # FSDP/ZeRO-3: core.loop saved it with every rank's help
+            model.save_pretrained(os.path.join(run_dir, "adapter"))
     elif fmt == "full":
         target = os.path.join(run_dir, "model")
         if isinstance(model, PooledClassifier):

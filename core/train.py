@@ -365,6 +365,9 @@ def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, predi
         lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay, seed=t.seed, data_seed=t.seed,
         eval_strategy="steps", eval_steps=eval_steps, eval_on_start=True,
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
+        # The default filter logs a NaN/inf step loss as the mean of the earlier ones (0.0 at step
+        # 1): the run would go on "completed" with NaN weights. Log it as it is: on_log stops the run.
+        logging_nan_inf_filter=False,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500, save_total_limit=1,
         report_to=[], disable_tqdm=True, use_cpu=not cuda and device != "mps",
         bf16=precision["bf16"], fp16=precision["fp16"],
@@ -437,7 +440,9 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     save_weights(p, run_dir, result.get("trained_model", p.model))
     from core.infer import measure_latency
     with autocast_context(p.device, cfg.model.dtype):  # a half-precision base with fp32 heads
-        latency = measure_latency(p, val_set or train_set) if main_process else None
+        # rank 0 alone; not on sharded weights, whose forward needs every rank (FSDP/ZeRO-3)
+        latency = measure_latency(p, val_set or train_set) \
+            if main_process and not distributed.shards_parameters() else None
     summary = {
         "state": "stopped" if stop.is_set() else "completed",
         "model": cfg.model.name, "method": cfg.method.name, "task": cfg.data.task,

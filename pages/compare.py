@@ -26,11 +26,11 @@ PANES = (("base", False, "Base model", "before fine-tuning"), ("tuned", True, "F
 
 # ------------------------------------------------------------------------------------ loading
 
-@st.cache_resource(max_entries=2, show_spinner=False)
 def load_model(run_dir: str):
-    """One RunModel per run for the whole server: treat it as read-only (its calls take its lock)."""
-    from core.infer import RunModel
-    return RunModel(run_dir)
+    """One RunModel per run for the whole server, in a bounded LRU (core.model_cache,
+    PLAYGROUND_MODEL_CACHE_SIZE) that really frees evicted models: treat it as read-only."""
+    from core import model_cache
+    return model_cache.get(run_dir)
 
 
 def _finished_with_weights() -> list:

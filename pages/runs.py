@@ -199,11 +199,27 @@ def _delete(run_id: str, me: str, admin: bool) -> None:
     except Exception as exc:
         show_error(exc)
         return
+    from core import model_cache
+    model_cache.discard(runs.run_dir_for(run_id))  # its model, if the Compare page had it loaded
     for key in ("runs_detail", "runs_confirm_delete"):
         st.session_state.pop(key, None)
     if st.session_state.get("compare_run") == run_id:
         st.session_state.pop("compare_run", None)
     st.session_state[FLASH_KEY] = f"Deleted run {run_id}."
+    st.rerun()
+
+
+def _resume(info, me: str, admin: bool) -> None:
+    from core.config import RunConfig
+    try:
+        new_id = manager().submit(RunConfig.from_dict(info.config), me, resume_from=info.id, admin=admin)
+    except Exception as exc:
+        show_error(exc)
+        return
+    st.session_state["_train_job"] = new_id  # pages/train.py JOB_KEY: the Train page follows it live
+    st.session_state.pop("_train_events", None)
+    st.session_state[FLASH_KEY] = (f"Resuming from the last checkpoint of {info.id} as run {new_id}; "
+                                   "follow it on the Train page.")
     st.rerun()
 
 
@@ -215,6 +231,14 @@ def details(info, me: str, admin: bool) -> None:
                  + (f" — {status['hint']}" if status.get("hint") else ""))
     elif info.state in ("interrupted", "cancelled", "stopped") and status.get("message"):
         st.info(f"{info.state.capitalize()}: {status['message']}")
+    if info.resumable:
+        if info.owned_by(me) or admin:
+            if st.button("Resume from last checkpoint", key="runs_resume", type="primary",
+                         help="Queue a new run that continues this one from its last saved checkpoint"):
+                _resume(info, me, admin)
+        else:
+            st.caption("This run can resume from its last checkpoint: only the session that started it "
+                       "or an admin can resume it.")
     final = s.get("final") or {}
     c = st.columns(4)
     c[0].metric("Trainable parameters", fmt_params(s.get("trainable_params")),

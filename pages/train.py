@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, models, presets
+from core import estimate, limits, models, presets
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
 from pages.ui import (
@@ -26,6 +26,7 @@ from pages.ui import (
     is_admin,
     loss_chart,
     manager,
+    md_escape,
     metrics_charts,
     owner_id,
     show_error,
@@ -260,7 +261,7 @@ def _upload_source(draft: dict) -> str:
         return path
     previous = _ui().get("upload")
     if previous and os.path.exists(previous[0]):  # the uploader forgets its file on a page switch
-        st.caption(f"Using the file uploaded earlier: {previous[1]}")
+        st.caption(f"Using the file uploaded earlier: {md_escape(previous[1])}")
         return previous[0]
     return ""
 
@@ -381,14 +382,14 @@ def _show_preview(draft: dict) -> dict | None:
     info = _try_preview(draft)
     if info is None:
         return None
-    st.caption(f"{info['total_rows']:,} rows · columns: {', '.join(info['columns'])}")
+    st.caption(f"{info['total_rows']:,} rows · columns: {md_escape(', '.join(map(str, info['columns'])))}")
     if info.get("error"):
         st.error(info["error"])
     balance = info.get("label_balance")
     if balance:
-        st.caption("Label balance: " + " · ".join(f"{k}: {v:,}" for k, v in balance.items()))
+        st.caption("Label balance: " + " · ".join(f"{md_escape(k)}: {v:,}" for k, v in balance.items()))
     for note in info.get("notes") or []:
-        st.caption(note)
+        st.caption(md_escape(note))
     with st.expander("Preview", expanded=False):
         st.dataframe(info["rows"], hide_index=True)
     return info
@@ -400,7 +401,8 @@ def method_section(draft: dict, task: str) -> None:
     names = list(methods)
     ui = _ui()
     current = draft["method"]["name"]
-    _seed("tr_method", current, names)
+    # A method the new task cannot use falls back to LoRA, the page's reason to exist, not to the first.
+    _seed("tr_method", current if current in names else "lora", names)
     name = st.selectbox("Method", names, key="tr_method", format_func=lambda k: methods[k].label)
     method = methods[name]
     st.caption(method.summary)
@@ -508,6 +510,7 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> 
     if not problem:
         try:
             cfg = RunConfig.from_dict(copy.deepcopy(draft))
+            limits.check_run(cfg)  # the server's caps (epochs, length, models): say so before the click
         except ConfigError as exc:
             problem = str(exc)
         except Exception as exc:  # a bug in a check must still not show a traceback
@@ -655,7 +658,7 @@ def job_panel(job_id: str) -> None:
         except Exception as exc:
             show_error(exc)
             return
-        st.markdown(f"**{snap['name']}** · {snap['state']}")
+        st.markdown(f"**{md_escape(snap['name'])}** · {snap['state']}")
         progress_block(snap, events)
         stop_button(job_id, snap)
         charts_block(events, sft)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable
@@ -16,6 +17,28 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
+
+def _leave_legacy_multipage_mode() -> None:
+    """Make app.py route every request, even the first one after a server start.
+
+    Streamlit still supports its old multipage mode: while a `pages/` folder sits next to the main
+    script and no script has called st.navigation yet, a request for /train runs pages/train.py
+    directly, skipping app.py (no page config, no shared sidebar, and every file in pages/, this one
+    included, listed as a page). Every page imports this module, so the first such request lands
+    here: turn the old mode off and rerun, which goes through app.py's st.navigation.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:  # a Streamlit without the old mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        if get_script_run_ctx() is not None:
+            st.rerun()
+
+
+_leave_legacy_multipage_mode()
 
 _OWNER_KEY = "_playground_owner_id"
 ADMIN_TOKEN_KEY = "_playground_admin_token"  # the sidebar text_input's widget key
@@ -121,6 +144,11 @@ def _short_model(model: str) -> str:
     text = str(model or "?").rstrip("/\\")
     looks_local = text.startswith((".", "/", "~")) or os.sep in text and os.path.isabs(text)
     return os.path.basename(text) or text if looks_local else text
+
+
+def md_escape(text: Any) -> str:
+    """User text (run names, file names) shown inside st.markdown without turning into links or bold."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$])", r"\\\1", str(text))
 
 
 # --------------------------------------------------------------------------------------- units

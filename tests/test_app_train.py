@@ -83,6 +83,7 @@ def start(at: AppTest) -> str:
     assert not button.disabled, [e.value for e in at.error]
     button.click().run()
     assert not at.exception, at.exception
+    assert "_train_job" in at.session_state, [e.value for e in at.error]
     active = jobs.get_manager().active() or (jobs.get_manager().queue() or [None])[0]
     job_id = at.session_state["_train_job"]
     assert active is None or active["id"] == job_id
@@ -170,7 +171,7 @@ def test_progress_shows_while_running_and_stop_stops(tiny_bert, sentiment_file):
     at = train_page()
     choose_model(at, tiny_bert)
     choose_local_file(at, sentiment_file)
-    set_training(at, n_samples=40, max_length=32, epochs=60.0, batch_size=4, logging_steps=1)
+    set_training(at, n_samples=40, max_length=32, epochs=20.0, batch_size=4, logging_steps=1)
     job_id = start(at)
     wait_for(job_id, lambda s: s["state"] == "running" and (s["progress"]["step"] or 0) >= 1)
     at.run()
@@ -192,6 +193,14 @@ def test_offline_hub_id_shows_error_and_disables_start():
     choose_model(at, "no-such-org/no-such-model")
     assert at.error, "an unavailable model is reported"
     assert "not available" in at.error[0].value or "offline" in at.error[0].value.lower()
+    assert widget(at.button, "Start training").disabled
+
+
+def test_server_limit_is_shown_before_the_click():
+    at = train_page()
+    widget(at.number_input, "Epochs").set_value(50.0).run()
+    assert not at.exception, at.exception
+    assert any("PLAYGROUND_MAX_EPOCHS" in e.value for e in at.error), [e.value for e in at.error]
     assert widget(at.button, "Start training").disabled
 
 
@@ -258,6 +267,8 @@ def test_summary_and_lora_anatomy_from_events():
     assert accuracy.value == "90.0%" and "+40.0" in accuracy.delta  # against the step-0 evaluation
     assert any(e.label == "LoRA anatomy" for e in at.expander)
     assert "Validation accuracy" in chart_titles(at)
+    widget(at.button, "Compare base vs tuned").click().run()
+    assert at.session_state["compare_run"] == job_id  # what the Compare page opens with
 
 
 def test_full_queue_is_an_error_not_a_traceback(monkeypatch):

@@ -89,6 +89,48 @@ def test_save_weights_writes_nothing_off_rank_0(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("env, sharded", [
+    ({}, False),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "FULL_SHARD"}, True),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, True),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "NO_SHARD"}, False),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, False),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, True),
+])
+def test_shards_parameters(monkeypatch, env, sharded):
+    for var in ("ACCELERATE_USE_FSDP", "FSDP_SHARDING_STRATEGY", "ACCELERATE_USE_DEEPSPEED",
+                "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert distributed.shards_parameters() is sharded
+
+
+def test_sharded_weights_are_saved_by_the_trainer_not_by_rank_0_alone(monkeypatch, tmp_path):
+    """Under FSDP, core.loop gathers the adapter with every rank (Trainer.save_model); rank 0's
+    save_weights then writes only weights.json, never a forward or save on its shards alone."""
+    from core import save
+    from core.config import RunConfig
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+
+    class Exploding:
+        def save_pretrained(self, *a, **k):
+            raise AssertionError("sharded weights must not be saved from rank 0 alone")
+
+    p = type("P", (), {"cfg": RunConfig(), "model": Exploding(), "kind": "encoder", "label_names": ["a", "b"]})()
+    assert save.save_weights(p, str(tmp_path), p.model) == "peft"
+    assert sorted(os.listdir(tmp_path)) == ["weights.json"]
+
+
+def test_full_fine_tuning_under_fsdp_is_refused_before_training(monkeypatch):
+    from core.config import ConfigError, RunConfig
+    from core.loop import fit
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    p = type("P", (), {"cfg": RunConfig.from_dict({"method": {"name": "full"}})})()
+    with pytest.raises(ConfigError, match="method full cannot be saved from sharded weights"):
+        fit(p, [], [], "/nonexistent", lambda e: None, None)
+
+
 # ------------------------------------------------------------------------ launch commands
 
 def test_launch_commands_for_a_config_file():

@@ -23,7 +23,7 @@ from core.methods import all_methods
 
 TEXTS = ["a wonderful joyful film", "tedious and ugly, I hated it"]
 PROMPT = "Who founded Quillmere number 3?"
-NEW_TOKENS = 6
+NEW_TOKENS = 4
 
 
 def make_cfg(model: str, data: str, task: str = "classification", method: str = "lora",
@@ -157,24 +157,32 @@ class Case:
         return f"{self.model}-{self.task}-{self.method}" + (f"-{extra}" if extra else "")
 
 
-def _cases() -> list[Case]:
-    out = []
-    variants = {
-        "linear_head": [(), (("cache_features", False), ("head_hidden", 16))],
-        "lora": [(), (("use_dora", True), ("use_rslora", True))],
-        "prompt_tuning": [(), ],
+def _cases() -> list:
+    """One fast case per (method, task, model); each knob is covered on one model in the fast set,
+    the remaining combinations of knobs are marked slow."""
+    fast_params = {  # (method, model, task) -> params for the fast case
+        ("linear_head", "tiny_bert", "classification"): (("cache_features", False), ("head_hidden", 16)),
+        ("linear_head", "tiny_llama", "classification"): (("cache_features", True), ("head_hidden", 16)),
+        ("lora", "tiny_llama", "classification"): (("use_dora", True), ("use_rslora", True)),
+        ("prompt_tuning", "tiny_bert", "classification"): (("init", "text"), ("init_text", "Is it good?")),
     }
+    slow_params = {  # method -> extra variants run everywhere the method runs, marked slow
+        "linear_head": [(), (("cache_features", False),)],
+        "lora": [(), (("use_dora", True),), (("use_rslora", True), ("targets", "auto"))],
+        "prompt_tuning": [(), (("init", "text"),)],
+    }
+    out = []
     for model, task in (("tiny_bert", "classification"), ("tiny_llama", "classification"),
                         ("tiny_llama", "sft")):
         for name, method in all_methods().items():
             if task not in method.tasks:
                 continue
-            for params in variants.get(name, [()]):
-                if name == "linear_head" and params and model == "tiny_llama":
-                    params = (("cache_features", True), ("head_hidden", 16))  # the cached path, with a hidden layer
-                out.append(Case(model, task, name, params))
-    out.append(Case("tiny_llama", "classification", "linear_head", (("cache_features", False),)))
-    out.append(Case("tiny_bert", "classification", "prompt_tuning", (("init", "text"), ("init_text", "Is it good?"))))
+            fast = fast_params.get((name, model, task), ())
+            out.append(pytest.param(Case(model, task, name, fast), id=Case(model, task, name, fast).id))
+            for params in slow_params.get(name, []):
+                if params != fast:
+                    case = Case(model, task, name, params)
+                    out.append(pytest.param(case, id=case.id, marks=pytest.mark.slow))
     return out
 
 
@@ -182,7 +190,7 @@ CASES = _cases()
 
 
 def test_matrix_covers_every_method_and_task():
-    covered = {(c.method, c.task, c.model) for c in CASES}
+    covered = {(c.values[0].method, c.values[0].task, c.values[0].model) for c in CASES if not c.marks}
     for name, method in all_methods().items():
         for task in method.tasks:
             models = ["tiny_llama"] if task == "sft" else ["tiny_bert", "tiny_llama"]
@@ -190,7 +198,7 @@ def test_matrix_covers_every_method_and_task():
                 assert (name, task, model) in covered, f"{name} on {task}/{model} is not tested"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_method_trains_saves_and_reloads(case: Case, request, tmp_path, runs_dir, monkeypatch):
     model_dir = request.getfixturevalue(case.model)
     data = request.getfixturevalue("facts_file" if case.task == "sft" else "sentiment_file")
@@ -255,7 +263,12 @@ def test_method_trains_saves_and_reloads(case: Case, request, tmp_path, runs_dir
         assert base_text == loaded.tokenizer.decode(t.untrained[1], skip_special_tokens=True).strip()
     # and after a base view the tuned one is back
     with loaded.view(tuned=True) as m:
-        assert_same_outputs(outputs(m, loaded.tokenizer, kind, case.task, labels), trained, "tuned after base")
+        if case.task == "sft":
+            with torch.no_grad():
+                logits = m(input_ids=prompt_ids(loaded.tokenizer)).logits[0, -1].float()
+            torch.testing.assert_close(logits.detach(), trained[0], rtol=1e-4, atol=1e-5)
+        else:
+            assert_same_outputs(outputs(m, loaded.tokenizer, kind, case.task, labels), trained, "tuned after base")
 
 
 # ------------------------------------------------------------------------------------------------

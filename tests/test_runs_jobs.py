@@ -187,8 +187,10 @@ def test_recover_on_startup_marks_running_and_queued_interrupted(runs_dir):
     runs.write_status(running, "running", started=time.time())
     with_ckpt = runs.create_run(FakeCfg(name="c"), owner="a")
     runs.write_status(with_ckpt, "running")
-    os.makedirs(os.path.join(with_ckpt, "checkpoints", "checkpoint-9"))
-    os.makedirs(os.path.join(with_ckpt, "checkpoints", "checkpoint-10"))
+    for n in (9, 10):  # a complete checkpoint: the Trainer writes trainer_state.json last
+        os.makedirs(os.path.join(with_ckpt, "checkpoints", f"checkpoint-{n}"))
+        open(os.path.join(with_ckpt, "checkpoints", f"checkpoint-{n}", "trainer_state.json"), "w").close()
+    os.makedirs(os.path.join(with_ckpt, "checkpoints", "checkpoint-11"))  # killed mid-save: not resumable
     done = runs.create_run(FakeCfg(name="d"), owner="a")
     runs.write_status(done, "completed")
 
@@ -412,6 +414,7 @@ def test_resume_from_interrupted_run(managers, runs_dir):
     old = runs.create_run(FakeCfg(), owner="alice")
     runs.write_status(old, "running")
     os.makedirs(os.path.join(old, "checkpoints", "checkpoint-5"))
+    open(os.path.join(old, "checkpoints", "checkpoint-5", "trainer_state.json"), "w").close()
     runs.recover_on_startup()
     seen = {}
 
