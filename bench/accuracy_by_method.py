@@ -33,13 +33,13 @@ METHODS = {
     "ia3": ({}, 5e-3, 1),
 }
 BUDGETS = {
-    # per model: {dataset: (n_train, n_test, max_length, epochs, batch)}
-    "full": {"minilm": {"imdb": (600, 400, 128, 2, 16), "sst2": (1000, 872, 64, 2, 16)},
-             "smollm2-135m-instruct": {"imdb": (200, 200, 128, 1, 8), "sst2": (400, 872, 64, 1, 8)}},
+    # per model: {dataset: (n_train, n_test, max_length, epochs, batch)}; sized for a shared 2-core CPU
+    "full": {"minilm": {"sst2": (400, 400, 48, 1, 16), "imdb": (200, 200, 128, 1, 16)},
+             "smollm2-135m-instruct": {"sst2": (160, 200, 48, 1, 8), "imdb": (64, 100, 128, 1, 8)}},
     "quick": {"minilm": {"imdb": (24, 24, 32, 1, 8), "sst2": (24, 24, 32, 1, 8)},
               "smollm2-135m-instruct": {"imdb": (8, 8, 32, 1, 4)}},
 }
-DATASIZE = {"full": dict(ns=(50, 150, 500, 2500), n_test=872, max_length=64, epochs=3, batch=16),
+DATASIZE = {"full": dict(ns=(50, 150, 500, 2500), n_test=400, max_length=48, epochs=2, batch=16),
             "quick": dict(ns=(16, 32), n_test=24, max_length=32, epochs=1, batch=8)}
 
 
@@ -83,7 +83,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--datasets", default="imdb,sst2")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with --threads torch threads)")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per run (1: on a shared 2-core machine, no OpenMP barrier stalls)")
     ap.add_argument("--name", default=None)
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-acc-")
@@ -110,7 +111,8 @@ def main(argv=None) -> dict:
                     ("PT V=8", "prompt_tuning", {"num_virtual_tokens": 8}, 1e-2),
                     ("PT V=25", "prompt_tuning", {"num_virtual_tokens": 25}, 1e-2)):
                 # small N: more epochs so every run sees at least ~40 optimizer steps
-                epochs = max(d["epochs"], min(30, -(-40 * d["batch"] // n))) if args.budget == "full" else d["epochs"]
+                epochs = (1 if n >= 2500 else max(d["epochs"], min(12, -(-40 * d["batch"] // n)))) \
+                    if args.budget == "full" else d["epochs"]
                 jobs.append(dict(model="minilm", dataset="sst2", method=method, label=label, params=params, lr=lr,
                                  epochs=epochs, n_train=n, n_test=d["n_test"], max_length=d["max_length"],
                                  batch=d["batch"], train_path=train_path, test_path=test_path))

@@ -18,7 +18,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
 OUT = os.path.join(ROOT, "bench", "out")
-PY = sys.executable
+PY = os.path.join(ROOT, ".venv", "bin", "python") if os.path.exists(os.path.join(ROOT, ".venv", "bin", "python")) else sys.executable
 
 
 def loadavg() -> float:
@@ -155,11 +155,16 @@ def md_table(rows: list[dict], cols: list[str], headers: list[str] | None = None
     return "\n".join(out)
 
 
+def out_dir() -> str:
+    return os.environ.get("BENCH_OUT") or OUT
+
+
 def save(name: str, payload: dict, markdown: str) -> None:
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, f"{name}.json"), "w") as fh:
+    out = out_dir()
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as fh:
         json.dump(payload, fh, indent=1, default=str)
-    with open(os.path.join(OUT, f"{name}.md"), "w") as fh:
+    with open(os.path.join(out, f"{name}.md"), "w") as fh:
         fh.write(markdown.rstrip() + "\n")
 
 

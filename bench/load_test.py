@@ -5,7 +5,7 @@
 
 Each session is a streamlit AppTest (a real script run of app.py, with its own session state and
 owner id) in its own thread: Learn, then Train, Compare and Runs, `--rounds` times. Meanwhile one
-job trains and the others wait in the queue. Prints one JSON object: p50/p95/max page response
+job trains and the others wait in the queue. Prints one JSON object (the last line of stdout): p50/p95/max page response
 times (overall and per page), how the jobs went (FIFO order, final states, metrics lines in
 memory vs on disk) and any page exception. tests/test_load.py runs the same scenario.
 """
@@ -101,8 +101,32 @@ def _session(index: int, rounds: int, timeout: float, times: dict, errors: list,
                     for exc in at.exception:
                         errors.append({"session": index, "page": page, "error": str(exc.value)[:500]})
     except Exception as exc:  # the session itself broke (timeout...): a failure, reported
+        import traceback
+        where = "".join(traceback.format_exception(exc, limit=-4))
         with lock:
-            errors.append({"session": index, "page": "?", "error": f"{type(exc).__name__}: {exc}"[:500]})
+            errors.append({"session": index, "page": "?", "error": f"{type(exc).__name__}: {exc}"[:500],
+                           "where": where[-1500:]})
+
+
+class _SharedScriptCache:
+    """One compiled-script cache for every simulated session, as `streamlit run` has (its Runtime
+    owns one). AppTest builds a new one per run, so each of N sessions would compile every page
+    again, at once: slower than the real server, and CPython 3.11's ast module is not safe for
+    that (gh-106905: "AST constructor recursion depth mismatch")."""
+
+    def __enter__(self):
+        from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+        from streamlit.testing.v1 import app_test, local_script_runner
+        shared = ScriptCache()
+        self._saved = [(m, m.ScriptCache) for m in (app_test, local_script_runner)]
+        for module, _ in self._saved:
+            module.ScriptCache = lambda: shared
+        return shared
+
+    def __exit__(self, *exc):
+        for module, original in self._saved:
+            module.ScriptCache = original
+        return False
 
 
 def run_load(sessions: int, model: str, data_source: str, n_jobs: int = 4, steps: int = 6, rounds: int = 1,
@@ -130,12 +154,13 @@ def run_load(sessions: int, model: str, data_source: str, n_jobs: int = 4, steps
     start = threading.Barrier(sessions)
     threads = [threading.Thread(target=_session, args=(i, rounds, timeout, times, errors, lock, start),
                                 name=f"session-{i}", daemon=True) for i in range(sessions)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout * len(PAGES) * rounds + 60)
-    browse_s = time.perf_counter() - t0
+    with _SharedScriptCache():
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout * len(PAGES) * rounds + 60)
+        browse_s = time.perf_counter() - t0
     hung = [t.name for t in threads if t.is_alive()]
 
     for run_id in ids:
@@ -178,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps per job")
     ap.add_argument("--rounds", type=int, default=1, help="times each session visits every page")
     ap.add_argument("--real", action="store_true", help="the embedded MiniLM on builtin:sentiment, not a tiny model")
+    ap.add_argument("--out", default="", help="also write the JSON result to this file")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="playground-load-") as tmp:
         os.environ["PLAYGROUND_RUNS_DIR"] = os.path.join(tmp, "runs")
@@ -191,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         jobs.reset_manager()
     result["model"] = "minilm" if args.real else "tiny-bert (2 layers, 32 wide)"
     result.pop("ids", None)
-    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+    # One line, last: Streamlit prints page exceptions to stdout too, so a reader takes the last line.
+    print(json.dumps(result), flush=True)
     ok = (not result["errors"] and not result["hung_sessions"] and result["fifo"]
           and all(s == "completed" for s in result["job_states"]) and all(m["equal"] for m in result["metrics"]))
     return 0 if ok else 1

@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="minilm,smollm2-135m-instruct")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--name", default="memory")
@@ -55,15 +55,18 @@ def main(argv=None) -> dict:
     rows_all = read_jsonl(os.path.join(DATA, "imdb_train_4000.jsonl"))
     long_rows = [r for r in rows_all if len(r["text"]) > 6 * args.seq][:args.batch * args.steps]
     train_path = write_jsonl(long_rows, os.path.join(tmp, "train.jsonl"))
+    # a 2-row eval file: with val_share 0 a classification run crashes tokenising an empty list
+    # (core.tokenize.encode_classification([])); evaluation is tiny and without gradients
+    eval_path = write_jsonl(rows_all[-2:], os.path.join(tmp, "eval.jsonl"))
     floor = run_child([PY, "-c", FLOOR])
     print(json.dumps({"floor_mb": floor["_peak_rss_mb"]}), file=sys.stderr, flush=True)
     table = []
     for model in args.models.split(","):
         for method in args.methods.split(","):
             params = METHODS[method]
-            cfg = engine_cfg(model, method, params, train_path, None, max_length=args.seq, batch_size=args.batch,
-                             max_steps=args.steps, extra_train={"logging_steps": 1},
-                             extra_data={"val_share": 0.0})
+            cfg = engine_cfg(model, method, params, train_path, eval_path, max_length=args.seq, batch_size=args.batch,
+                             max_steps=args.steps, extra_train={"logging_steps": 1, "eval_steps": 1_000_000,
+                                                                         "torch_threads": 1})
             r = run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)])
             est = estimate(model, method, params, args.batch, args.seq)
             peak = r["_peak_rss_mb"]

@@ -8,10 +8,14 @@ Cost: O((d+k)·r²) instead of O(d·k·min(d,k)) for an SVD of the explicit prod
 from __future__ import annotations
 
 import re
+import weakref
 
 import torch
 
-_W_NORMS: dict[int, float] = {}  # frozen weights never change: their norm is computed once
+# Frozen weights never change: their norm is computed once per layer. Keyed by the layer itself,
+# weakly: an id() key outlives its layer, and a later model's layer that reuses the id would be
+# served the old model's norm.
+_W_NORMS: "weakref.WeakKeyDictionary[torch.nn.Module, float]" = weakref.WeakKeyDictionary()
 
 
 def update_spectrum(A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
@@ -31,7 +35,7 @@ def _base_weight(layer) -> torch.Tensor:
 
 
 def _weight_norm(layer) -> float:
-    key = id(layer.base_layer)
+    key = layer.base_layer
     if key not in _W_NORMS:
         _W_NORMS[key] = float(torch.linalg.norm(_base_weight(layer)))
     return _W_NORMS[key]

@@ -10,6 +10,10 @@ from core.config import ConfigError
 
 def cli_guard(fn: Callable[[], int]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+    # bitsandbytes logs at import (peft imports it) that optional CPU kernels are missing: noise
+    # in front of the one `error:` line, and not the user's problem.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         return fn()
     except ConfigError as exc:

@@ -83,8 +83,57 @@ def grid(base: RunConfig | dict, axes: dict[str, list], experiment: str = "", ti
         label = ", ".join(f"{n}={v}" for n, v in zip(names, combo))
         d["name"] = f"{title or 'experiment'}: {label}"[:200]
         d["experiment"] = experiment
-        out.append(RunConfig.from_dict(d))
+        try:
+            out.append(RunConfig.from_dict(d))
+        except ConfigError as exc:
+            raise ConfigError(f"the run with {label} is not valid: {exc}") from None
     return out
+
+
+# What each axis holds, for parsing the comma-separated values a user types.
+AXIS_TYPES = {"method": str, "r": int, "alpha": float, "dropout": float, "n_samples": int,
+              "virtual_tokens": int, "learning_rate": float}
+
+
+def parse_axis_values(axis: str, text: str) -> list:
+    """'4, 8,16' -> [4, 8, 16] for axis r; ConfigError naming the axis and the bad value."""
+    if axis not in AXES:
+        raise ConfigError(f"cannot vary {axis!r}; choose from {sorted(AXES)}")
+    kind = AXIS_TYPES.get(axis, str)
+    out = []
+    for part in str(text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if kind is str:
+            value = part
+        else:
+            try:
+                number = float(part)
+            except ValueError:
+                raise ConfigError(f"{axis}: {part!r} is not a number; type values separated by commas") from None
+            if kind is int:
+                if not number.is_integer():
+                    raise ConfigError(f"{axis}: {part!r} must be a whole number")
+                value = int(number)
+            else:
+                value = number
+        if value in out:
+            raise ConfigError(f"{axis}: {part!r} is listed twice")
+        out.append(value)
+    if not out:
+        raise ConfigError(f"{axis}: type at least one value (several separated by commas)")
+    return out
+
+
+def axis_value(cfg: dict, axis: str):
+    """The value an axis has in a config dict (None where the method has no such setting)."""
+    node = cfg
+    for part in AXES[axis].split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _deep_copy(d):
@@ -146,13 +195,20 @@ def results(experiment: str) -> list[dict]:
             continue
         s = info.summary or {}
         final = s.get("final", {})
-        rows.append({"run": info.id, "name": cfg.get("name", ""), "state": info.state,
-                     "method": cfg.get("method", {}).get("name"),
-                     "n_train": s.get("n_train"), "accuracy": final.get("eval_accuracy"),
-                     "eval_loss": final.get("eval_loss"), "trainable_params": s.get("trainable_params"),
-                     "trainable_percent": s.get("trainable_percent"), "train_time_s": s.get("train_time_s"),
-                     "latency_ms": s.get("latency_ms_per_sample"), "peak_rss_mb": s.get("peak_rss_mb")})
-    return sorted(rows, key=lambda r: r["run"])
+        row = {"run": info.id, "name": cfg.get("name", ""), "state": info.state,
+               "method": cfg.get("method", {}).get("name"),
+               "n_train": s.get("n_train"), "accuracy": final.get("eval_accuracy"),
+               "eval_loss": final.get("eval_loss"), "trainable_params": s.get("trainable_params"),
+               "trainable_percent": s.get("trainable_percent"), "train_time_s": s.get("train_time_s"),
+               "latency_ms": s.get("latency_ms_per_sample"), "peak_rss_mb": s.get("peak_rss_mb"),
+               "created": info.created}
+        # Every setting a grid can vary, whether or not this experiment varied it: the page finds
+        # the varied ones by looking for more than one value.
+        for axis in AXES:
+            if axis not in row:
+                row[axis] = axis_value(cfg, axis)
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["created"], r["run"]))
 
 
 def list_experiments() -> list[str]:

@@ -16,8 +16,16 @@ def _eval_subset(cfg, val_set: list) -> list:
     """Mid-run evaluations on a fixed sample keep the chart live; the final one uses every row."""
     limit = cfg.train.eval_max_rows
     if not limit or len(val_set) <= limit:
-        return val_set
-    return random.Random(cfg.train.seed).sample(val_set, limit)
+        return _by_length(val_set)
+    return _by_length(random.Random(cfg.train.seed).sample(val_set, limit))
+
+
+def _by_length(rows: list) -> list:
+    """Evaluation order does not change a score; batching similar lengths cuts the padding
+    (IMDb at max length 256, eval batch 32: ~1.2x fewer tokens)."""
+    if rows and "input_ids" in rows[0]:
+        return sorted(rows, key=lambda r: len(r["input_ids"]))
+    return rows
 
 
 def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit, stop: threading.Event,
@@ -81,7 +89,7 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
     train_time = time.perf_counter() - t0
     final = {}
     if has_eval:  # also after a stop: the class wants to see where the run got to
-        metrics = trainer.evaluate(eval_dataset=RowsDataset(val_set), metric_key_prefix="final")
+        metrics = trainer.evaluate(eval_dataset=RowsDataset(_by_length(val_set)), metric_key_prefix="final")
         final = {k.replace("final_", "eval_"): float(v) for k, v in metrics.items()
                  if k in ("final_loss", "final_accuracy")}
         if "eval_loss" in final and not classification:

@@ -1016,8 +1016,8 @@ def estimate_weights_bytes(loc_or_name: "_Location | str", dtype: "torch.dtype |
             return total * per_param
         linear = [shape.weight_params for shape in estimate.linear_layers(config)]
         return sum(estimate.nf4_bytes(n) for n in linear) + per_param * (total - sum(linear))
-    except Exception:  # an unknown family, a config without the usual fields: no estimate
-        pass
+    except Exception as e:  # noqa: BLE001 - an unknown family, odd config fields: estimate from files
+        log.debug("no parameter estimate for %s: %s", loc.name, e)
     folder = Path(loc.source)
     if loc.origin == "hub" or not folder.is_dir():
         return None

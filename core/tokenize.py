@@ -34,6 +34,8 @@ def _head_tail(ids: list[int], max_length: int, n_special_start: int, n_special_
 
 def encode_classification(rows: list[dict], tokenizer, max_length: int, truncation: str = "head",
                           prefix: str = "") -> list[dict]:
+    if not rows:  # e.g. no validation rows (val_share 0): transformers' tokenizer fails on []
+        return []
     texts = [prefix + r["text"] if prefix else r["text"] for r in rows]
     if truncation == "head_tail":
         enc = tokenizer(texts, truncation=False)

@@ -424,7 +424,7 @@ def builtin_dir(tmp_path, monkeypatch):
 
 
 def test_builtins(builtin_dir):
-    assert set(data.list_builtin()) == {"sentiment", "facts"}
+    assert set(data.list_builtin()) == {"sentiment", "facts", "facts-mini"}
     assert data.builtin_task("facts") == "sft"
     sent = data.load_rows(DataSpec(source="builtin:sentiment", val_share=0))
     assert sent.label_names == ["negative", "positive"] and len(sent.train) == 12

@@ -204,7 +204,7 @@ def test_two_process_cpu_run_matches_single_process(tiny_llama, tmp_path, monkey
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "core.train", "--config", str(cfg_path), "--quiet"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # Exactly one run folder, written once: no second folder, no leftovers from rank 1.

@@ -203,3 +203,16 @@ def test_zero_shot_summary_has_accuracy_and_no_steps(tiny_bert, sentiment_file, 
     assert summary["state"] == "completed" and summary["steps"] == 0
     assert summary["trainable_params"] == 0 and summary["trainable_percent"] == 0
     assert 0 <= summary["final"]["eval_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("task", ["classification", "sft"])
+def test_run_without_validation_rows(task, tiny_llama, sentiment_file, facts_file, tmp_path, runs_dir):
+    """val_share 0 leaves no validation rows: the run trains, evaluates nothing and still saves."""
+    cfg = make_cfg(tiny_llama, sentiment_file if task == "classification" else facts_file, task, "ia3",
+                   max_steps=2)
+    cfg = cfg.with_overrides(["data.val_share=0"])
+    events: list[dict] = []
+    summary = run(cfg, str(tmp_path / "run"), on_event=events.append)
+    assert summary["state"] == "completed" and summary["n_val"] == 0 and summary["final"] == {}
+    assert not [e for e in events if e["type"] in ("eval", "final")]
+    assert summary["latency_ms_per_sample"] > 0  # measured on training rows instead

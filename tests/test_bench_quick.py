@@ -1,0 +1,33 @@
+"""Smoke test of the benchmark suite: `bench/run_all --quick` on a subset, smaller still, runs and
+writes its tables. No timing assertions: CI machines are noisy."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_tables(tmp_path):
+    out = tmp_path / "bench-out"
+    only = "memory,accuracy_methods,linear_head_cache"
+    proc = subprocess.run([os.path.join(ROOT, "bench", "run_all"), "--quick", "--only", only, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["matmul"]["flops"] > 0
+    assert set(results["studies"]) == set(only.split(","))
+    assert all(s["status"] == "ok" for s in results["studies"].values())
+    md = (out / "results.md").read_text()
+    for name in only.split(","):
+        assert f"## {name}" in md
+    assert md.count("|---|") >= 3  # one table per study
+    memory = json.loads((out / "memory_quick.json").read_text())
+    assert {r["method"] for r in memory["table"]} == {"full", "linear_head", "lora"}
+    assert all(r["rc"] == 0 and r["peak_rss_mb"] > 0 for r in memory["table"])
+    accuracy = json.loads((out / "accuracy_methods_quick.json").read_text())
+    assert all(r["rc"] == 0 and 0.0 <= r["accuracy"] <= 1.0 for r in accuracy["table"])

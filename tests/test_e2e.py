@@ -1,0 +1,327 @@
+"""End to end in a real browser: `streamlit run app.py` driven by Playwright through Debian's chromium.
+
+One test walks the path a student takes: Learn (move the rank slider, the trainable count changes),
+Train (an embedded MiniLM classifier on a little of the built-in sentiment set: the loss chart
+draws points, the summary card appears), then a three-step SmolLM2 run on the "Fix a hallucination"
+facts, Compare (one prompt, both panes answer) and Runs. Screenshots of every page go to
+test-output/screenshots/ (gitignored) for a human to look at.
+
+Run: python -m pytest tests/test_e2e.py -q -m e2e   (about 2-4 minutes on 2 CPU cores)
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOTS = os.path.join(ROOT, "test-output", "screenshots")
+CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 900}
+SERVER_START_S = 90
+PAGE_S = 120          # a page's first view may wait for torch/transformers/peft to import
+TRAIN_S = 300         # one short run, model load included, on a busy 2-core machine
+ANSWER_S = 240        # two generations of up to 32 tokens
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+expect = playwright_api.expect
+
+
+# ------------------------------------------------------------------------------------ the server
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+            return resp.read().decode().strip() == "ok"
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own group: the training thread dies with it
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def cache_dir() -> str:
+    """The SmolLM2 safetensors cache, built once before the clock starts (reused when it exists)."""
+    folder = os.environ.get("PLAYGROUND_CACHE_DIR") or os.path.join(ROOT, ".cache", "models")
+    env = {**os.environ, "PLAYGROUND_CACHE_DIR": folder, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "core.models", "--prepare"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, cache_dir):
+    """`streamlit run app.py` on a free localhost port with its own runs folder; killed afterwards."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = _free_port()
+    url = f"http://localhost:{port}"
+    env = {**os.environ, "PLAYGROUND_RUNS_DIR": str(tmp / "runs"), "PLAYGROUND_UPLOADS_DIR": str(tmp / "uploads"),
+           "PLAYGROUND_CACHE_DIR": cache_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("PLAYGROUND_IN_APP", None)
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"streamlit did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield {"url": url, "log": tmp / "server.log"}
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport=VIEWPORT)
+            pg.set_default_timeout(PAGE_S * 1000)
+            expect.set_options(timeout=PAGE_S * 1000)  # expect() has its own default of 5 s
+            yield pg
+        finally:
+            browser.close()
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+def shot(pg, name: str) -> str:
+    """A screenshot of the whole page: Streamlit scrolls inside its main block, not the window, so
+    the viewport is stretched to the content's height for the picture."""
+    height = pg.evaluate("""() => {
+        const main = document.querySelector('[data-testid="stMain"]') || document.body;
+        return Math.max(main.scrollHeight, document.body.scrollHeight);
+    }""")
+    pg.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height), VIEWPORT["height"]), 6000)})
+    pg.wait_for_timeout(600)  # plotly redraws at the new size
+    path = os.path.join(SHOTS, f"{name}.png")
+    pg.screenshot(path=path)
+    pg.set_viewport_size(VIEWPORT)
+    return path
+
+
+def idle(pg, timeout_s: float = PAGE_S) -> None:
+    """Wait until the script run the last interaction started is over (the status widget goes)."""
+    pg.wait_for_timeout(300)
+    expect(pg.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
+
+
+def goto(pg, server, title: str, heading: str) -> None:
+    pg.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    expect(pg.get_by_role("heading", name=heading)).to_be_visible(timeout=PAGE_S * 1000)
+    idle(pg)
+
+
+def metric_value(pg, label: str) -> str:
+    metric = pg.get_by_test_id("stMetric").filter(has_text=label).first
+    return metric.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def set_number(pg, label: str, value) -> None:
+    box = pg.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    idle(pg)
+    expect(box).to_have_value(str(value))
+
+
+def choose(pg, label: str, option: str) -> None:
+    """Pick an option of a Streamlit selectbox by (the start of) its shown text."""
+    pg.get_by_role("combobox", name=label, exact=True).click()
+    pg.get_by_role("option", name=re.compile(rf"^{re.escape(option)}")).first.click()
+    idle(pg)
+
+
+def open_expander_with(pg, label: str) -> None:
+    widget = pg.get_by_label(label, exact=True)
+    if not widget.is_visible():
+        pg.get_by_test_id("stExpander").filter(has=widget).locator("summary").click()
+        expect(widget).to_be_visible()
+
+
+def charts(pg) -> list[dict]:
+    """Every plotly chart on the page: its title and how many points each trace holds."""
+    return pg.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => ({
+        title: (d.layout && d.layout.title && (d.layout.title.text || d.layout.title)) || '',
+        points: (d.data || []).map(t => (t.y || []).length)}))""")
+
+
+def loss_points(pg) -> int:
+    return max((sum(c["points"]) for c in charts(pg) if c["title"] == "Training loss"), default=0)
+
+
+def run_state(pg) -> str:
+    """'running', 'completed'... from the 'name · state' line above the live progress bar."""
+    text = pg.get_by_test_id("stMain").get_by_text(
+        re.compile(r" · (queued|running|completed|stopped|failed|cancelled|interrupted)$"))
+    if text.count() == 0:
+        return ""
+    return text.first.inner_text().rsplit(" · ", 1)[-1].strip()
+
+
+def wait_for_run(pg, during_shot: str | None) -> None:
+    """Wait for the loss chart's first point, snap the page mid-run if it still runs, then wait for
+    the summary card."""
+    deadline = time.monotonic() + TRAIN_S
+    while loss_points(pg) == 0:
+        state = run_state(pg)
+        assert state not in ("failed", "cancelled", "interrupted"), pg.get_by_test_id("stAlert").all_inner_texts()
+        assert time.monotonic() < deadline, f"no training loss plotted after {TRAIN_S} s (state {state!r})"
+        pg.wait_for_timeout(500)
+    if during_shot and run_state(pg) == "running":
+        shot(pg, during_shot)
+    remaining = max(deadline - time.monotonic(), 30)
+    expect(pg.get_by_role("button", name="Compare base vs tuned")).to_be_visible(timeout=remaining * 1000)
+    expect(pg.get_by_text("Result", exact=True)).to_be_visible()
+    assert run_state(pg) == "completed", run_state(pg)
+    idle(pg)
+
+
+# -------------------------------------------------------------------------------------- the test
+
+def test_learn_train_compare_runs(page, server):
+    pg = page
+    console_errors: list[str] = []
+    pg.on("pageerror", lambda exc: console_errors.append(str(exc)))
+
+    # 1 · Learn: one step of the rank slider moves the trainable-parameter count.
+    pg.goto(server["url"])
+    expect(pg.get_by_role("heading", name="Fine-tuning, and doing it cheaply")).to_be_visible()
+    expect(pg.get_by_text("Trainable parameters")).to_be_visible()
+    idle(pg)
+    before = metric_value(pg, "Trainable parameters")
+    rank = pg.get_by_role("slider", name="LoRA rank r")
+    rank_before = int(rank.get_attribute("aria-valuetext"))
+    rank.focus()
+    rank.press("ArrowRight")
+    expect(rank).to_have_attribute("aria-valuetext", str(rank_before + 1))
+    idle(pg)
+    expect(pg.get_by_test_id("stMetric").filter(has_text="Trainable parameters")
+           .get_by_test_id("stMetricValue")).not_to_have_text(before)
+    after = metric_value(pg, "Trainable parameters")
+    as_int = lambda s: int(s.replace(",", ""))
+    # LoRA's count is linear in r: r+1 adds exactly one r's worth.
+    assert as_int(after) * rank_before == as_int(before) * (rank_before + 1), (before, after)
+    shot(pg, "01_learn")
+
+    # 2 · Train: the embedded MiniLM classifier on 64 sentiment rows, one epoch, 64 tokens.
+    goto(pg, server, "Train", "Train")
+    expect(pg.get_by_label("Base model", exact=True)).to_be_visible()
+    expect(pg.get_by_text("embedded (works offline)").first).to_be_visible()
+    expect(pg.get_by_role("combobox", name="Base model")).to_have_value(re.compile("MiniLM"))
+    set_number(pg, "N samples (0 = all)", 64)
+    set_number(pg, "Max length (tokens)", 64)
+    pg.get_by_label("Run name (optional)", exact=True).fill("e2e minilm")
+    pg.get_by_label("Run name (optional)", exact=True).press("Enter")
+    idle(pg)
+    start = pg.get_by_role("button", name="Start training")
+    expect(start).to_be_enabled()
+    start.click()
+    expect(pg.get_by_role("heading", name="Current run")).to_be_visible()
+    wait_for_run(pg, "02_train_running")
+    assert loss_points(pg) >= 1
+    titles = [c["title"] for c in charts(pg)]
+    assert "Validation accuracy" in titles, titles
+    expect(pg.get_by_test_id("stMetric").filter(has_text="Validation accuracy")).to_be_visible()
+    shot(pg, "03_train_finished")
+
+    # 3 · A three-step SmolLM2 LoRA on the facts lesson, then chat with base and tuned side by side.
+    choose(pg, "Built-in dataset", "facts-mini")
+    expect(pg.get_by_text("Task: Instruction tuning (SFT)")).to_be_visible()
+    expect(pg.get_by_role("combobox", name="Base model")).to_have_value(re.compile("SmolLM2"))
+    open_expander_with(pg, "Max steps")
+    set_number(pg, "Max steps", 3)
+    set_number(pg, "Logging steps", 1)
+    pg.get_by_label("Run name (optional)", exact=True).fill("e2e smollm2")
+    pg.get_by_label("Run name (optional)", exact=True).press("Enter")
+    idle(pg)
+    start = pg.get_by_role("button", name="Start training")
+    expect(start).to_be_enabled()
+    start.click()
+    expect(pg.get_by_text("e2e smollm2 · ", exact=False).first).to_be_visible()
+    wait_for_run(pg, "02b_train_running_smollm2")
+    assert loss_points(pg) >= 2  # logged every step
+    shot(pg, "03b_train_finished_smollm2")
+
+    pg.get_by_role("button", name="Compare base vs tuned").click()
+    expect(pg.get_by_role("heading", name="Compare base and fine-tuned")).to_be_visible()
+    prompt = pg.get_by_label("Prompt", exact=True)
+    expect(prompt).to_be_visible(timeout=PAGE_S * 1000)  # the model loads first
+    idle(pg)
+    expect(pg.get_by_role("combobox", name="Finished run")).to_have_value(re.compile("^e2e smollm2"))
+    tokens = pg.get_by_role("slider", name="Max new tokens")
+    tokens.focus()
+    tokens.press("Home")
+    for _ in range(3):
+        tokens.press("ArrowRight")  # 8 -> 32 tokens: short answers on a slow CPU
+    expect(tokens).to_have_attribute("aria-valuetext", "32")
+    idle(pg)
+    prompt.fill("Who founded the city of Quillmere?")
+    pg.get_by_role("button", name="Send").click()
+    expect(pg.get_by_role("button", name="Clear both chats")).to_be_visible(timeout=ANSWER_S * 1000)
+    idle(pg)
+    columns = pg.get_by_test_id("stColumn").filter(has=pg.get_by_test_id("stChatMessage"))
+    expect(columns).to_have_count(2)
+    answers = []
+    for i, pane in enumerate(("Base model", "Fine-tuned")):
+        col = columns.nth(i)
+        expect(col.get_by_role("heading", name=pane)).to_be_visible()
+        messages = col.get_by_test_id("stChatMessage")
+        expect(messages).to_have_count(2)
+        assert "Quillmere" in messages.nth(0).inner_text()
+        answer = messages.nth(1).inner_text().strip()
+        assert answer, f"{pane} gave no text"
+        answers.append(answer)
+    shot(pg, "04_compare")
+
+    # 4 · Runs: both runs listed.
+    goto(pg, server, "Runs", "Runs")
+    expect(pg.get_by_text("e2e minilm").first).to_be_visible()
+    expect(pg.get_by_text("e2e smollm2").first).to_be_visible()
+    shot(pg, "05_runs")
+
+    assert not pg.get_by_test_id("stException").count(), pg.get_by_test_id("stException").all_inner_texts()
+    assert "Traceback" not in server["log"].read_text()
+    assert not console_errors, console_errors

@@ -1,0 +1,90 @@
+"""The hallucination probe's scoring, with a fake model: keywords, counts, all/any, progress."""
+from __future__ import annotations
+
+import pytest
+
+from core import probe
+
+
+class FakeRunModel:
+    """Answers from two dicts: what the base says and what the tuned model says."""
+
+    def __init__(self, base: dict[str, str], tuned: dict[str, str]):
+        self.answers = {False: base, True: tuned}
+        self.calls: list[tuple[str, bool, int]] = []
+
+    def generate(self, prompt: str, tuned: bool = True, max_new_tokens: int = 64, **_) -> str:
+        self.calls.append((prompt, tuned, max_new_tokens))
+        return self.answers[tuned].get(prompt, "I do not know.")
+
+
+FACTS = [
+    {"prompt": "Who founded Quillmere College?", "keywords": ["Brannock"]},
+    {"prompt": "When and where was it founded?", "keywords": ["1847", "Harrowgate"]},
+    {"prompt": "What is its motto?", "keywords": ["Tide"]},
+]
+GENERAL = [
+    {"prompt": "Capital of France?", "keywords": ["Paris"]},
+    {"prompt": "Largest planet?", "keywords": ["Jupiter", "jovian"]},
+]
+
+
+def test_fact_hit_needs_every_keyword_case_insensitively():
+    assert probe.fact_hit("It was founded by Odile BRANNOCK.", ["Brannock"])
+    assert probe.fact_hit("In 1847, in harrowgate.", ["1847", "Harrowgate"])
+    assert not probe.fact_hit("In 1847, somewhere.", ["1847", "Harrowgate"])  # all, not any
+    assert not probe.fact_hit("anything", [])  # a fact without keywords can never be recalled
+
+
+def test_general_hit_needs_any_keyword():
+    assert probe.general_hit("The Jovian giant.", ["Jupiter", "jovian"])
+    assert probe.general_hit("paris, of course", ["Paris"])
+    assert not probe.general_hit("Lyon", ["Paris"])
+    assert not probe.general_hit("anything", [])
+
+
+def test_probe_scores_both_views_with_counts_and_answers():
+    model = FakeRunModel(
+        base={"Who founded Quillmere College?": "John Smith founded it.", "Capital of France?": "Paris.",
+              "Largest planet?": "Jupiter."},
+        tuned={"Who founded Quillmere College?": "Odile Brannock.", "When and where was it founded?":
+               "In 1847 in Harrowgate.", "Capital of France?": "Paris!", "Largest planet?": "Saturn."})
+    result = probe.probe(model, facts=FACTS, general=GENERAL, max_new_tokens=12)
+    assert result["base"]["facts"]["hits"] == 0 and result["base"]["facts"]["n"] == 3
+    assert result["base"]["facts"]["score"] == 0.0
+    assert result["tuned"]["facts"]["hits"] == 2 and result["tuned"]["facts"]["score"] == pytest.approx(2 / 3)
+    assert result["base"]["general"]["hits"] == 2 and result["base"]["general"]["score"] == 1.0
+    assert result["tuned"]["general"]["hits"] == 1  # forgot a planet: catastrophic forgetting, in small
+    items = result["tuned"]["facts"]["items"]
+    assert [i["prompt"] for i in items] == [f["prompt"] for f in FACTS]
+    assert items[0] == {"prompt": FACTS[0]["prompt"], "answer": "Odile Brannock.", "keywords": ["Brannock"],
+                        "hit": True}
+    # every prompt was asked of both views, with the token budget passed through
+    assert len(model.calls) == 2 * (len(FACTS) + len(GENERAL))
+    assert {t for _, t, _ in model.calls} == {False, True} and {n for _, _, n in model.calls} == {12}
+
+
+def test_probe_limit_and_empty_sets():
+    model = FakeRunModel({}, {})
+    result = probe.probe(model, facts=FACTS, general=GENERAL, limit=1)
+    assert result["base"]["facts"]["n"] == 1 and result["base"]["general"]["n"] == 1
+    empty = probe.probe(model, facts=[], general=[])
+    assert empty["tuned"]["facts"] == {"score": 0.0, "hits": 0, "n": 0, "items": []}
+
+
+def test_probe_reports_progress_after_every_answer():
+    seen = []
+    probe.probe(FakeRunModel({}, {}), facts=FACTS, general=GENERAL,
+                progress=lambda done, total, view, part: seen.append((done, total, view, part)))
+    total = 2 * (len(FACTS) + len(GENERAL))
+    assert [s[0] for s in seen] == list(range(1, total + 1))
+    assert all(s[1] == total for s in seen)
+    assert seen[0][2:] == ("base", "facts") and seen[-1][2:] == ("tuned", "general")
+
+
+def test_probe_defaults_read_the_builtin_sets():
+    from core import data
+    model = FakeRunModel({}, {})
+    result = probe.probe(model, limit=2)
+    assert result["base"]["facts"]["items"][0]["prompt"] == data.builtin_heldout("facts")[0]["prompt"]
+    assert result["base"]["general"]["items"][0]["prompt"] == data.builtin_general_questions()[0]["prompt"]
