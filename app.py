@@ -96,6 +96,7 @@ def sidebar() -> None:
 pages = [
     st.Page("pages/learn.py", title="Learn", default=True),
     st.Page("pages/train.py", title="Train"),
+    st.Page("pages/experiments.py", title="Experiments"),
     st.Page("pages/compare.py", title="Compare"),
     st.Page("pages/runs.py", title="Runs"),
 ]

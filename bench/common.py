@@ -107,6 +107,7 @@ def run_child(args: list[str], timeout: float = 1800, env: dict | None = None, c
             except json.JSONDecodeError:
                 continue
     result.update({"_rc": proc.returncode, "_wall_s": round(wall, 2), "_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                   "_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
                    "_loadavg": [la0, loadavg()]})
     if proc.returncode != 0:
         result["_stderr_tail"] = stderr[-2000:]
@@ -179,3 +180,21 @@ def engine_cfg(model: str, method: str, params: dict, train_path: str, eval_path
     train = {"learning_rate": lr, "epochs": epochs, "batch_size": batch_size, "max_steps": max_steps, "seed": 42}
     train.update(extra_train or {})
     return {"model": {"name": model}, "data": data, "method": {"name": method, "params": params}, "train": train}
+
+
+# Patched into a child before it trains: CPU seconds and wall seconds spent inside Trainer.train().
+# With one torch thread, CPU time measures the work done and barely moves with the machine's load.
+TRAIN_CLOCK = """
+import atexit, json, time, transformers
+_orig_train = transformers.Trainer.train
+_clock = {"train_cpu_s": 0.0, "train_wall_s": 0.0}
+def _train(self, *a, **kw):
+    c0, w0 = time.process_time(), time.perf_counter()
+    try:
+        return _orig_train(self, *a, **kw)
+    finally:
+        _clock["train_cpu_s"] += time.process_time() - c0
+        _clock["train_wall_s"] += time.perf_counter() - w0
+transformers.Trainer.train = _train
+atexit.register(lambda: print(json.dumps({k: round(v, 3) for k, v in _clock.items()}), flush=True))
+"""

@@ -23,9 +23,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PY, ROOT, engine_cfg, loadavg, md_table, run_child, save, tutorial_split, write_jsonl  # noqa: E402
+from bench.common import PY, ROOT, TRAIN_CLOCK, engine_cfg, loadavg, md_table, run_child, save, tutorial_split, write_jsonl  # noqa: E402
 
-TUTORIAL = ("import json, runpy, sys, torch; sys.argv = ['tutorial_recipe.py'] + sys.argv[1:]; "
+TUTORIAL = (TRAIN_CLOCK + "\nimport json, runpy, sys, torch; sys.argv = ['tutorial_recipe.py'] + sys.argv[1:]; "
             "print(json.dumps({'torch_threads': torch.get_num_threads()})); "
             "runpy.run_path('bench/tutorial_recipe.py', run_name='__main__')")
 
@@ -81,10 +81,11 @@ def main(argv=None) -> dict:
                 cfg = engine_config(train_path, eval_path, overrides)
                 if args.threads:
                     cfg["train"]["torch_threads"] = args.threads
-                r = run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)])
+                r = run_child([PY, "-c", TRAIN_CLOCK + "\nimport runpy, sys; sys.argv = sys.argv[:1] + sys.argv[1:]; "
+                               "runpy.run_path('bench/engine_worker.py', run_name='__main__')", json.dumps(cfg)])
             r.update({"who": name, "pair": i})
             runs.append(r)
-            print(json.dumps({k: r.get(k) for k in ("who", "pair", "samples_per_second", "accuracy", "_wall_s",
+            print(json.dumps({k: r.get(k) for k in ("who", "pair", "train_cpu_s", "train_wall_s", "_cpu_s", "samples_per_second", "accuracy", "_wall_s",
                                                     "_loadavg", "_rc", "eval_in_train_s", "torch_threads")}),
                   file=sys.stderr, flush=True)
             if r["_rc"] != 0:
@@ -95,6 +96,8 @@ def main(argv=None) -> dict:
         eng = [r for r in runs if r["who"] == name and r["_rc"] == 0]
         ratios = [e["samples_per_second"] / t["samples_per_second"] for e, t in zip(eng, tut)]
         wall = [t["_wall_s"] / e["_wall_s"] for e, t in zip(eng, tut)]
+        cpu = [t["train_cpu_s"] / e["train_cpu_s"] for e, t in zip(eng, tut) if e.get("train_cpu_s") and t.get("train_cpu_s")]
+        proc_cpu = [t["_cpu_s"] / e["_cpu_s"] for e, t in zip(eng, tut)]
         if not ratios:
             continue
         rows.append({"variant": name, "overrides": json.dumps(next(o for n, o in variants if n == name)),
@@ -102,15 +105,21 @@ def main(argv=None) -> dict:
                      "tutorial_sps": statistics.median(t["samples_per_second"] for t in tut),
                      "ratio": round(statistics.median(ratios), 3), "ratio_runs": [round(x, 3) for x in ratios],
                      "wall_ratio": round(statistics.median(wall), 3),
+                     "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
+                     "cpu_ratio_runs": [round(x, 3) for x in cpu], "process_cpu_ratio": round(statistics.median(proc_cpu), 3),
+                     "engine_train_cpu_s": statistics.median(e.get("train_cpu_s") or 0 for e in eng),
+                     "tutorial_train_cpu_s": statistics.median(t.get("train_cpu_s") or 0 for t in tut),
                      "engine_acc": statistics.median(e["accuracy"] for e in eng),
                      "tutorial_acc": statistics.median(t["accuracy"] for t in tut),
                      "engine_eval_in_train_s": statistics.median(e["eval_in_train_s"] for e in eng),
                      "threads": f"{eng[0].get('torch_threads')}/{tut[0].get('torch_threads')}",
                      "loadavg": f"{min(min(r['_loadavg']) for r in eng + tut):.1f}-{max(max(r['_loadavg']) for r in eng + tut):.1f}"})
     md = (f"Engine vs hand-written recipe, {args.train} train / {args.eval} eval rows, {args.pairs} alternating pairs\n\n"
-          + md_table(rows, ["variant", "overrides", "engine_sps", "tutorial_sps", "ratio", "ratio_runs", "wall_ratio",
+          + md_table(rows, ["variant", "overrides", "engine_train_cpu_s", "tutorial_train_cpu_s", "cpu_ratio", "cpu_ratio_runs",
+                            "process_cpu_ratio", "engine_sps", "tutorial_sps", "ratio", "ratio_runs", "wall_ratio",
                             "engine_acc", "tutorial_acc", "engine_eval_in_train_s", "threads", "loadavg"],
-                     ["engine variant", "overrides", "engine samples/s", "tutorial samples/s", "ratio (median)",
+                     ["engine variant", "overrides", "engine CPU s in train()", "tutorial CPU s in train()",
+                      "CPU ratio (tut/eng, median)", "CPU ratio per pair", "whole-process CPU ratio", "engine samples/s", "tutorial samples/s", "ratio (median)",
                       "ratio per pair", "wall ratio", "engine acc", "tutorial acc", "engine eval s in train()",
                       "threads eng/tut", "load avg"]))
     payload = {"args": vars(args), "runs": runs, "table": rows, "loadavg_end": loadavg()}

@@ -38,6 +38,9 @@ def main() -> None:
                 eval_time[1] += 1
 
     Trainer.evaluate = timed
+    if os.environ.get("BENCH_NO_OWN_WEIGHTS") == "1":  # measure the "before" of that QLoRA fix
+        import core.methods.qlora as q
+        q.own_unquantized_weights = lambda model: None
     cfg = RunConfig.from_dict(cfg_dict)
     events = []
     import psutil

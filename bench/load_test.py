@@ -4,10 +4,12 @@
     python bench/load_test.py --sessions 30 --real     # the embedded MiniLM on built-in data
 
 Each session is a streamlit AppTest (a real script run of app.py, with its own session state and
-owner id) in its own thread: Learn, then Train, Compare and Runs, `--rounds` times. Meanwhile one
-job trains and the others wait in the queue. Prints one JSON object (the last line of stdout): p50/p95/max page response
-times (overall and per page), how the jobs went (FIFO order, final states, metrics lines in
-memory vs on disk) and any page exception. tests/test_load.py runs the same scenario.
+owner id) in its own thread: Learn, then Train, Experiments, Compare and Runs, `--rounds` times. A
+page counts as rendered when no exception shows and its title is there (it ran to the end).
+Meanwhile one job trains and the others wait in the queue. Prints one JSON object (the last line
+of stdout): p50/p95/max page response times (overall and per page), how the jobs went (FIFO
+order, final states, metrics lines in memory vs on disk) and any page exception.
+tests/test_load.py runs the same scenario.
 """
 from __future__ import annotations
 
@@ -27,7 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 APP = os.path.join(ROOT, "app.py")
-PAGES = ("pages/learn.py", "pages/train.py", "pages/compare.py", "pages/runs.py")
+# Every page of app.py's navigation, with the title it shows once it has rendered to the end.
+PAGE_TITLES = {"pages/learn.py": "Fine-tuning, and doing it cheaply", "pages/train.py": "Train",
+               "pages/experiments.py": "Experiments", "pages/compare.py": "Compare base and fine-tuned",
+               "pages/runs.py": "Runs"}
+PAGES = tuple(PAGE_TITLES)
 OWNER_KEY = "_playground_owner_id"  # pages.ui keeps the session's owner id here
 
 
@@ -96,10 +102,13 @@ def _session(index: int, rounds: int, timeout: float, times: dict, errors: list,
                 else:
                     at.switch_page(page).run()
                 elapsed = time.perf_counter() - t0
+                titles = [t.value for t in at.title]
                 with lock:
                     times.setdefault(page, []).append(elapsed)
                     for exc in at.exception:
                         errors.append({"session": index, "page": page, "error": str(exc.value)[:500]})
+                    if PAGE_TITLES[page] not in titles:
+                        errors.append({"session": index, "page": page, "error": f"not rendered: titles {titles}"})
     except Exception as exc:  # the session itself broke (timeout...): a failure, reported
         import traceback
         where = "".join(traceback.format_exception(exc, limit=-4))
@@ -108,24 +117,53 @@ def _session(index: int, rounds: int, timeout: float, times: dict, errors: list,
                            "where": where[-1500:]})
 
 
-class _SharedScriptCache:
-    """One compiled-script cache for every simulated session, as `streamlit run` has (its Runtime
-    owns one). AppTest builds a new one per run, so each of N sessions would compile every page
-    again, at once: slower than the real server, and CPython 3.11's ast module is not safe for
-    that (gh-106905: "AST constructor recursion depth mismatch")."""
+class _ConcurrentAppTests:
+    """Make AppTest behave like `streamlit run` when many sessions run at once.
+
+    AppTest is written for one test at a time; with N in threads two of its shortcuts break:
+    - each run builds its own compiled-script cache, so N sessions compile every page again, at
+      once: slower than the real server (its Runtime owns one cache), and CPython 3.11's ast
+      module is not safe for that (gh-106905: "AST constructor recursion depth mismatch");
+    - each run patches streamlit.config.get_option for its duration (global.appTest = True) and
+      restores it on exit, so overlapping runs restore each other's patch and a script then runs
+      with appTest off ("KeyError: '$$ID-...'" in AppTest's element tree);
+    - each run installs a mock Runtime and sets Runtime._instance = None when it ends, so another
+      session's script, mid-run, finds no runtime ("Runtime hasn't been created!").
+    Here: one script cache for all sessions, the appTest option set once for the duration, and the
+    last mock runtime kept when a finishing run drops it. The app's own code is untouched.
+    """
 
     def __enter__(self):
+        import contextlib
+
+        from streamlit import config
         from streamlit.runtime.scriptrunner.script_cache import ScriptCache
         from streamlit.testing.v1 import app_test, local_script_runner
+        from streamlit.testing.v1.util import build_mock_config_get_option
         shared = ScriptCache()
-        self._saved = [(m, m.ScriptCache) for m in (app_test, local_script_runner)]
-        for module, _ in self._saved:
+        self._saved = [(m, "ScriptCache", m.ScriptCache) for m in (app_test, local_script_runner)]
+        self._saved += [(app_test, "patch_config_options", app_test.patch_config_options),
+                        (config, "get_option", config.get_option)]
+        for module in (app_test, local_script_runner):
             module.ScriptCache = lambda: shared
-        return shared
+        app_test.patch_config_options = lambda overrides: contextlib.nullcontext()
+        config.get_option = build_mock_config_get_option({"global.appTest": True})
+        from streamlit.runtime.runtime import Runtime
+        original = Runtime.__dict__["instance"]
+        last: list = []
+
+        def instance(cls):
+            if cls._instance is not None:
+                last[:] = [cls._instance]
+                return cls._instance
+            return last[0] if last else original.__func__(cls)
+        self._saved.append((Runtime, "instance", original))
+        Runtime.instance = classmethod(instance)
+        return self
 
     def __exit__(self, *exc):
-        for module, original in self._saved:
-            module.ScriptCache = original
+        for module, name, original in reversed(self._saved):
+            setattr(module, name, original)
         return False
 
 
@@ -154,7 +192,7 @@ def run_load(sessions: int, model: str, data_source: str, n_jobs: int = 4, steps
     start = threading.Barrier(sessions)
     threads = [threading.Thread(target=_session, args=(i, rounds, timeout, times, errors, lock, start),
                                 name=f"session-{i}", daemon=True) for i in range(sessions)]
-    with _SharedScriptCache():
+    with _ConcurrentAppTests():
         t0 = time.perf_counter()
         for t in threads:
             t.start()

@@ -50,6 +50,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--name", default="memory")
+    ap.add_argument("--no-fix", action="store_true", help="without core.methods.qlora.own_unquantized_weights")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-mem-")
     rows_all = read_jsonl(os.path.join(DATA, "imdb_train_4000.jsonl"))
@@ -67,7 +68,8 @@ def main(argv=None) -> dict:
             cfg = engine_cfg(model, method, params, train_path, eval_path, max_length=args.seq, batch_size=args.batch,
                              max_steps=args.steps, extra_train={"logging_steps": 1, "eval_steps": 1_000_000,
                                                                          "torch_threads": 1})
-            r = run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)])
+            r = run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)],
+                          env={"BENCH_NO_OWN_WEIGHTS": "1"} if args.no_fix else None)
             est = estimate(model, method, params, args.batch, args.seq)
             peak = r["_peak_rss_mb"]
             row = {"model": model, "method": method, "peak_rss_mb": peak,

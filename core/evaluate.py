@@ -135,6 +135,16 @@ def evaluate(run_dir: str, data_path: str, tuned: bool = True, limit: int | None
             "method": rm.cfg.method.name, "model": rm.cfg.model.name, **result}
 
 
+def quiet_libraries() -> None:
+    """Only our JSON on stdout and our `error:` line on stderr: no load bars or library notices."""
+    import warnings
+
+    from core.train import _quiet_libraries
+    _quiet_libraries()
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.simplefilter("ignore", UserWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.evaluate", description="Score a finished run on a labelled file.")
     ap.add_argument("--run", required=True, help="the run's folder (runs/<id>)")
@@ -148,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import cli_guard
 
     def work() -> int:
+        quiet_libraries()
         if args.limit is not None and args.limit < 1:
             raise ConfigError(f"--limit={args.limit} must be a whole number >= 1")
         if not 1 <= args.max_new_tokens <= 4096:

@@ -13,6 +13,7 @@ import os
 import sys
 
 from core.config import ConfigError
+from core.evaluate import quiet_libraries
 
 
 def generate(run_dir: str, prompt: str, tuned: bool = True, max_new_tokens: int = 64,
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import cli_guard
 
     def work() -> int:
+        quiet_libraries()
         if not 1 <= args.max_new_tokens <= 4096:
             raise ConfigError(f"--max-new-tokens={args.max_new_tokens} is out of range; allowed: in [1, 4096]")
         if not 0.0 <= args.temperature <= 5.0:

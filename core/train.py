@@ -98,8 +98,9 @@ def build_model(cfg: RunConfig, label_names: list | None, device: str):
     from core.methods import get_method
     model, kind = _build_model(cfg, label_names, device)
     if get_method(cfg.method.name).quantized_base:
-        from core.methods.qlora import keep_weights_unpacked
+        from core.methods.qlora import keep_weights_unpacked, own_unquantized_weights
         keep_weights_unpacked(model)  # before anything runs it: see keep_weights_unpacked
+        own_unquantized_weights(model)  # release the mmapped fp32 checkpoint (RSS)
     return model, kind
 
 

@@ -223,6 +223,12 @@ def decode(params: dict | Iterable, base: RunConfig | dict) -> tuple[dict, list[
                 def set_param(d, param=param, like=like, text=text):
                     d["method"]["params"][param] = parse_value(text, like)
                 apply(key, set_param, text)
+            used = {_method_key(p) for p in defaults}
+            method_keys = {k for (sec, n), k in KEYS.items() if sec == "method" and n != "name"}
+            for key in params:
+                if (key in method_keys or key.startswith(_METHOD_PREFIX)) and key not in used:
+                    warnings.append(f"{key}={params[key]!r} in the link does not apply to method "
+                                    f"{cfg['method']['name']}; ignored")
     return RunConfig.from_dict(cfg).to_dict(), warnings
 
 

@@ -10,8 +10,8 @@ import os
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import runs
-from pages.ui import error_text, run_label, show_error
+from core import lessons, runs, urlstate
+from pages.ui import error_text, lesson_box, md_escape, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
 WANTED_KEY = "compare_run"         # set by other pages (Train: "Compare base vs tuned")
@@ -22,6 +22,9 @@ CLS_KEY = "_compare_cls"           # run id -> {"text", "base", "tuned"}
 HISTORY_MESSAGES = 6               # earlier messages sent as context: 3 turns keep small models on track
 NO_ANSWER = "_(no answer: the model stopped at once)_"
 PANES = (("base", False, "Base model", "before fine-tuning"), ("tuned", True, "Fine-tuned", "after fine-tuning"))
+PROBE_SOURCES = ("builtin:facts", "builtin:facts-mini")
+PROBE_FILE = "probe.json"          # in the run folder: the probe runs once per run
+PROBE_TOKENS = 40
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -159,6 +162,107 @@ def chat(model, info) -> None:
             st.rerun()
 
 
+# ------------------------------------------------------------------------------ hallucination probe
+
+def _read_probe(run_dir: str) -> dict | None:
+    import json
+    try:
+        with open(os.path.join(run_dir, PROBE_FILE), encoding="utf-8") as fh:
+            saved = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    result = saved.get("result") if isinstance(saved, dict) else None
+    ok = isinstance(result, dict) and all(isinstance(result.get(v), dict) for v in ("base", "tuned"))
+    return saved if ok else None
+
+
+def _run_probe(model, info, dataset: str) -> dict | None:
+    import time
+
+    from core import data, probe
+    bar = st.progress(0.0, text="Asking both models the held-out questions…")
+
+    def progress(done: int, total: int, view: str, part: str) -> None:
+        what = "held-out fact questions" if part == "facts" else "general questions"
+        who = "base model" if view == "base" else "fine-tuned model"
+        bar.progress(done / max(total, 1), text=f"{done}/{total} answers · {who}, {what}")
+
+    try:
+        result = probe.probe(model, facts=data.builtin_heldout(dataset), max_new_tokens=PROBE_TOKENS,
+                             progress=progress)
+    except Exception as exc:  # the model call must never show a traceback
+        bar.empty()
+        show_error(exc)
+        return None
+    bar.empty()
+    saved = {"dataset": dataset, "max_new_tokens": PROBE_TOKENS, "created": time.time(), "result": result}
+    try:
+        runs.atomic_write_json(os.path.join(info.dir, PROBE_FILE), saved)
+    except OSError as exc:  # shown anyway; only the cache is lost
+        st.caption(f"The probe's result could not be saved with the run ({exc.strerror or exc}).")
+    return saved
+
+
+def _score_text(part: dict) -> str:
+    return f"{part['hits']}/{part['n']} ({part['score']:.0%})"
+
+
+def _answers_table(result: dict, part: str) -> list[dict]:
+    rows = []
+    for base, tuned in zip(result["base"][part]["items"], result["tuned"][part]["items"]):
+        rows.append({"prompt": base["prompt"], "keywords": ", ".join(map(str, base.get("keywords") or [])),
+                     "base answer": f"{'✓' if base['hit'] else '✗'} {base['answer']}",
+                     "tuned answer": f"{'✓' if tuned['hit'] else '✗'} {tuned['answer']}"})
+    return rows
+
+
+def probe_section(model, info) -> None:
+    """Fact recall on held-out rephrasings and general questions, base vs tuned, computed once per run."""
+    source = str((info.config.get("data") or {}).get("source", ""))
+    if model.task != "sft" or source not in PROBE_SOURCES:
+        return
+    dataset = source.removeprefix("builtin:")
+    with st.container(border=True):
+        st.markdown("**Hallucination probe**")
+        st.caption("Both models answer questions about the invented facts, worded differently from anything in "
+                   "the training set (a fact counts when every keyword of it is in the answer), and general "
+                   "questions (right when an accepted keyword is in the answer): did tuning fix the "
+                   "hallucination, and did the model forget anything else?")
+        saved = _read_probe(info.dir)
+        if saved is None:
+            from core import data
+            n = len(data.builtin_heldout(dataset))
+            if st.button("Run the hallucination probe", key="cmp_probe", type="primary",
+                         help=f"{n} held-out questions and the general questions, asked of both models "
+                              f"(greedy, up to {PROBE_TOKENS} tokens each). Computed once; saved with the run."):
+                saved = _run_probe(model, info, dataset)
+            if saved is None:
+                return
+        result = saved["result"]
+        cols = st.columns(2)
+        for col, (view, _, title, _) in zip(cols, PANES):
+            facts, general = result[view]["facts"], result[view]["general"]
+            with col:
+                st.markdown(f"**{title}**")
+                m1, m2 = st.columns(2)
+                delta_f = delta_g = None
+                if view == "tuned":
+                    base = result["base"]
+                    delta_f = f"{(facts['score'] - base['facts']['score']) * 100:+.0f} pts"
+                    delta_g = f"{(general['score'] - base['general']['score']) * 100:+.0f} pts"
+                m1.metric("Facts recalled (held-out)", _score_text(facts), delta=delta_f,
+                          help="Rephrased questions about the invented facts: the base model can only guess")
+                m2.metric("General questions right", _score_text(general), delta=delta_g,
+                          help="Everyday knowledge: a drop here is catastrophic forgetting")
+        with st.expander("The answers behind the numbers"):
+            st.markdown("**Held-out fact questions**")
+            st.dataframe(_answers_table(result, "facts"), hide_index=True, key="cmp_probe_facts")
+            st.markdown("**General questions**")
+            st.dataframe(_answers_table(result, "general"), hide_index=True, key="cmp_probe_general")
+            st.caption(f"Scored on {md_escape(saved.get('dataset', dataset))}'s held-out rephrasings; greedy "
+                       f"answers of up to {saved.get('max_new_tokens', PROBE_TOKENS)} tokens.")
+
+
 # ------------------------------------------------------------------------------ classification
 
 def _prob_figure(probs: dict[str, float], title: str) -> go.Figure:
@@ -226,6 +330,9 @@ def classify(model, info) -> None:
 # ------------------------------------------------------------------------------------ the page
 
 st.title("Compare base and fine-tuned")
+_lesson = lessons.get(urlstate.lesson_of(query_params()))
+if _lesson is not None and _lesson.then == "compare":
+    lesson_box(_lesson)
 
 try:
     candidates = _finished_with_weights()
@@ -266,6 +373,7 @@ except Exception as exc:
     st.stop()
 
 if model.task == "sft":
+    probe_section(model, info)
     chat(model, info)
 else:
     classify(model, info)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import estimate
-from pages.ui import fmt_bytes, fmt_params, show_error
+from core import estimate, lessons, urlstate
+from pages.ui import fmt_bytes, fmt_params, query_params, show_error, sync_query_params
 
 METHOD_LABELS = {
     "full": "Full fine-tuning",
@@ -29,6 +29,11 @@ PART_LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "opt
 GPU_LINES = ((16, "16 GB (T4 / laptop GPU)"), (24, "24 GB (RTX 4090)"), (80, "80 GB (A100 / H100)"))
 GB = 1024 ** 3
 DEFAULT_MODEL = "llama-2-7b"
+URL_TARGET_MODES = ("default", "all", "choose")  # TARGET_MODES as they appear in a link
+SAVED_KEY = "_learn_values"       # the calculator's values by URL key: they outlive the widgets
+URL_LOADED_KEY = "_learn_url_loaded"
+# Pages' own "read the URL again" markers, cleared when a lesson card opens them.
+PAGE_URL_STATE = {"train": "_train_url", "experiments": "_exp_url"}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -122,9 +127,75 @@ def memory_figure(memory: dict[str, dict[str, int]]) -> go.Figure:
     return fig
 
 
+def _open_lesson(lesson) -> None:
+    st.session_state.pop(PAGE_URL_STATE.get(lesson.page, ""), None)  # the target page applies it afresh
+    st.switch_page(lesson.page_path, query_params={urlstate.LESSON_KEY: lesson.key})
+
+
+def lessons_section() -> None:
+    try:
+        found = list(lessons.all_lessons().values())
+    except Exception as exc:  # a broken lessons file must not hide the page
+        show_error(exc)
+        return
+    st.subheader("Lessons for a class")
+    st.caption("Each opens its page with the settings already chosen and a short guide. The address bar then "
+               "holds the whole setup: copy it and share it with the class.")
+    cols = st.columns(len(found) or 1)
+    for col, lesson in zip(cols, found):
+        with col.container(border=True):
+            st.markdown(f"**{lesson.title}**")
+            st.caption(lesson.summary)
+            if st.button("Open lesson", key=f"learn_lesson_{lesson.key}", type="primary"):
+                _open_lesson(lesson)
+            st.caption(f"Link: `{lesson.url}`")
+
+
+def load_url() -> dict:
+    """Seed the calculator's widgets: from the URL on the session's first view, else from before."""
+    saved = st.session_state.setdefault(SAVED_KEY, {})
+    fresh: dict = {}
+    if not st.session_state.get(URL_LOADED_KEY):
+        st.session_state[URL_LOADED_KEY] = True
+        fresh, warnings = urlstate.decode_learn(query_params(), {"model": list(estimate.list_models()),
+                                                                 "method": list(METHOD_LABELS)})
+        for text in warnings:
+            st.warning(f"This link could not be used in full: {text}.")
+        saved.update(fresh)
+    for url_key, (state_key, default, _) in urlstate.LEARN_FIELDS.items():
+        if state_key in st.session_state:
+            continue
+        value = saved.get(url_key)
+        if value is None and url_key in ("model", "module", "tg", "layer"):
+            continue  # the page picks these from the model below
+        value = default if value is None else value
+        if url_key == "tm":
+            value = TARGET_MODES[URL_TARGET_MODES.index(value)] if value in URL_TARGET_MODES else TARGET_MODES[0]
+        st.session_state[state_key] = value
+    return fresh
+
+
+def write_url(implied: dict | None = None) -> None:
+    """The calculator's values into the address bar; `implied` values (what the page picks by
+    itself for this model) are left out to keep the link short."""
+    values = {}
+    for url_key, (state_key, _, _) in urlstate.LEARN_FIELDS.items():
+        if state_key not in st.session_state:
+            continue
+        value = st.session_state[state_key]
+        if url_key == "tm":
+            value = URL_TARGET_MODES[TARGET_MODES.index(value)] if value in TARGET_MODES else "default"
+        values[url_key] = value
+    st.session_state[SAVED_KEY] = values
+    shown = {k: v for k, v in values.items() if (implied or {}).get(k, object()) != v}
+    sync_query_params(urlstate.encode_learn(shown))
+
+
 # ------------------------------------------------------------------------------------ the page
 
 st.title("Fine-tuning, and doing it cheaply")
+lessons_section()
+url_values = load_url()
 
 st.markdown("""
 **Fine-tuning** takes a model that was pre-trained on a mountain of text and trains it a little more on
@@ -163,8 +234,7 @@ top_left, top_right = st.columns(2)
 with top_left:
     model_key = st.selectbox("Model", keys, format_func=lambda k: models.get(k, k), key="learn_model")
 with top_right:
-    method = st.selectbox("Method", list(METHOD_LABELS), index=list(METHOD_LABELS).index("lora"),
-                          format_func=METHOD_LABELS.get, key="learn_method")
+    method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="learn_method")
 
 try:
     cfg = _config(model_key)
@@ -177,21 +247,28 @@ except ValueError as exc:
 
 c1, c2 = st.columns(2)
 with c1:
-    r = st.slider("LoRA rank r", 1, 128, 8, key="learn_r",
+    r = st.slider("LoRA rank r", 1, 128, key="learn_r",
                   help="How many directions each adapted matrix may change in. A and B grow linearly with r.")
 with c2:
-    alpha = st.slider("LoRA alpha (α)", 1, 256, 16, key="learn_alpha",
+    alpha = st.slider("LoRA alpha (α)", 1, 256, key="learn_alpha",
                       help="Scales the update: ΔW = (α/r)·B·A. A common rule of thumb is α = 2r.")
 
 modules = _block_modules(cfg, task, 0)
 defaults = estimate.default_targets(cfg)
 p1, p2 = st.columns(2)
 if st.session_state.get("learn_layer", 0) > dims.layers - 1:
+    if "layer" in url_values:
+        st.warning(f"This link could not be used in full: layer={url_values['layer']} does not exist in "
+                   f"{model_key} (layers 0–{dims.layers - 1}).")
     st.session_state["learn_layer"] = 0  # the previous model had more layers
 with p1:
     layer = st.slider("Layer (block)", 0, dims.layers - 1, key="learn_layer") if dims.layers > 1 else 0
 with p2:
+    default_module = next((m for m in modules if m.endswith(defaults[0])), modules[0])
     if st.session_state.get("learn_module") not in modules:
+        if url_values.get("module"):
+            st.warning(f"This link could not be used in full: module={url_values['module']!r} is not a weight "
+                       f"matrix of {model_key}; choose one of {modules}.")
         st.session_state["learn_module"] = next((m for m in modules if m.endswith(defaults[0])), modules[0])
     module = st.selectbox("Weight matrix", modules, key="learn_module")
 
@@ -224,19 +301,21 @@ with t1:
         options = estimate.all_linear_targets(cfg, task)
         current = st.session_state.get("learn_targets")
         if current is None or any(t not in options for t in current):
+            if url_values.get("tg"):
+                st.warning(f"This link could not be used in full: tg names modules {model_key} does not have; "
+                           f"its linear modules are {options}.")
             st.session_state["learn_targets"] = [t for t in defaults if t in options]
         chosen = st.multiselect("Modules", options, key="learn_targets")
 with t2:
-    batch = st.select_slider("Batch size", [1, 2, 4, 8, 16, 32, 64, 128], value=4, key="learn_batch")
-    seq_len = st.select_slider("Sequence length (tokens)", [64, 128, 256, 512, 1024, 2048, 4096], value=512,
-                               key="learn_seq")
+    batch = st.select_slider("Batch size", [1, 2, 4, 8, 16, 32, 64, 128], key="learn_batch")
+    seq_len = st.select_slider("Sequence length (tokens)", [64, 128, 256, 512, 1024, 2048, 4096], key="learn_seq")
 with t3:
     dtype = st.selectbox("Weights dtype", ["bfloat16", "float32"], key="learn_dtype",
                          help="bfloat16: how large models are trained on GPUs. QLoRA stores W in 4 bits and "
                               "computes in this dtype.")
     virtual = 20
     if method in ("prompt_tuning", "prefix_tuning"):
-        virtual = st.slider("Virtual tokens", 1, 100, 20, key="learn_vtokens")
+        virtual = st.slider("Virtual tokens", 1, 100, key="learn_vtokens")
 
 if target_mode == TARGET_MODES[0]:
     targets = None
@@ -277,3 +356,5 @@ st.info("""**What to notice**
 - Full fine-tuning pays for gradients and optimizer states on *every* weight: the orange and red blocks.
 - QLoRA's gain is in the grey block: 4-bit weights. That is what brings a 7B or 13B model onto one GPU.
 - Batch size and sequence length scale the activations (blue) for every method alike.""")
+
+write_url({"module": default_module, "layer": 0})

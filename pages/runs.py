@@ -11,14 +11,23 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import runs
-from pages.ui import fmt_params, fmt_seconds, is_admin, manager, owner_id, run_label, show_error
+from pages.ui import (
+    anatomy_view,
+    error_text,
+    fmt_bytes,
+    fmt_params,
+    fmt_seconds,
+    is_admin,
+    manager,
+    owner_id,
+    run_label,
+    show_error,
+    uses_dora,
+)
 
 FLASH_KEY = "_runs_flash"   # a message to show once after a rerun (e.g. "deleted")
 COLOURS = px.colors.qualitative.Plotly
-ANATOMY_CAPTION = ("Each cell: how much LoRA changed that weight matrix relative to its size (‖ΔW‖ / ‖W‖). "
-                   "The energy curve: how much of the change lives in the top 1, 2, … directions. It climbs "
-                   "to nearly 100 % within a few directions: the update is low-rank, which is why a small r "
-                   "is enough.")
+
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -55,6 +64,16 @@ def _short_model(name: str) -> str:
     return os.path.basename(text) if os.path.isabs(text) or text.startswith((".", "~")) else text
 
 
+def _experiment_title(info) -> str | None:
+    """'Which method wins? · which_method-2026…' for a run queued by the Experiments page, else None."""
+    experiment = (info.config or {}).get("experiment")
+    if not experiment:
+        return None
+    name = str((info.config or {}).get("name") or "")
+    title = name.split(": ", 1)[0] if ": " in name else ""
+    return f"{title} · {experiment}" if title else experiment
+
+
 def table_rows(infos: list, me: str) -> list[dict]:
     rows = []
     for info in infos:
@@ -73,7 +92,8 @@ def table_rows(infos: list, me: str) -> list[dict]:
             "Trainable": _num(s.get("trainable_params")), "Trainable %": _num(s.get("trainable_percent")),
             "Train time (s)": _num(s.get("train_time_s")), "Peak memory (MB)": peak,
             "Latency (ms)": _num(s.get("latency_ms_per_sample")),
-            "Status": info.state, "Yours": info.owned_by(me), "id": info.id,
+            "Experiment": _experiment_title(info), "Status": info.state, "Yours": info.owned_by(me),
+            "id": info.id,
         })
     return rows
 
@@ -150,47 +170,6 @@ def method_figures(df: pd.DataFrame) -> list[tuple[str, go.Figure]]:
     return out
 
 
-def _module_labels(layers: list[dict]) -> list[str]:
-    """Module names for the heatmap; bert's three 'dense' layers by their path inside the block."""
-    names = [str(e.get("module", "?")) for e in layers]
-    seen: dict[tuple, int] = {}
-    for e, n in zip(layers, names):
-        seen[(e.get("layer"), n)] = seen.get((e.get("layer"), n), 0) + 1
-    if all(c == 1 for c in seen.values()):
-        return names
-    out = []
-    for e, n in zip(layers, names):
-        full = str(e.get("name", n))
-        marker = f".{e.get('layer')}."
-        out.append(full.split(marker, 1)[1] if marker in full else n)
-    return out
-
-
-def anatomy_figures(layers: list[dict]) -> tuple[go.Figure, go.Figure, dict]:
-    labels = _module_labels(layers)
-    rows = sorted({int(e.get("layer", -1)) for e in layers})
-    cols = list(dict.fromkeys(labels))
-    grid: list[list] = [[None] * len(cols) for _ in rows]
-    for e, label in zip(layers, labels):
-        grid[rows.index(int(e.get("layer", -1)))][cols.index(label)] = _num(e.get("rel_norm"))
-    heat = go.Figure(go.Heatmap(z=grid, x=cols, y=[f"layer {r}" if r >= 0 else "other" for r in rows],
-                                colorscale="Viridis", colorbar=dict(title="‖ΔW‖/‖W‖"),
-                                hovertemplate="%{y} · %{x}: %{z:.3g}<extra></extra>"))
-    heat.update_layout(height=140 + 26 * len(rows), margin=dict(l=10, r=10, t=40, b=10),
-                       title=dict(text="How much LoRA changed each weight matrix", x=0.0))
-    top = max(layers, key=lambda e: _num(e.get("rel_norm")) or 0.0)
-    energy = [v for v in (top.get("energy") or []) if _num(v) is not None]
-    curve = go.Figure(go.Scatter(x=list(range(1, len(energy) + 1)), y=[100 * v for v in energy],
-                                 mode="lines+markers", line=dict(color="#e67e22")))
-    curve.add_hline(y=90, line_dash="dot", line_color="#7f8c8d", annotation_text="90 %")
-    curve.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[0, 102],
-                        xaxis=dict(title="top k directions (singular values of ΔW)", dtick=1),
-                        yaxis_title="% of the update's energy",
-                        title=dict(text=f"Energy of ΔW in layer {top.get('layer', '?')} · {top.get('module', '?')} "
-                                           "(the most changed)", x=0.0))
-    return heat, curve, top
-
-
 # ------------------------------------------------------------------------------------ actions
 
 def _delete(run_id: str, me: str, admin: bool) -> None:
@@ -221,6 +200,78 @@ def _resume(info, me: str, admin: bool) -> None:
     st.session_state[FLASH_KEY] = (f"Resuming from the last checkpoint of {info.id} as run {new_id}; "
                                    "follow it on the Train page.")
     st.rerun()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _script(run_dir: str, mtime: float) -> str:
+    """The exported script, made when first asked for (it reads the run's data), once per run."""
+    from core import export
+    try:
+        return export.export_script(run_dir)
+    except Exception as exc:  # the download still succeeds, and says why
+        return f"# This run could not be exported as a script: {error_text(exc)}\n"
+
+
+def _merged(run_id: str, me: str, admin: bool) -> bytes:
+    from core import export
+    if not manager().can_access(run_id, me, admin):
+        raise PermissionError("only the session that started this run can download its model")
+    return export.merged_zip(runs.run_dir_for(run_id))
+
+
+def _trains(info) -> bool:
+    from core.methods import get_method
+    try:
+        return get_method(((info.config or {}).get("method") or {}).get("name", "")).trains
+    except Exception:
+        return False
+
+
+def export_section(info, me: str, admin: bool) -> None:
+    """A standalone training script for any run; the merged model where it is reasonable."""
+    from core import export
+    st.markdown("**Take it home**")
+    builtin = str(((info.config or {}).get("data") or {}).get("source", "")).startswith(("builtin:", "hub:"))
+    try:
+        allowed = manager().can_access(info.id, me, admin)
+    except Exception:
+        allowed = False
+    e1, e2 = st.columns(2)
+    with e1:
+        if not (allowed or builtin):
+            # The script embeds the training rows: someone else's uploaded data is not ours to hand out.
+            st.caption("The training script embeds this run's data: only the session that started it can "
+                       "download it.")
+        elif info.state not in ("completed", "stopped"):
+            st.caption("The training script is offered once the run has finished.")
+        elif not _trains(info):
+            st.caption("This method trains nothing, so there is no training script to export.")
+        else:
+            try:
+                mtime = os.path.getmtime(os.path.join(info.dir, "summary.json"))
+            except OSError:
+                mtime = 0.0
+            st.download_button("Training script (Python)", data=lambda: _script(info.dir, mtime),
+                               file_name=f"train_{info.id}.py", mime="text/x-python", key="runs_dl_script",
+                               help="transformers + peft only, nothing of this app: the same rows, seed and "
+                                    "settings; it prints the final training loss to compare with this run's")
+            loss = export.final_training_loss(info.dir)
+            if loss is not None:
+                st.caption(f"This run's final training loss: {loss:.6g}; the script prints its own.")
+    with e2:
+        ok, why, size = export.merge_check(info.dir)
+        if not info.has_weights:
+            st.caption("No weights were saved, so there is no merged model.")
+        elif not ok:
+            st.caption(f"No merged model: {why}.")
+        elif not allowed:
+            st.caption("Only the session that started this run can download its merged model.")
+        else:
+            st.download_button(f"Merged model (zip, ~{fmt_bytes(size)})", key="runs_dl_merged",
+                               data=lambda: _merged(info.id, me, admin), file_name=f"{info.id}-merged.zip",
+                               mime="application/zip",
+                               help="The adapter folded into the base weights (peft merge_and_unload): one "
+                                    "ordinary model, no peft needed to run it, no extra latency")
 
 
 def details(info, me: str, admin: bool) -> None:
@@ -291,23 +342,12 @@ def details(info, me: str, admin: bool) -> None:
             if x2.button("Delete run", key="runs_delete", disabled=not confirm, type="primary"):
                 _delete(info.id, me, admin)
 
+    export_section(info, me, admin)
+
     events = metrics(info.dir)
-    found = [e for e in events if e.get("type") == "anatomy" and e.get("layers")]
-    layers = found[-1]["layers"] if found else (s.get("anatomy") or [])
-    if isinstance(layers, dict):
-        layers = layers.get("layers") or []
-    layers = [e for e in layers if isinstance(e, dict) and _num(e.get("rel_norm")) is not None]
-    if layers:
-        st.markdown("**LoRA anatomy**" + (f" (step {found[-1].get('step')})" if found else ""))
-        try:
-            heat, curve, top = anatomy_figures(layers)
-        except Exception as exc:  # old or hand-edited files must not break the page
-            show_error(exc)
-        else:
-            a1, a2 = st.columns([3, 2])
-            a1.plotly_chart(heat, key="runs_anatomy_heat")
-            a2.plotly_chart(curve, key="runs_anatomy_energy")
-            st.caption(ANATOMY_CAPTION)
+    if any(e.get("type") == "anatomy" and e.get("layers") for e in events) or s.get("anatomy"):
+        st.markdown("**LoRA anatomy**")
+        anatomy_view(events, "runs_anatomy", dora=uses_dora(info.config), fallback=s.get("anatomy"))
 
 
 # ------------------------------------------------------------------------------------ the page
@@ -346,6 +386,7 @@ st.dataframe(
             format="%.0f", help="GPU peak when trained on CUDA, else the process's peak RAM (RSS)"),
         "Latency (ms)": st.column_config.NumberColumn(format="%.1f", help="one example, batch 1, median"),
         "Yours": st.column_config.CheckboxColumn(help="started by this browser session"),
+        "Experiment": st.column_config.TextColumn(help="runs queued together on the Experiments page"),
     })
 
 st.header("Curves")

@@ -14,22 +14,27 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, limits, models, presets
+from core import estimate, lessons, limits, models, presets, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
 from pages.ui import (
+    anatomy_view,
     device_info,
     error_text,
     fmt_bytes,
     fmt_params,
     fmt_seconds,
     is_admin,
+    lesson_box,
     loss_chart,
     manager,
     md_escape,
     metrics_charts,
     owner_id,
+    query_params,
     show_error,
+    sync_query_params,
+    uses_dora,
 )
 
 DRAFT_KEY = "_train_draft"          # the RunConfig dict being edited
@@ -37,6 +42,10 @@ UI_KEY = "_train_ui"                # choices that are not part of a RunConfig (
 JOB_KEY = "_train_job"              # id of the latest run this session submitted
 EVENTS_KEY = "_train_events"        # {"id": run id, "events": [...]}: fetch only what is new
 UPLOADS_KEY = "_train_uploads"      # uploader file_id -> (saved path, shown name): save each upload once
+URL_KEY = "_train_url"              # {"loaded", "lesson", "base"}: what the URL was read against
+URL_WARNINGS_KEY = "_train_url_warnings"
+LESSON_MODE_KEY = "tr_lesson_mode"  # the lesson-mode toggle's widget key
+LESSON_MODE_SAVED = "_train_lesson_mode"  # its value, kept when the page (and the widget) is left
 
 OTHER_MODEL = "Hub id or local folder…"
 DATA_KINDS = {"builtin": "Built-in", "upload": "Upload a file", "hub": "Hub dataset", "local": "Local file path"}
@@ -70,6 +79,102 @@ def _apply_preset(cfg: RunConfig) -> None:
     widget_prefixes = ("tr_m_", "tr_method", "tr_t_", "tr_d_", "tr_model")
     for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(widget_prefixes)]:
         del st.session_state[key]
+
+
+# ------------------------------------------------------------------------- the URL (shareable setup)
+
+def lesson_mode() -> bool:
+    return bool(st.session_state.get(LESSON_MODE_KEY))
+
+
+def _url_state() -> dict:
+    return st.session_state.setdefault(URL_KEY, {"loaded": False, "lesson": "", "base": None})
+
+
+def _data_kind_for(source: str) -> str | None:
+    if source.startswith("builtin:"):
+        return "builtin"
+    if source.startswith("hub:"):
+        return "hub"
+    return "local" if core_data.local_files_allowed() else None
+
+
+def load_url() -> None:
+    """Read the query string into the draft: on the session's first view of the page, and whenever
+    a different lesson link is opened. Afterwards the widgets lead and write_url follows them."""
+    params = query_params()
+    lesson_key = urlstate.lesson_of(params)
+    state = _url_state()
+    if state["loaded"] and lesson_key == state["lesson"]:
+        return
+    warnings = []
+    lesson = lessons.get(lesson_key) if lesson_key else None
+    if lesson_key and (lesson is None or lesson.page != "train"):
+        if lesson is not None:  # an experiments lesson opened on Train: send it where it belongs
+            st.switch_page(lesson.page_path, query_params={urlstate.LESSON_KEY: lesson.key})
+        warnings.append(f"the link names a lesson {lesson_key!r} that does not exist; showing the usual page")
+        lesson_key, lesson = "", None
+    base = (lesson.preset() if lesson else presets.app_defaults()).to_dict()
+    cfg, problems = urlstate.decode(params, base)
+    warnings += problems
+    kind = _data_kind_for(cfg["data"]["source"])
+    if kind is None:
+        warnings.append("the link names a file on the server, and this server does not allow local files; "
+                        "using the built-in dataset")
+        cfg["data"]["source"] = base["data"]["source"]
+        kind = _data_kind_for(base["data"]["source"]) or "builtin"
+    if lesson or set(params) - set(urlstate.PAGE_KEYS):
+        _apply_preset(RunConfig.from_dict(cfg))
+        for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("tr_data_")]:
+            del st.session_state[key]
+        ui = _ui()
+        ui["data_kind"] = kind
+        source = cfg["data"]["source"]
+        if kind == "builtin":
+            ui["builtin"] = source.removeprefix("builtin:")
+        elif kind == "local":
+            ui["local_path"] = source
+    st.session_state[LESSON_MODE_KEY] = st.session_state[LESSON_MODE_SAVED] = urlstate.lesson_mode(params)
+    state.update(loaded=True, lesson=lesson_key, base=base)
+    if warnings:
+        st.session_state[URL_WARNINGS_KEY] = warnings
+
+
+def lesson_header() -> None:
+    """Bad-link warnings, the lesson's info box and the lesson-mode toggle."""
+    for text in st.session_state.pop(URL_WARNINGS_KEY, []):
+        st.warning(f"This link could not be used in full: {text}.")
+    state = _url_state()
+    lesson = lessons.get(state["lesson"]) if state["lesson"] else None
+    if lesson is not None:
+        then = ("When the run has finished, press **Compare base vs tuned** below the result."
+                if lesson.then == "compare" else "")
+        lesson_box(lesson, then)
+    if LESSON_MODE_KEY not in st.session_state:  # back from another page: the widget forgot it
+        st.session_state[LESSON_MODE_KEY] = bool(st.session_state.get(LESSON_MODE_SAVED))
+    st.session_state[LESSON_MODE_SAVED] = st.toggle(
+        "Lesson mode", key=LESSON_MODE_KEY,
+        help="Hide the advanced controls, so a class sees only what the lesson is about. The setting is part "
+             "of the link (lesson=1): copy the address bar to share this exact setup.")
+
+
+def write_url(draft: dict) -> None:
+    """Put the current choices in the address bar: what differs from the lesson's (or app's) preset."""
+    state = _url_state()
+    if state["lesson"] and not lesson_mode():
+        # Leaving lesson mode leaves the lesson: the link now describes the setup on its own.
+        state["lesson"] = ""
+        state["base"] = None
+    base = state.get("base") or presets.app_defaults().to_dict()
+    try:
+        params = urlstate.encode(draft, base)
+    except Exception:  # a half-edited draft must never cost the page
+        return
+    if state["lesson"]:
+        params[urlstate.LESSON_KEY] = state["lesson"]
+    elif lesson_mode():
+        params[urlstate.LESSON_KEY] = "1"
+    sync_query_params(params)
 
 
 def _seed(key: str, value, options: list | None = None) -> None:
@@ -148,7 +253,12 @@ def controls(schema: list[dict], values: dict, prefix: str, advanced_title: str 
     cols = st.columns(columns) if basic else []
     for i, f in enumerate(basic):
         out[f["name"]] = control(f, f"{prefix}{f['name']}", values.get(f["name"]), cols[i % columns])
-    if advanced:
+    if advanced and lesson_mode():
+        # Hidden, not reset: a lesson link's advanced values (or the user's earlier ones) still apply.
+        for f in advanced:
+            value = st.session_state.get(f"{prefix}{f['name']}", values.get(f["name"]))
+            out[f["name"]] = f["default"] if value is None else value
+    elif advanced:
         with st.expander(advanced_title):
             acols = st.columns(columns)
             for i, f in enumerate(advanced):
@@ -649,7 +759,8 @@ def job_panel(job_id: str) -> None:
         show_error(exc)
         return
     live = snap["state"] in ("queued", "running")
-    sft = _run_task(job_id) == "sft"
+    config = _run_config(job_id)
+    sft = (config.get("data") or {}).get("task") == "sft"
 
     @st.fragment(run_every=LIVE_REFRESH_S if live else None)
     def live_view() -> None:
@@ -662,6 +773,8 @@ def job_panel(job_id: str) -> None:
         progress_block(snap, events)
         stop_button(job_id, snap)
         charts_block(events, sft)
+        if snap["state"] in ("queued", "running"):  # afterwards the result below shows it
+            anatomy_block(events, config, live=True)
         if live and snap["state"] not in ("queued", "running"):
             st.rerun()  # once: the page swaps the live view for the summary and stops polling
 
@@ -671,12 +784,13 @@ def job_panel(job_id: str) -> None:
         result_block(job_id, snap, st.session_state.get(EVENTS_KEY, {}).get("events", []))
 
 
-def _run_task(job_id: str) -> str:
+def _run_config(job_id: str) -> dict:
     from core import runs
     try:
-        return (runs.get_run(job_id).config.get("data") or {}).get("task", "")
+        return runs.get_run(job_id).config or {}
     except Exception:
-        return ""
+        return {}
+
 
 
 # --------------------------------------------------------------------------------- the result
@@ -705,7 +819,7 @@ def result_block(job_id: str, snap: dict, events: list[dict]) -> None:
     if not summary:
         return
     summary_card(summary, events)
-    anatomy_block(events)
+    anatomy_block(events, _run_config(job_id))
     actions(job_id, summary)
 
 
@@ -740,28 +854,20 @@ def summary_card(summary: dict, events: list[dict]) -> None:
         c[3].metric("Rows", f"{summary.get('n_train', 0):,} train / {summary.get('n_val', 0):,} val")
 
 
-def anatomy_block(events: list[dict]) -> None:
-    latest = next((ev for ev in reversed(events) if ev.get("type") == "anatomy" and ev.get("layers")), None)
-    if latest is None:
+def anatomy_block(events: list[dict], config: dict | None = None, live: bool = False) -> None:
+    """What LoRA has changed so far (pages.ui.anatomy_view, the same picture as on Runs)."""
+    if not any(ev.get("type") == "anatomy" and ev.get("layers") for ev in events):
         return
-    with st.expander("LoRA anatomy"):
-        rows = sorted({int(x.get("layer", 0)) for x in latest["layers"]})
-        modules = sorted({str(x.get("module")) for x in latest["layers"]})
-        grid = [[None] * len(modules) for _ in rows]
-        for x in latest["layers"]:
-            grid[rows.index(int(x.get("layer", 0)))][modules.index(str(x.get("module")))] = x.get("rel_norm")
-        fig = go.Figure(go.Heatmap(z=grid, x=modules, y=[f"layer {r}" for r in rows], colorscale="Viridis",
-                                   colorbar=dict(title="‖ΔW‖/‖W‖")))
-        fig.update_layout(height=120 + 28 * len(rows), margin=dict(l=10, r=10, t=10, b=10))
-        st.caption(f"How far each adapted layer moved from its base weights (step {latest.get('step')}).")
-        st.plotly_chart(fig, key="tr_anatomy")
+    with st.expander("LoRA anatomy", expanded=live):
+        anatomy_view(events, "tr_live_anatomy" if live else "tr_anatomy", dora=uses_dora(config), live=live)
 
 
 def actions(job_id: str, summary: dict) -> None:
     c1, c2 = st.columns(2)
     if c1.button("Compare base vs tuned", key="tr_compare"):
         st.session_state["compare_run"] = job_id
-        st.switch_page("pages/compare.py")
+        lesson = _url_state()["lesson"]  # a lesson that continues on Compare keeps its guidance there
+        st.switch_page("pages/compare.py", query_params={urlstate.LESSON_KEY: lesson} if lesson else None)
     owner, admin = owner_id(), is_admin()
     try:
         allowed = manager().can_access(job_id, owner, admin)
@@ -780,6 +886,8 @@ def actions(job_id: str, summary: dict) -> None:
 
 def main() -> None:
     st.title("Train")
+    load_url()
+    lesson_header()
     job_id = current_job()
     if job_id:
         job_panel(job_id)
@@ -789,6 +897,7 @@ def main() -> None:
     preview = data_section(draft, resolved)
     method_section(draft, draft["data"]["task"])
     training_section(draft)
+    write_url(draft)
     launch_section(draft, resolved, preview)
 
 

@@ -38,11 +38,22 @@ def _leave_legacy_multipage_mode() -> None:
         return
     if getattr(PagesManager, "uses_pages_directory", None):
         PagesManager.uses_pages_directory = False
-        if get_script_run_ctx() is not None:
+        ctx = get_script_run_ctx()
+        if ctx is None:
+            return
+        # Ask for the rerun without raising here (st.rerun() would): this import must finish.
+        # Raised mid-import, the module left sys.modules half-built, and every session importing
+        # it at that moment (30 first visits at once after a start) got an ImportError. The
+        # runner raises the rerun at the page's next st.* call instead.
+        try:
+            from streamlit.runtime.scriptrunner_utils.script_requests import RerunData
+            ctx.script_requests.request_rerun(RerunData(query_string=ctx.query_string,
+                                                        page_script_hash=ctx.page_script_hash))
+        except (ImportError, AttributeError, TypeError):  # a Streamlit whose internals moved
             st.rerun()
 
 
-# (called at the end of this module: see there)
+_leave_legacy_multipage_mode()
 
 _OWNER_KEY = "_playground_owner_id"
 ADMIN_TOKEN_KEY = "_playground_admin_token"  # the sidebar text_input's widget key
@@ -251,11 +262,6 @@ def metrics_charts(events: Iterable[dict]) -> dict[str, go.Figure]:
         out[key] = fig
     return out
 
-
-# Last, once every name above exists: its st.rerun() makes this import raise, and a session that
-# was waiting for the same import at that moment (30 first visits at once after a start) gets this
-# module object as it stands. Called at the top, they got a half-empty module and an ImportError.
-_leave_legacy_multipage_mode()
 
 
 # ----------------------------------------------------------------------------- LoRA anatomy

@@ -9,6 +9,13 @@ from torch import nn
 
 from core.anatomy import heatmap, lora_anatomy, update_spectrum
 
+# Every Trainer run ends in accelerate's gc.collect(), which with torch/transformers/peft imported
+# walks ~500k long-lived library objects (~0.4 s CPU a run, dozens of runs here). Freezing what is
+# loaded now keeps the suite fast; objects the tests make later are collected as usual.
+from transformers import Trainer  # noqa: E402,F401  (loaded before the freeze)
+
+gc.freeze()
+
 
 @pytest.mark.parametrize("d,k,r", [(12, 7, 3), (16, 16, 4), (5, 6, 8), (40, 9, 9), (1, 10, 2)],
                          ids=["tall", "square", "rank-above-dims", "full-rank", "single-row"])

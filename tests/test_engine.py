@@ -13,6 +13,15 @@ from core.config import RunConfig
 from core.errors import NonFiniteLoss
 from core.train import run
 
+# Every Trainer run ends in accelerate's gc.collect(), which with torch/transformers/peft imported
+# walks ~500k long-lived library objects (~0.4 s CPU a run, dozens of runs here). Freezing what is
+# loaded now keeps the suite fast; objects the tests make later are collected as usual.
+import gc  # noqa: E402
+
+from transformers import Trainer  # noqa: E402,F401  (loaded before the freeze)
+
+gc.freeze()
+
 
 def make_cfg(model: str, data: str, task: str = "classification", method: str = "lora",
              params: dict | None = None, **train) -> RunConfig:

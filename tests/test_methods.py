@@ -11,7 +11,6 @@ tokens the public generate() call produces.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -20,6 +19,15 @@ import core.train as train_mod
 from core.config import RunConfig
 from core.infer import RunModel, label_word_probs
 from core.methods import all_methods
+
+# Every Trainer run ends in accelerate's gc.collect(), which with torch/transformers/peft imported
+# walks ~500k long-lived library objects (~0.4 s CPU a run, dozens of runs here). Freezing what is
+# loaded now keeps the suite fast; objects the tests make later are collected as usual.
+import gc  # noqa: E402
+
+from transformers import Trainer  # noqa: E402,F401  (loaded before the freeze)
+
+gc.freeze()
 
 TEXTS = ["a wonderful joyful film", "tedious and ugly, I hated it"]
 PROMPT = "Who founded Quillmere number 3?"
