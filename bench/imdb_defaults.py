@@ -30,12 +30,15 @@ def main() -> None:
     if args.set:
         cfg = cfg.with_overrides(args.set)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         summary = run(cfg, os.path.join(tmp, "run"))
     print(json.dumps({"sets": args.set, "heldout_accuracy": summary["final"].get("eval_accuracy"),
                       "n_heldout": summary["n_val"], "n_train": summary["n_train"],
                       "train_time_s": summary["train_time_s"], "samples_per_second": summary["samples_per_second"],
-                      "wall_s": round(time.perf_counter() - t0, 1)}), flush=True)
+                      "wall_s": round(time.perf_counter() - t0, 1),
+                      "process_cpu_s": round(time.process_time() - c0, 1),
+                      "load_average": os.getloadavg()[0]}), flush=True)
 
 
 if __name__ == "__main__":

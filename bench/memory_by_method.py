@@ -54,7 +54,11 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-mem-")
     rows_all = read_jsonl(os.path.join(DATA, "imdb_train_4000.jsonl"))
-    long_rows = [r for r in rows_all if len(r["text"]) > 6 * args.seq][:args.batch * args.steps]
+    # both labels (classification needs two), at least 4 rows, every one longer than --seq tokens
+    n = max(args.batch * args.steps, 4)
+    long_rows = [r for r in rows_all if len(r["text"]) > 6 * args.seq]
+    long_rows = ([r for r in long_rows if r["label"] == 0][:(n + 1) // 2]
+                 + [r for r in long_rows if r["label"] == 1][:n // 2])
     train_path = write_jsonl(long_rows, os.path.join(tmp, "train.jsonl"))
     # a 2-row eval file: with val_share 0 a classification run crashes tokenising an empty list
     # (core.tokenize.encode_classification([])); evaluation is tiny and without gradients

@@ -96,13 +96,13 @@ def _complete_lines(path: str) -> list[bytes]:
 def test_sigkill_mid_run_then_restart_recovers_and_resumes(tiny_bert, sentiment_file, fresh_manager, tmp_path):
     runs_dir = fresh_manager
     configs = [run_cfg(tiny_bert, sentiment_file, "survivor", max_steps=2),
-               run_cfg(tiny_bert, sentiment_file, "victim", max_steps=24, save_steps=3),
+               run_cfg(tiny_bert, sentiment_file, "victim", max_steps=30, save_steps=3),
                run_cfg(tiny_bert, sentiment_file, "waiting", max_steps=4)]
     script = tmp_path / "server.py"
     script.write_text(SERVER.format(root=ROOT))
     env = {**os.environ, "PLAYGROUND_RUNS_DIR": runs_dir, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), json.dumps(configs), "0.25"], cwd=str(tmp_path), env=env,
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(configs), "0.3"], cwd=str(tmp_path), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -165,7 +165,7 @@ def test_sigkill_mid_run_then_restart_recovers_and_resumes(tiny_bert, sentiment_
     assert snap["state"] == "completed", (snap["error"], snap["hint"])
     steps = [e["step"] for e in snap["events"] if e.get("type") == "progress"]
     assert steps and steps[0] >= ckpt_step > 0, steps[:5]
-    assert max(steps) == 24
+    assert max(steps) == 30
     assert runs.read_metrics(runs.run_dir_for(resumed)) == snap["events"]
     assert runs.get_run(resumed).has_weights
 

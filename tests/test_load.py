@@ -94,10 +94,34 @@ def test_no_metrics_line_lost_or_duplicated(load_result):
         assert steps == sorted(set(steps)), steps  # each logged step once, in order
 
 
-def test_compare_page_models_stay_within_the_cache(load_result):
-    # The Compare page loaded models through core.model_cache while 20 sessions browsed.
+def test_compare_page_keeps_at_most_two_models_loaded(load_result, monkeypatch):
+    """The Compare page loads through core.model_cache: opening four runs keeps two in memory."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    result, runs_dir = load_result
+    monkeypatch.setenv("PLAYGROUND_RUNS_DIR", runs_dir)
+    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
+    assert model_cache.stats()["loaded"] <= model_cache.DEFAULT_SIZE  # after 20 sessions browsed
+    model_cache.clear()
+    before = model_cache.stats()
+    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=120)
+    at.run()
+    at.session_state["compare_run"] = result["ids"][0]  # as the Train page's "Compare" button does
+    at.switch_page("pages/compare.py").run()
+    probes = []
+    for run_id in result["ids"]:
+        at.selectbox(key="compare_pick").set_value(run_id).run()
+        assert not at.exception, [e.value for e in at.exception]
+        loaded = model_cache.shared()._models.get(os.path.realpath(os.path.join(runs_dir, run_id)))
+        assert loaded is not None
+        probes.append(weakref.ref(loaded))
+        del loaded
+        assert model_cache.stats()["loaded"] <= 2
+    gc.collect()
     stats = model_cache.stats()
-    assert stats["loaded"] <= stats["size"] == model_cache.DEFAULT_SIZE
+    assert stats["loads"] - before["loads"] == N_JOBS and stats["evictions"] - before["evictions"] == N_JOBS - 2
+    assert [p() is None for p in probes] == [True, True, False, False]  # the two evicted are gone
+    st.cache_data.clear()
 
 
 def test_model_cache_is_bounded_loads_once_and_frees_evicted(load_result, monkeypatch):
