@@ -110,12 +110,7 @@ def check_model_allowed(name: str) -> None:
 
 # ------------------------------------------------------------------------------------- runs
 
-def _cfg_dict(cfg: Any) -> dict:
-    if isinstance(cfg, dict):
-        return cfg
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    raise ConfigError(f"expected a RunConfig, got {type(cfg).__name__}")
+from core.runs import _cfg_dict  # noqa: E402  (one way to read a config or its dict)
 
 
 def _number(value: Any) -> float | None:
