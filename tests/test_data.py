@@ -456,7 +456,7 @@ def test_hub_offline_fails_fast_with_one_message():
     t0 = time.monotonic()
     with pytest.raises(DataError) as err:
         data.load_rows(DataSpec(source="hub:stanfordnlp/sst2"))
-    assert str(err.value) == "dataset stanfordnlp/sst2 is not available offline; built-in datasets: sentiment, facts"
+    assert str(err.value) == "dataset stanfordnlp/sst2 is not available offline; built-in datasets: sentiment, facts, facts-mini"
     assert time.monotonic() - t0 < 15
 
 

@@ -143,7 +143,7 @@ def charts(pg) -> list[str]:
 def test_shared_lesson_link_opens_its_preset(page, server):
     pg = page
     pg.goto(f"{server}/train?lesson=lora_sentiment&r=4")
-    expect(pg.get_by_role("heading", name="Train")).to_be_visible()
+    expect(pg.get_by_role("heading", name="Train", exact=True)).to_be_visible()
     idle(pg)
     expect(pg.get_by_text("Lesson: LoRA on sentiment")).to_be_visible()
     expect(pg.get_by_text("What to notice:")).to_be_visible()
@@ -173,7 +173,7 @@ def test_short_lora_run_shows_its_anatomy(page, server):
     pg = page
     # A shared link with a tiny budget: 48 rows, 32 tokens, anatomy sampled every step.
     pg.goto(f"{server}/train?n=48&len=32&bs=16&ep=1.0&evs=1&anat=1&emr=16&r=4&name=anatomy-demo")
-    expect(pg.get_by_role("heading", name="Train")).to_be_visible()
+    expect(pg.get_by_role("heading", name="Train", exact=True)).to_be_visible()
     idle(pg)
     assert slider_value(pg, "Rank r") == "4"
     pg.get_by_role("button", name="Start training").click()
