@@ -151,7 +151,7 @@ def idle(pg, timeout_s: float = PAGE_S) -> None:
 
 def goto(pg, server, title: str, heading: str) -> None:
     pg.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
-    expect(pg.get_by_role("heading", name=heading)).to_be_visible(timeout=PAGE_S * 1000)
+    expect(pg.get_by_role("heading", name=heading, exact=True)).to_be_visible(timeout=PAGE_S * 1000)
     idle(pg)
 
 
