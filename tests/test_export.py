@@ -100,6 +100,12 @@ def test_every_training_method_exports_a_valid_script(method, params, tiny_bert,
     script = export.export_script(run_dir)
     _no_app_imports(script)
     compile(script, "exported.py", "exec")
+    if params.get("use_dora"):  # DoRA runs are LoRA runs: the anatomy is sampled for them too
+        from core import runs
+        from pages.ui import DORA_NOTE, uses_dora
+        assert any(e["type"] == "anatomy" and e["layers"] for e in runs.read_metrics(run_dir))
+        assert uses_dora(cfg.to_dict()) and "magnitude vector" in DORA_NOTE
+        assert "use_dora=True" in script
 
 
 def test_cached_head_script_matches_too(tiny_bert, sentiment_file, tmp_path, runs_dir):
@@ -165,3 +171,37 @@ def test_merged_encoder_zip_has_encoder_head_and_readme(tiny_bert, sentiment_fil
         assert {"merged/encoder/config.json", "merged/head.safetensors", "merged/README.txt"} <= names
         assert "mean" in zf.read("merged/README.txt").decode()
     assert json.loads(json.dumps(export.merge_check(run_dir)[:2])) == [True, ""]
+
+
+def test_runs_page_offers_the_script_and_the_merged_model(tiny_bert, sentiment_file, runs_dir, monkeypatch):
+    """Owner: both downloads. Another session: the script embeds the uploaded rows, so neither."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import jobs, runs
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
+    monkeypatch.chdir(root)
+    jobs.reset_manager()
+    st.cache_data.clear()
+    cfg = _cfg(tiny_bert, sentiment_file, "classification", max_steps=1)
+    run_dir = runs.create_run(cfg, owner="owner-a")
+    runs.write_status(run_dir, run(cfg, run_dir)["state"])
+
+    def page(owner):
+        at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+        at.session_state["_playground_owner_id"] = owner
+        at.run()
+        at.switch_page("pages/runs.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    mine = page("owner-a")
+    keys = {b.key for b in mine.get("download_button")}
+    assert {"runs_dl_script", "runs_dl_merged"} <= keys
+    assert any("final training loss" in c.value for c in mine.caption)
+    theirs = page("owner-b")
+    keys = {b.key for b in theirs.get("download_button")}
+    assert not {"runs_dl_script", "runs_dl_merged"} & keys
+    assert any("embeds this run's data" in c.value for c in theirs.caption)
+    jobs.reset_manager()

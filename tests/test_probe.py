@@ -88,3 +88,75 @@ def test_probe_defaults_read_the_builtin_sets():
     result = probe.probe(model, limit=2)
     assert result["base"]["facts"]["items"][0]["prompt"] == data.builtin_heldout("facts")[0]["prompt"]
     assert result["base"]["general"]["items"][0]["prompt"] == data.builtin_general_questions()[0]["prompt"]
+
+
+# ------------------------------------------------------------------------------ the Compare page
+
+def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, monkeypatch):
+    """An SFT run on builtin:facts-mini: the button scores both views, shows the numbers and the
+    answers, and writes probe.json so the next visit shows them without generating again."""
+    import json
+    import os
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import jobs, runs, train
+    from core.config import RunConfig
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
+    monkeypatch.chdir(root)
+    jobs.reset_manager()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    cfg = RunConfig.from_dict({"model": {"name": tiny_llama},
+                               "data": {"source": "builtin:facts-mini", "task": "sft", "max_length": 48,
+                                        "val_share": 0.0},
+                               "method": {"name": "lora", "params": {"r": 2}},
+                               "train": {"max_steps": 1, "batch_size": 8}})
+    run_dir = runs.create_run(cfg, owner="")
+    runs.write_status(run_dir, train.run(cfg, run_dir)["state"])
+    run_id = os.path.basename(run_dir)
+
+    calls = []
+    real = probe.probe
+
+    def short_probe(run_model, **kw):  # 2 questions of each kind, 4 tokens: the page's logic, quickly
+        calls.append(kw)
+        kw.update(limit=2, max_new_tokens=4)
+        return real(run_model, **kw)
+
+    monkeypatch.setattr(probe, "probe", short_probe)
+    at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    at.session_state["compare_run"] = run_id
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    at.button(key="cmp_probe").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(calls) == 1 and callable(calls[0]["progress"])
+    assert calls[0]["facts"] == data_heldout("facts-mini")
+    labels = [m.label for m in at.metric]
+    assert labels.count("Facts recalled (held-out)") == 2 and labels.count("General questions right") == 2
+    assert all(m.value.endswith("%)") and "/2 (" in m.value for m in at.metric if "recalled" in m.label)
+    tables = [d.value for d in at.dataframe]
+    assert len(tables) == 2 and list(tables[0].columns) == ["prompt", "keywords", "base answer", "tuned answer"]
+    assert all(a[0] in "✓✗" for a in tables[0]["base answer"])
+    with open(os.path.join(run_dir, "probe.json"), encoding="utf-8") as fh:
+        saved = json.load(fh)
+    assert saved["dataset"] == "facts-mini" and saved["result"]["tuned"]["facts"]["n"] == 2
+
+    again = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    again.session_state["compare_run"] = run_id
+    again.run()
+    again.switch_page("pages/compare.py").run()
+    assert not again.exception
+    assert not [b for b in again.button if b.key == "cmp_probe"]  # cached: no second generation
+    assert [m.label for m in again.metric].count("Facts recalled (held-out)") == 2
+    assert len(calls) == 1
+    jobs.reset_manager()
+
+
+def data_heldout(name):
+    from core import data
+    return data.builtin_heldout(name)
