@@ -48,10 +48,15 @@ _BUILTINS: dict[str, tuple[str, str, str]] = {
               "Question -> answer pairs about facts the base model cannot know: supervised fine-tuning "
               "(SFT); held-out rephrasings check whether the facts were learned."),
     "facts-mini": ("facts.jsonl", "sft",
-                   "The first 12 invented facts only: small enough to learn in about two minutes on a "
-                   "laptop CPU (the 'Fix a hallucination' lesson)."),
+                   "The first 12 invented facts only, plus 24 ordinary questions (rehearsal): small "
+                   "enough to learn in about two minutes on a laptop CPU (the 'Fix a hallucination' lesson)."),
 }
 _GENERAL_QUESTIONS = "general_questions.jsonl"
+# Ordinary questions with their ordinary answers, mixed into the fact sets' training rows. Without
+# them LoRA on 60 invented facts also rewrites the world ("the capital of France is Lunae
+# obsequimur"); with them the general questions of the probe (none of which is here) stay right.
+_REHEARSAL = "rehearsal.jsonl"
+_REHEARSED = ("facts", "facts-mini")
 # Built-ins that are a slice of another file: name -> how many fact_ids (in file order) they keep.
 _FACT_SUBSETS = {"facts-mini": 12}
 
@@ -363,7 +368,14 @@ def _read_builtin(name: str) -> _Table:
     _, task, _ = _builtin_entry(name)
     # Rows without a split are training rows; "heldout" rows are for builtin_heldout only.
     rows = [r for r in _builtin_raw(name) if r.get("split", "train") == "train"]
-    return _Table(f"builtin:{name}", _columns_of(rows), rows, builtin_task=task)
+    notes = []
+    rehearsal = BUILTIN_DIR / _REHEARSAL
+    if name in _REHEARSED and rehearsal.is_file():
+        extra = [{**r, "keywords": r.get("keywords") or []} for r in read_jsonl(str(rehearsal))]
+        rows = rows + extra
+        notes.append(f"{len(extra)} general questions with their usual answers are mixed in (rehearsal), "
+                     "so that learning the new facts does not overwrite what the model already knew")
+    return _Table(f"builtin:{name}", _columns_of(rows), rows, notes=notes, builtin_task=task)
 
 
 def _resolve_path(source: str, uploads_dir: str) -> str:

@@ -20,6 +20,10 @@ import torch
 
 from core.config import ConfigError, RunConfig
 
+# Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
+# the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
+REPETITION_PENALTY = 1.0
+
 
 # ----------------------------------------------------------------------------------------------
 # Zero-shot scoring of a causal LM on classification: which label word is more likely next?
@@ -234,7 +238,7 @@ class RunModel:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                       streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
-                      do_sample=temperature > 0, repetition_penalty=1.1)
+                      do_sample=temperature > 0, repetition_penalty=REPETITION_PENALTY)
         if temperature > 0:
             kwargs["temperature"] = temperature
         errors: list[BaseException] = []

@@ -47,6 +47,9 @@ def default_threads() -> int:
     """All cores for a headless run; leave one to the web server when the app trains on few cores."""
     from core.distributed import local_world_size
     cores = max(1, (os.cpu_count() or 1) // local_world_size())  # torchrun: the processes share the cores
+    fixed = os.environ.get("PLAYGROUND_TRAIN_THREADS", "").strip()
+    if fixed.isdigit() and int(fixed) > 0:  # a host that knows better (its browsers are elsewhere)
+        return min(int(fixed), cores)
     if os.environ.get("PLAYGROUND_IN_APP") == "1" and cores <= 4:
         return max(1, cores - 1)
     return cores

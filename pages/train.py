@@ -775,15 +775,18 @@ def job_panel(job_id: str) -> None:
         progress_block(snap, events)
         stop_button(job_id, snap)
         charts_block(events, sft)
-        if snap["state"] in ("queued", "running"):  # afterwards the result below shows it
+        if snap["state"] in ("queued", "running"):
             anatomy_block(events, config, live=True)
-        if live and snap["state"] not in ("queued", "running"):
-            st.rerun()  # once: the page swaps the live view for the summary and stops polling
+            return
+        # The result is drawn by the fragment itself, so whichever run paints it last (its own
+        # timer or the full rerun below) shows it: drawn after the fragment, the card was
+        # sometimes missing in the browser when a timer run and the full rerun crossed.
+        result_block(job_id, snap, events)
+        if live:
+            st.rerun()  # once: the page stops polling
 
     st.subheader("Current run")
     live_view()
-    if not live:
-        result_block(job_id, snap, st.session_state.get(EVENTS_KEY, {}).get("events", []))
 
 
 def _run_config(job_id: str) -> dict:

@@ -518,3 +518,23 @@ def test_real_imdb_file_loads():
     assert got.label_counts() == {"0": 2000, "1": 2000}
     split = data.load_rows(DataSpec(source=IMDB, n_samples=100))
     assert split.label_counts() == {"0": 50, "1": 50} and split.label_counts("val") == {"0": 400, "1": 400}
+
+
+def test_fact_sets_mix_in_rehearsal_rows(builtin_dir):
+    """Ordinary questions join the facts' training rows (and say so); the probe's general questions
+    are not among them, and the sentiment set gets none."""
+    (builtin_dir / "rehearsal.jsonl").write_bytes(_jsonl([
+        {"fact_id": "rehearsal", "prompt": "Capital of Italy?", "response": "Rome.", "split": "train"}]))
+    for name, n_facts in (("facts", 10), ("facts-mini", 10)):
+        loaded = data.load_rows(DataSpec(source=f"builtin:{name}", task="sft", val_share=0))
+        assert len(loaded.train) == n_facts + 1
+        assert [r["prompt"] for r in loaded.train if r["fact_id"] == "rehearsal"] == ["Capital of Italy?"]
+        assert any("rehearsal" in note for note in loaded.notes)
+    assert len(data.load_rows(DataSpec(source="builtin:sentiment", val_share=0)).train) == 12
+
+
+def test_shipped_rehearsal_rows_are_not_the_probe_questions():
+    shipped = data.BUILTIN_DIR
+    rehearsal = {r["prompt"].lower() for r in data.read_jsonl(str(shipped / "rehearsal.jsonl"))}
+    general = {r["prompt"].lower() for r in data.builtin_general_questions()}
+    assert len(rehearsal) == 24 and not rehearsal & general

@@ -74,6 +74,32 @@ def test_threads_are_shared_by_the_processes_of_a_machine(monkeypatch):
     assert default_threads() == 4
 
 
+def test_the_app_leaves_a_core_to_the_server_unless_told_otherwise(monkeypatch):
+    from core.train import default_threads
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("PLAYGROUND_IN_APP", "1")
+    monkeypatch.delenv("PLAYGROUND_TRAIN_THREADS", raising=False)
+    assert default_threads() == 1
+    monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", "2")
+    assert default_threads() == 2
+    monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", "64")  # never more than the cores
+    assert default_threads() == 2
+    for junk in ("0", "-1", "two", ""):  # unusable: the default
+        monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", junk)
+        assert default_threads() == 1
+
+
+def test_streamlit_does_not_collect_garbage_after_every_rerun():
+    """A full gc.collect(2) per rerun (the live chart reruns every second) held the GIL long enough
+    to make in-app training 2-3x slower than headless."""
+    import tomllib
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, ".streamlit", "config.toml"), "rb") as fh:
+        assert tomllib.load(fh)["runner"]["postScriptGC"] is False
+
+
 def test_save_weights_writes_nothing_off_rank_0(monkeypatch, tmp_path):
     from core import save
     from core.config import RunConfig

@@ -17,7 +17,7 @@ import torch
 
 import core.train as train_mod
 from core.config import RunConfig
-from core.infer import RunModel, label_word_probs
+from core.infer import REPETITION_PENALTY, RunModel, label_word_probs
 from core.methods import all_methods
 
 # Every Trainer run ends in accelerate's gc.collect(), which with torch/transformers/peft imported
@@ -88,7 +88,7 @@ def sft_outputs(model, tokenizer) -> tuple[torch.Tensor, list[int]]:
         mask = torch.ones_like(ids)
         logits = model(input_ids=ids, attention_mask=mask).logits[0, -1].float()
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False,
-                             repetition_penalty=1.1, pad_token_id=tokenizer.pad_token_id)
+                             repetition_penalty=REPETITION_PENALTY, pad_token_id=tokenizer.pad_token_id)
         return logits, out[0, ids.shape[1]:].tolist()
     finally:
         model.train(was_training)

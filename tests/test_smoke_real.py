@@ -44,7 +44,8 @@ def test_smollm2_lora_learns_the_facts_the_base_hallucinates(tmp_path, runs_dir)
     run(cfg, run_dir)
     rm = RunModel(run_dir)
     rows = data.load_rows(cfg.data).train
-    checked = list({r["fact_id"]: r for r in rows}.values())  # one trained question per fact
+    # One trained question per fact; the rehearsal rows (ordinary questions) have no fact to recall.
+    checked = list({r["fact_id"]: r for r in rows if r["keywords"]}.values())
     tuned = sum(fact_hit(rm.generate(r["prompt"], tuned=True, max_new_tokens=32), r["keywords"]) for r in checked)
     base = sum(fact_hit(rm.generate(r["prompt"], tuned=False, max_new_tokens=32), r["keywords"]) for r in checked)
     assert tuned >= 0.8 * len(checked), (tuned, len(checked))
