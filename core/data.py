@@ -56,6 +56,7 @@ _GENERAL_QUESTIONS = "general_questions.jsonl"
 # them LoRA on 60 invented facts also rewrites the world ("the capital of France is Lunae
 # obsequimur"); with them the general questions of the probe (none of which is here) stay right.
 _REHEARSAL = "rehearsal.jsonl"
+REHEARSAL_ID = "rehearsal"  # the fact_id of those rows
 _REHEARSED = ("facts", "facts-mini")
 # Built-ins that are a slice of another file: name -> how many fact_ids (in file order) they keep.
 _FACT_SUBSETS = {"facts-mini": 12}
@@ -175,6 +176,11 @@ def builtin_heldout(name: str) -> list[dict]:
     table = _Table(f"builtin:{name}", _columns_of(rows), rows, builtin_task="sft")
     out, _, _ = _sft_rows(table, "prompt", "response")
     return out
+
+
+def without_rehearsal(rows: list[dict]) -> list[dict]:
+    """The rows a demo should show: rehearsal rows are ordinary questions no base model gets wrong."""
+    return [r for r in rows if r.get("fact_id") != REHEARSAL_ID]
 
 
 def builtin_general_questions() -> list[dict]:

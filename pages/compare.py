@@ -62,7 +62,7 @@ def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]
         return []
     rows = loaded.val or loaded.train
     key = "prompt" if task == "sft" else "text"
-    return [str(r[key]) for r in rows[:3] if r.get(key)]
+    return [str(r[key]) for r in data.without_rehearsal(rows) if r.get(key)][:3]
 
 
 def _general_question() -> str | None:
