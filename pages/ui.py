@@ -328,7 +328,9 @@ def anatomy_figures(layers: list[dict], zmax: float | None = None) -> tuple[go.F
                                 hovertemplate="%{y} · %{x}: %{z:.3g}<extra></extra>"))
     heat.update_layout(height=140 + 26 * len(rows), margin=dict(l=10, r=10, t=40, b=10),
                        title=dict(text="How much LoRA changed each weight matrix", x=0.0))
-    top = max(layers, key=lambda e: _finite(e.get("rel_norm")) or 0.0)
+    best = max(range(len(layers)), key=lambda i: _finite(layers[i].get("rel_norm")) or 0.0)
+    # The heatmap's column name ("attention.output.dense"), not the last word, which two columns share.
+    top = {**layers[best], "module": labels[best]}
     energy = [v for v in (top.get("energy") or []) if _finite(v) is not None]
     curve = go.Figure(go.Scatter(x=list(range(1, len(energy) + 1)), y=[100 * v for v in energy],
                                  mode="lines+markers", line=dict(color="#e67e22")))

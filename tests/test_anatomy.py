@@ -165,3 +165,14 @@ def test_qlora_weight_norm_is_measured_on_the_dequantised_base(tiny_llama, senti
         with torch.no_grad():
             applied = base(torch.eye(base.in_features))
         assert e["weight_norm"] == pytest.approx(float(applied.norm()), rel=1e-5)
+
+
+def test_the_most_changed_module_is_named_as_in_the_heatmap():
+    """BERT has three 'dense' layers per block: the energy curve must say which one it shows."""
+    from pages.ui import anatomy_figures
+    layer = lambda name, rel: {"name": f"encoder.layer.3.{name}", "layer": 3, "module": name.rsplit(".", 1)[-1],
+                               "rel_norm": rel, "energy": [0.5, 1.0]}
+    heat, curve, top = anatomy_figures([layer("attention.output.dense", 0.02), layer("output.dense", 0.01),
+                                        layer("intermediate.dense", 0.005)])
+    assert top["module"] == "attention.output.dense"
+    assert "attention.output.dense" in curve.layout.title.text and "attention.output.dense" in heat.data[0].x
