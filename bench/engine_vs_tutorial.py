@@ -46,7 +46,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
     overrides = {}
     for item in filter(None, rest.split(",")):
         k, v = item.split(":", 1)
-        overrides[k] = json.loads(v) if v[:1] in "0123456789-[{tf\"" else v
+        try:  # numbers, true/false, lists; anything else ("float32") is a plain string
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
     return name, overrides
 
 

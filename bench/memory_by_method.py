@@ -36,7 +36,7 @@ def estimate(model: str, method: str, params: dict, batch: int, seq: int) -> dic
     from core import estimate as est
     kw = dict(batch_size=batch, seq_len=seq, task="classification")
     if method in ("lora", "qlora"):
-        kw.update(r=params["r"], targets=params["targets"])
+        kw.update(r=params["r"], targets=params["targets"], lora_dropout=params.get("dropout", 0.05))
     if method == "prompt_tuning":
         kw["num_virtual_tokens"] = params["num_virtual_tokens"]
     return est.memory_estimate(est.load_config(model), method, **kw)

@@ -17,15 +17,15 @@ import argparse
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.appserver import ROOT, AppDidNotStart, offline_env, prepare_model_cache, start_app, stop_app  # noqa: E402
+
 OUT = os.path.join(ROOT, "bench", "out")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -36,55 +36,14 @@ STEP_RE = re.compile(r"step (\d+)/(\d+)")
 
 # ------------------------------------------------------------------------------ the server
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-            return resp.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
 def start_server(runs_dir: str, log_path: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "PLAYGROUND_RUNS_DIR": runs_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false",
-           "PLAYGROUND_CACHE_DIR": os.environ.get("PLAYGROUND_CACHE_DIR") or os.path.join(ROOT, ".cache", "models")}
-    # The SmolLM2 cache is built once per machine (scripts/start.sh does the same): not a newcomer cost.
-    subprocess.run([sys.executable, "-m", "core.models", "--prepare"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
-    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-         str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://localhost:{port}"
-    deadline = time.monotonic() + 120
-    while not _healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(proc)
-            raise SystemExit(f"streamlit did not start; see {log_path}")
-        time.sleep(0.5)
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
+    env = offline_env(PLAYGROUND_RUNS_DIR=runs_dir, PLAYGROUND_CACHE_DIR=os.environ.get("PLAYGROUND_CACHE_DIR")
+                      or os.path.join(ROOT, ".cache", "models"))
+    prepare_model_cache(env)  # once per machine (scripts/start.sh does the same): not a newcomer cost
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=15)
+        return start_app(env, log_path)
+    except AppDidNotStart as e:
+        raise SystemExit(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- the newcomer
@@ -224,7 +183,7 @@ def main() -> None:
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
         if proc is not None:
-            stop_server(proc)
+            stop_app(proc)
     result = {"total_s": result.pop("total_s"), **result, "loadavg_before": load_before,
               "loadavg_after": load_after, "cores": os.cpu_count(), "own_server": proc is not None,
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -661,13 +661,19 @@ def _outside_activation_bytes(d: Dims, head: str, b: int, s_q: int, e: int) -> i
     return embed
 
 
+LORA_DEFAULT_DROPOUT = 0.05  # core.methods.lora's default (a test keeps the two equal; this module stays light)
+
+
 def _adapter_activation_bytes(cfg: dict[str, Any], method: str, shapes: list[LinearShape], b: int, s: int,
-                              e: int, r: int) -> int:
+                              e: int, r: int, lora_dropout: float = 0.0) -> int:
     tok = b * s
     if method in ("lora", "qlora", "dora"):
         # A's output (r wide) for B's gradient; on a half-precision base peft also casts the
         # input to the fp32 adapter dtype, and that copy is kept for A's gradient.
         per = [4 * tok * (r + (sh.in_features if e < 4 else 0)) for sh in shapes]
+        if lora_dropout > 0:
+            # the dropped-out input (fp32, what A saves for its gradient) and its one-byte mask
+            per = [p + 5 * tok * sh.in_features for p, sh in zip(per, shapes)]
         if method == "dora":
             per = [p + e * tok * sh.out_features for p, sh in zip(per, shapes)]  # base output, rescaled
         return sum(per)
@@ -681,7 +687,7 @@ def _adapter_activation_bytes(cfg: dict[str, Any], method: str, shapes: list[Lin
 def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8, seq_len: int = 256,
                      r: int = 8, targets: str | Sequence[str] | None = None, dtype: str = "float32",
                      num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
-                     flash_attention: bool = False) -> int:
+                     flash_attention: bool = False, lora_dropout: float = 0.0) -> int:
     """Activation bytes kept for the backward pass of one training step.
 
     Methods with adapters or prompts inside the model (lora, dora, qlora, ia3, prompt/prefix
@@ -709,7 +715,8 @@ def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8
     if method in ("lora", "qlora", "dora", "ia3"):
         _check_positive("r", r)
         chosen = _IA3_DEFAULTS[d.family] if method == "ia3" and targets is None else targets
-        total += _adapter_activation_bytes(cfg, method, targeted_layers(cfg, chosen, task), b, s_q, e, r)
+        total += _adapter_activation_bytes(cfg, method, targeted_layers(cfg, chosen, task), b, s_q, e, r,
+                                           lora_dropout)
     return total
 
 
@@ -717,7 +724,7 @@ def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8,
                     targets: str | Sequence[str] | None = None, dtype: str = "float32", num_labels: int = 2,
                     num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
                     optimizer: str = "adamw", double_quant: bool = True,
-                    flash_attention: bool = False) -> dict[str, int]:
+                    flash_attention: bool = False, lora_dropout: float = 0.0) -> dict[str, int]:
     """Training memory in bytes: {weights, gradients, optimizer, activations, total}.
 
     weights:     base model in `dtype` (qlora: NF4 linears + constants, the rest in `dtype`
@@ -726,7 +733,8 @@ def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8,
     optimizer:   AdamW keeps two fp32 states (m, v) per trainable parameter: 8 bytes
                  ('adamw_8bit': 2, 'sgd' without momentum: 0). Mixed-precision master copies of
                  the weights are not counted.
-    activations: see activation_bytes.
+    activations: see activation_bytes (lora_dropout > 0 keeps each adapted linear's dropped-out
+                 input: 5 bytes per token and input feature).
     Not counted: CUDA context, allocator fragmentation, temporary buffers of the kernels.
     """
     cfg = _as_config(cfg)
@@ -737,7 +745,7 @@ def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8,
     gradients = counts.trainable * (e if method == "full" else 4)
     optimizer_bytes = counts.trainable * state_bytes
     activations = activation_bytes(cfg, method, batch_size, seq_len, r, targets, dtype, num_virtual_tokens,
-                                   head_hidden, task, flash_attention)
+                                   head_hidden, task, flash_attention, lora_dropout)
     parts = {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes, "activations": activations}
     return {**parts, "total": sum(parts.values())}
 
@@ -752,7 +760,7 @@ def compare_methods(cfg: dict[str, Any] | str, methods: Sequence[str] = ("full",
 def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Sequence[str] | None = None,
            batch_size: int = 8, seq_len: int = 256, dtype: str = "float32", num_labels: int = 2,
            num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
-           optimizer: str = "adamw") -> dict[str, Any]:
+           optimizer: str = "adamw", lora_dropout: float = 0.0) -> dict[str, Any]:
     """Trainable/total parameters (peft's convention: total includes the added ones) and memory."""
     cfg = _as_config(cfg)
     counts = method_counts(cfg, method, r, targets, num_labels, num_virtual_tokens, head_hidden, task)
@@ -767,7 +775,8 @@ def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Se
         "total": counts.total,
         "percent": round(100.0 * counts.trainable / counts.total, 6) if counts.total else 0.0,
         "memory": memory_estimate(cfg, method, batch_size, seq_len, r, targets, dtype, num_labels,
-                                  num_virtual_tokens, head_hidden, task, optimizer),
+                                  num_virtual_tokens, head_hidden, task, optimizer,
+                                  lora_dropout=lora_dropout),
     }
 
 

@@ -320,9 +320,18 @@ def pick_dtype(device):
     return torch.float32
 
 
+def cpu_has_native_bf16():
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def mixed_precision(device):
     if not device.startswith("cuda"):
-        return {"bf16": False, "fp16": False}
+        # As in the app: bf16 autocast on a CPU that multiplies bf16 in hardware (~1.3x faster)
+        cpu_bf16 = device == "cpu" and DTYPE == "auto" and not QUANTIZED and cpu_has_native_bf16()
+        return {"bf16": cpu_bf16, "fp16": False}
     weights = pick_dtype(device)
     if weights == torch.float32 and DTYPE != "auto":
         return {"bf16": False, "fp16": False}

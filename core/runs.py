@@ -130,7 +130,7 @@ def _json_default(obj: Any) -> Any:
         if callable(fn):
             try:
                 return fn()
-            except Exception:
+            except (RuntimeError, ValueError, TypeError):  # .item() of a tensor with many values
                 pass
     if isinstance(obj, (set, tuple)):
         return list(obj)

@@ -349,6 +349,16 @@ def _argmax_logits(logits, labels):
     return logits.argmax(-1)
 
 
+def precision_label(cfg: RunConfig, device: str) -> str:
+    """What the run computes in, for the summary: "float32", "bf16 mixed", ..."""
+    from core.methods import get_method
+    from core.models import mixed_precision, pick_dtype
+    flags = mixed_precision(device, cfg.model.dtype, get_method(cfg.method.name).quantized_base)
+    if flags["bf16"] or flags["fp16"]:
+        return "bf16 mixed" if flags["bf16"] else "fp16 mixed"
+    return str(pick_dtype(device, cfg.model.dtype)).removeprefix("torch.")
+
+
 def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, prediction_loss_only: bool):
     from transformers import TrainingArguments
 
@@ -360,7 +370,9 @@ def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, predi
     total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     eval_steps = t.eval_steps or max(1, total_steps // 4)
     cuda = device.startswith("cuda")
-    precision = mixed_precision(device, cfg.model.dtype)  # bf16 where supported, else fp16 + loss scaler
+    from core.methods import get_method
+    # bf16 where supported (a GPU, or a CPU with native bf16), else fp16 + loss scaler on a GPU
+    precision = mixed_precision(device, cfg.model.dtype, get_method(cfg.method.name).quantized_base)
     return TrainingArguments(
         output_dir=os.path.join(run_dir, "checkpoints"),
         learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -432,7 +444,8 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     if not train_set and get_method_trains(cfg):
         raise ConfigError("no training rows are left after tokenisation; raise data.max_length")
     emit({"type": "start", "trainable": p.trainable, "total": p.total, "device": p.device,
-          "n_train": len(train_set), "n_val": len(val_set), "threads": threads, "notes": p.notes})
+          "n_train": len(train_set), "n_val": len(val_set), "threads": threads, "notes": p.notes,
+          "precision": precision_label(cfg, p.device)})
 
     from core.loop import fit
     resume_from = resume_from or runs.resume_checkpoint(run_dir)
@@ -453,6 +466,7 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
         "label_names": p.label_names, "trainable_params": p.trainable, "total_params": p.total,
         "trainable_percent": round(100.0 * p.trainable / max(p.total, 1), 4),
         "n_train": len(train_set), "n_val": len(val_set), "device": p.device, "threads": threads,
+        "precision": precision_label(cfg, p.device),
         "train_time_s": round(train_time, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
         "samples_per_second": result.get("samples_per_second"),
         "steps": result.get("steps"), "peak_rss_mb": result.get("peak_rss_mb"),

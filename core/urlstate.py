@@ -239,7 +239,7 @@ def query_dict(params: Any) -> dict[str, str]:
     for k in keys:
         try:
             values = params.get_all(k) if hasattr(params, "get_all") else params[k]
-        except Exception:
+        except (KeyError, TypeError, AttributeError):  # a mapping whose get_all differs
             values = params[k]
         out[str(k)] = _first(values)
     return out

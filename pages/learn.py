@@ -330,7 +330,8 @@ try:
     counts = estimate.method_counts(cfg, method, r=r, targets=targets, num_virtual_tokens=virtual, task=task)
     compared = ["full", "lora", "qlora"] + ([method] if method not in ("full", "lora", "qlora") else [])
     memory = estimate.compare_methods(cfg, compared, batch_size=batch, seq_len=seq_len, r=r, targets=targets,
-                                      dtype=dtype, num_virtual_tokens=virtual, task=task)
+                                      dtype=dtype, num_virtual_tokens=virtual, task=task,
+                                      lora_dropout=estimate.LORA_DEFAULT_DROPOUT)
 except ValueError as exc:
     show_error(exc)
     st.info("Change the targets or the model and try again.")

@@ -553,6 +553,7 @@ def _estimate_method(cfg: RunConfig) -> tuple[str, dict]:
         kwargs["r"] = p["r"]
         targets = p.get("targets", "auto")
         kwargs["targets"] = None if targets == "auto" else targets
+        kwargs["lora_dropout"] = float(p.get("dropout") or 0.0)
         if name == "lora" and p.get("use_dora"):
             name = "dora"
     elif name in ("prompt_tuning", "prefix_tuning"):

@@ -14,14 +14,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
+
+from bench.appserver import AppDidNotStart, offline_env, start_app, stop_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "test-output", "screenshots")
@@ -44,34 +43,6 @@ expect = playwright_api.expect
 
 # ------------------------------------------------------------------------------------ the server
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-            return resp.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own group: the training thread dies with it
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def cache_dir() -> str:
     """The SmolLM2 safetensors cache, built once before the clock starts (reused when it exists)."""
@@ -86,29 +57,16 @@ def cache_dir() -> str:
 def server(tmp_path_factory, cache_dir):
     """`streamlit run app.py` on a free localhost port with its own runs folder; killed afterwards."""
     tmp = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
-    url = f"http://localhost:{port}"
-    env = {**os.environ, "PLAYGROUND_RUNS_DIR": str(tmp / "runs"), "PLAYGROUND_UPLOADS_DIR": str(tmp / "uploads"),
-           "PLAYGROUND_CACHE_DIR": cache_dir, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("PLAYGROUND_IN_APP", None)
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = offline_env(PLAYGROUND_RUNS_DIR=str(tmp / "runs"), PLAYGROUND_UPLOADS_DIR=str(tmp / "uploads"),
+                      PLAYGROUND_CACHE_DIR=cache_dir)
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"streamlit did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        proc, url = start_app(env, str(tmp / "server.log"), SERVER_START_S)
+    except AppDidNotStart as e:
+        pytest.fail(str(e))
+    try:
         yield {"url": url, "log": tmp / "server.log"}
     finally:
-        _stop(proc)
-        log.close()
+        stop_app(proc)
 
 
 @pytest.fixture

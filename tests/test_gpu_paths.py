@@ -104,10 +104,26 @@ def test_mixed_precision_on_cuda(fake_cuda, bf16, dtype, expected):
     assert models.mixed_precision("cuda:0", dtype) == expected
 
 
-def test_mixed_precision_off_cuda(fake_cuda):
+def test_mixed_precision_off_cuda(fake_cuda, monkeypatch):
     fake_cuda(available=False)
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
     for device in ("cpu", "mps"):
         assert models.mixed_precision(device, "auto") == {"bf16": False, "fp16": False}
+
+
+def test_cpu_with_native_bf16_autocasts_unless_told_otherwise(fake_cuda, monkeypatch):
+    """AVX512-BF16/AMX: bf16 autocast over fp32 weights; float32, a 4-bit base and MPS stay fp32."""
+    fake_cuda(available=False)
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert models.mixed_precision("cpu", "auto") == {"bf16": True, "fp16": False}
+    assert models.pick_dtype("cpu", "auto") == torch.float32  # the weights stay fp32
+    for dtype, quantized, device in (("float32", False, "cpu"), (torch.float32, False, "cpu"),
+                                     ("bfloat16", False, "cpu"), ("auto", True, "cpu"), ("auto", False, "mps")):
+        assert models.mixed_precision(device, dtype, quantized_base=quantized) == {"bf16": False, "fp16": False}
+
+
+def test_cpu_bf16_probe_answers_without_raising():
+    assert models.cpu_has_native_bf16() in (True, False)
 
 
 def test_bf16_on_a_gpu_without_it_is_a_clear_error(fake_cuda):
@@ -143,11 +159,30 @@ def test_training_args_cuda_float32_is_full_precision(fake_cuda, recorded_args):
     assert (kw["bf16"], kw["fp16"], kw["use_cpu"]) == (False, False, False)
 
 
-def test_training_args_cpu(fake_cuda, recorded_args):
+def test_training_args_cpu(fake_cuda, recorded_args, monkeypatch):
     fake_cuda(available=False)
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
     kw, _ = recorded_args("cpu")
     assert (kw["bf16"], kw["fp16"], kw["use_cpu"]) == (False, False, True)
     assert kw["train_sampling_strategy"] == "group_by_length"
+
+
+def test_training_args_cpu_with_native_bf16(fake_cuda, recorded_args, monkeypatch):
+    fake_cuda(available=False)
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    kw, _ = recorded_args("cpu")
+    assert (kw["bf16"], kw["fp16"], kw["use_cpu"]) == (True, False, True)
+    assert recorded_args("cpu", dtype="float32")[0]["bf16"] is False
+
+
+def test_precision_label(fake_cuda, monkeypatch):
+    from core.train import precision_label
+    fake_cuda(available=False)
+    cfg = RunConfig.from_dict({"model": {"name": "minilm"}, "data": {"source": "x.jsonl"}, "method": {"name": "lora"}})
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert precision_label(cfg, "cpu") == "bf16 mixed"
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert precision_label(cfg, "cpu") == "float32"
 
 
 def test_training_args_classification_losses_are_not_rescaled_by_world_size(fake_cuda, recorded_args):

@@ -24,7 +24,7 @@ class QLoraParams(LoraParams):
 def bitsandbytes_available() -> bool:
     try:
         import bitsandbytes  # noqa: F401
-    except Exception:
+    except (ImportError, RuntimeError, OSError):  # missing, or a broken native library
         return False
     return True
 
