@@ -101,6 +101,9 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
     from core.distributed import shards_parameters
     if shards_parameters():  # every rank takes part in gathering the adapter; rank 0 writes it
         trainer.save_model(os.path.join(run_dir, "adapter"))
+    # Under mixed precision the Trainer left its autocast wrapped around forward: take it off, so
+    # the model handed back computes as it was built, like the copy reloaded from disk.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     initial = {}
     return {"train_time_s": train_time, "steps": out.global_step, "final": final, "initial": initial,
             "samples_per_second": round(out.global_step * rows_per_step / max(train_time, 1e-9), 3),

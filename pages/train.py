@@ -19,6 +19,7 @@ from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_sche
 from core.methods import all_methods
 from pages.ui import (
     anatomy_view,
+    compute_note,
     device_info,
     error_text,
     fmt_bytes,
@@ -863,7 +864,8 @@ def summary_card(summary: dict, events: list[dict]) -> None:
         # Short values: a quarter-width metric cuts anything longer than about 12 characters.
         c[1].metric("Latency per sample", f"{latency:.1f} ms" if isinstance(latency, (int, float)) else "—")
         sps = summary.get("samples_per_second")
-        c[2].metric("Throughput", f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "—")
+        c[2].metric("Throughput", f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "—",
+                    help=compute_note(summary))
         c[3].metric("Rows (train / val)", f"{summary.get('n_train', 0):,} / {summary.get('n_val', 0):,}")
 
 

@@ -411,3 +411,13 @@ def lesson_box(lesson, where: str = "") -> None:
         text += f"\n\n{where}"
     text += f"\n\n**What to notice:** {lesson.notice}"
     st.info(text, icon="🎓")
+
+
+def compute_note(summary: dict) -> str | None:
+    """Where and how the run computed, e.g. "cpu, 2 threads, bf16 mixed precision"."""
+    parts = [str(summary["device"])] if summary.get("device") else []
+    if isinstance(summary.get("threads"), int) and not str(summary.get("device", "")).startswith("cuda"):
+        parts.append(f"{summary['threads']} thread{'s' if summary['threads'] != 1 else ''}")
+    if summary.get("precision"):
+        parts.append(f"{summary['precision']} precision")
+    return ", ".join(parts) or None
