@@ -101,9 +101,10 @@ def build_model(cfg: RunConfig, label_names: list | None, device: str):
     from core.methods import get_method
     model, kind = _build_model(cfg, label_names, device)
     if get_method(cfg.method.name).quantized_base:
-        from core.methods.qlora import keep_weights_unpacked, own_unquantized_weights
+        from core.methods.qlora import keep_weights_unpacked, own_unquantized_weights, return_freed_memory_promptly
         keep_weights_unpacked(model)  # before anything runs it: see keep_weights_unpacked
         own_unquantized_weights(model)  # release the mmapped fp32 checkpoint (RSS)
+        return_freed_memory_promptly()  # QLoRA is chosen for memory: keep the heap from hoarding it
     return model, kind
 
 

@@ -325,6 +325,24 @@ def test_lora_dora_and_rslora_change_the_adapter(tiny_llama, sentiment_file):
     assert fancy.trainable == plain.trainable + 2 * 32  # one magnitude per output unit, per layer
 
 
+def test_qlora_build_fixes_the_mmap_threshold(tiny_llama, facts_file, monkeypatch):
+    """A quantised base turns off glibc's sliding mmap threshold (RSS: see return_freed_memory_promptly)."""
+    from core.methods import qlora
+    calls = []
+    monkeypatch.setattr(qlora, "return_freed_memory_promptly", lambda: calls.append(1) or True)
+    train_mod.prepare(make_cfg(tiny_llama, facts_file, "sft", "qlora", {"targets": "q_proj"}))
+    assert calls == [1]
+    train_mod.prepare(make_cfg(tiny_llama, facts_file, "sft", "lora", {"targets": "q_proj"}))
+    assert calls == [1]  # only for a 4-bit base
+
+
+def test_mmap_threshold_is_set_on_glibc():
+    import platform
+
+    from core.methods.qlora import return_freed_memory_promptly
+    assert return_freed_memory_promptly() is (platform.libc_ver()[0] == "glibc")
+
+
 def test_qlora_base_is_4bit_and_its_weights_stay_unpacked(tiny_llama, facts_file):
     """bitsandbytes repacks 4-bit weights in place on their first eval forward on AVX512-bf16 CPUs,
     after which training forwards lose their gradient; the engine keeps them in the plain layout."""
