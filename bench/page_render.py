@@ -1,0 +1,126 @@
+"""Page render time while a run trains (issue 5 item 3): how long a visitor waits for a page.
+
+    python bench/page_render.py [--rounds 3]
+
+Starts the app on a free port (not timed), opens it in a real browser (Playwright + Debian's
+chromium) and times clicks on the sidebar's Learn, Runs and Train links until the page's last
+section is drawn: first with nothing training, then while the "Fix a hallucination" preset trains
+(started from the Train page with its defaults, in the same server). Prints one JSON object with
+the median and worst seconds per page in each state, and the run's training seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.appserver import ROOT, AppDidNotStart, offline_env, prepare_model_cache, start_app, stop_app  # noqa: E402
+from bench.newcomer_time import CHROMIUM_ARGS, PRESET, VIEWPORT, idle  # noqa: E402
+
+OUT = os.path.join(ROOT, "bench", "out")
+# page -> what is drawn last on it (its script has run to the end)
+PAGES = {
+    "Learn": ("heading", "Calculator: parameters and memory"),
+    "Runs": ("heading", "Runs"),
+    "Train": ("combobox", "Base model"),
+}
+
+
+def visit(pg, expect, name: str, timeout_s: float) -> float:
+    role, label = PAGES[name]
+    t0 = time.monotonic()
+    pg.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
+    expect(pg.get_by_role(role, name=label, exact=True)).to_be_visible(timeout=timeout_s * 1000)
+    return time.monotonic() - t0
+
+
+def start_preset_run(pg, expect, timeout_s: float) -> None:
+    from playwright.sync_api import TimeoutError as PwTimeout
+    box = pg.get_by_role("combobox", name="Built-in dataset", exact=True)
+    option = pg.get_by_role("option", name=re.compile(rf"^{re.escape(PRESET)}\b")).first
+    for _ in range(5):  # a rerun may close the list under the mouse
+        box.click()
+        try:
+            option.click(timeout=5000)
+            break
+        except PwTimeout:
+            pg.keyboard.press("Escape")
+            idle(pg, expect, timeout_s)
+    expect(box).to_have_value(re.compile(rf"^{re.escape(PRESET)}\b"))
+    idle(pg, expect, timeout_s)
+    pg.get_by_role("button", name="Start training").click()
+    expect(pg.get_by_role("heading", name="Current run")).to_be_visible()
+
+
+def measure(url: str, chromium: str, rounds: int, timeout_s: float) -> dict:
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=timeout_s * 1000)
+    times: dict[str, dict[str, list[float]]] = {"idle": {}, "training": {}}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport=VIEWPORT)
+            pg.goto(url)
+            expect(pg.get_by_role("heading", name="Fine-tuning, and doing it cheaply")).to_be_visible()
+            for name in ("Train", "Runs", "Learn"):  # first visits import torch & co: not counted
+                visit(pg, expect, name, timeout_s)
+                idle(pg, expect, timeout_s)
+            for _ in range(rounds):
+                for name in PAGES:
+                    times["idle"].setdefault(name, []).append(visit(pg, expect, name, timeout_s))
+                    idle(pg, expect, timeout_s)
+            visit(pg, expect, "Train", timeout_s)
+            idle(pg, expect, timeout_s)
+            start_preset_run(pg, expect, timeout_s)
+            t_start = time.monotonic()
+            pg.wait_for_timeout(15_000)  # past model loading: the steps are running
+            for _ in range(rounds):
+                for name in ("Learn", "Runs", "Train"):
+                    times["training"].setdefault(name, []).append(visit(pg, expect, name, timeout_s))
+                    pg.wait_for_timeout(1000)
+            compare = pg.get_by_role("button", name="Compare base vs tuned")
+            expect(compare).to_be_visible(timeout=timeout_s * 1000)
+            train_wall = time.monotonic() - t_start
+        finally:
+            browser.close()
+    summary = {state: {name: {"median_s": round(statistics.median(v), 2), "max_s": round(max(v), 2), "n": len(v)}
+                       for name, v in pages.items()} for state, pages in times.items()}
+    return {"pages": summary, "run_wall_s_from_click": round(train_wall, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--chromium", default=os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium"))
+    ap.add_argument("--timeout", type=float, default=900)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="page-render-")
+    env = offline_env(PLAYGROUND_RUNS_DIR=os.path.join(tmp, "runs"),
+                      PLAYGROUND_CACHE_DIR=os.environ.get("PLAYGROUND_CACHE_DIR") or os.path.join(ROOT, ".cache", "models"))
+    prepare_model_cache(env)
+    try:
+        proc, url = start_app(env, os.path.join(tmp, "server.log"))
+    except AppDidNotStart as e:
+        raise SystemExit(str(e)) from None
+    try:
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        result = measure(url, args.chromium, args.rounds, args.timeout)
+    finally:
+        stop_app(proc)
+    result.update(loadavg_before=load_before, loadavg_after=[round(x, 2) for x in os.getloadavg()],
+                  cores=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    print(json.dumps(result))
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "page_render.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
