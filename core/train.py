@@ -163,7 +163,10 @@ def meta_method_context(cfg: RunConfig):
     try:
         with torch.device("meta"):
             model = AutoModel.from_config(config, trust_remote_code=False)
-    except Exception:
+    # An architecture transformers cannot build from its config (ValueError), one whose code needs a
+    # missing package (ImportError), or one that cannot live on the meta device: not an error here,
+    # the method meets the real model when it is applied, and any real problem is reported there.
+    except (ValueError, KeyError, TypeError, AttributeError, NotImplementedError, RuntimeError, ImportError):
         return None
     # The blocks' module names do not depend on the head: a base model names them all.
     return method_context(model, resolved.kind, cfg.data.task, None, cfg.model.name)

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import runs
+from core.config import ConfigError
 from pages.ui import (
     anatomy_view,
     error_text,
@@ -223,7 +224,7 @@ def _trains(info) -> bool:
     from core.methods import get_method
     try:
         return get_method(((info.config or {}).get("method") or {}).get("name", "")).trains
-    except Exception:
+    except (ConfigError, AttributeError):  # an unknown method, or a config that is not a mapping
         return False
 
 
@@ -234,7 +235,7 @@ def export_section(info, me: str, admin: bool) -> None:
     builtin = str(((info.config or {}).get("data") or {}).get("source", "")).startswith(("builtin:", "hub:"))
     try:
         allowed = manager().can_access(info.id, me, admin)
-    except Exception:
+    except OSError:  # the run's status file is unreadable: offer nothing that needs ownership
         allowed = False
     e1, e2 = st.columns(2)
     with e1:
