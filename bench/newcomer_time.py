@@ -54,9 +54,24 @@ def idle(pg, expect, timeout_s: float) -> None:
     expect(pg.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
 
 
+def choose_preset(pg, expect, timeout_s: float) -> None:
+    """On Train, pick the 'Fix a hallucination' dataset in the built-in list (its preset loads)."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+    box = pg.get_by_role("combobox", name="Built-in dataset", exact=True)
+    option = pg.get_by_role("option", name=re.compile(rf"^{re.escape(PRESET)}\b")).first
+    for _ in range(5):  # a rerun from elsewhere may close the list under the mouse
+        box.click()
+        try:
+            option.click(timeout=5000)
+            break
+        except PwTimeout:
+            pg.keyboard.press("Escape")
+            idle(pg, expect, timeout_s)
+    expect(box).to_have_value(re.compile(rf"^{re.escape(PRESET)}\b"))
+
+
 def newcomer(url: str, chromium: str, timeout_s: float, shot: str | None) -> dict:
     from playwright.sync_api import sync_playwright
-    from playwright.sync_api import TimeoutError as PwTimeout
     from playwright.sync_api import expect
 
     expect.set_options(timeout=timeout_s * 1000)
@@ -88,17 +103,7 @@ def newcomer(url: str, chromium: str, timeout_s: float, shot: str | None) -> dic
             lap("open_train")
 
             # 3. pick the 'Fix a hallucination' dataset: its preset (SmolLM2, lora_facts.yaml) loads
-            box = pg.get_by_role("combobox", name="Built-in dataset", exact=True)
-            option = pg.get_by_role("option", name=re.compile(rf"^{re.escape(PRESET)}\b")).first
-            for _ in range(5):  # a rerun from elsewhere may close the list under the mouse
-                box.click()
-                try:
-                    option.click(timeout=5000)
-                    break
-                except PwTimeout:
-                    pg.keyboard.press("Escape")
-                    idle(pg, expect, timeout_s)
-            expect(box).to_have_value(re.compile(rf"^{re.escape(PRESET)}\b"))
+            choose_preset(pg, expect, timeout_s)
             expect(pg.get_by_role("combobox", name="Base model", exact=True)).to_have_value(re.compile("SmolLM2"))
             idle(pg, expect, timeout_s)
             lap("choose_preset")

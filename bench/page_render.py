@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.appserver import ROOT, AppDidNotStart, offline_env, prepare_model_cache, start_app, stop_app  # noqa: E402
-from bench.newcomer_time import CHROMIUM_ARGS, PRESET, VIEWPORT, idle  # noqa: E402
+from bench.newcomer_time import CHROMIUM_ARGS, VIEWPORT, choose_preset, idle  # noqa: E402
 
 OUT = os.path.join(ROOT, "bench", "out")
 # page -> what is drawn last on it (its script has run to the end)
@@ -42,18 +41,7 @@ def visit(pg, expect, name: str, timeout_s: float) -> float:
 
 
 def start_preset_run(pg, expect, timeout_s: float) -> None:
-    from playwright.sync_api import TimeoutError as PwTimeout
-    box = pg.get_by_role("combobox", name="Built-in dataset", exact=True)
-    option = pg.get_by_role("option", name=re.compile(rf"^{re.escape(PRESET)}\b")).first
-    for _ in range(5):  # a rerun may close the list under the mouse
-        box.click()
-        try:
-            option.click(timeout=5000)
-            break
-        except PwTimeout:
-            pg.keyboard.press("Escape")
-            idle(pg, expect, timeout_s)
-    expect(box).to_have_value(re.compile(rf"^{re.escape(PRESET)}\b"))
+    choose_preset(pg, expect, timeout_s)
     idle(pg, expect, timeout_s)
     pg.get_by_role("button", name="Start training").click()
     expect(pg.get_by_role("heading", name="Current run")).to_be_visible()

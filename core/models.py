@@ -609,12 +609,11 @@ def mixed_precision(device: str, dtype: "str | torch.dtype" = "auto",
     """
     import torch
 
+    explicit = isinstance(dtype, torch.dtype) or (dtype or "auto").strip().lower() != "auto"
     if not str(device).startswith("cuda"):
-        auto = not isinstance(dtype, torch.dtype) and (dtype or "auto").strip().lower() == "auto"
-        cpu_bf16 = device == "cpu" and auto and not quantized_base and cpu_has_native_bf16()
+        cpu_bf16 = device == "cpu" and not explicit and not quantized_base and cpu_has_native_bf16()
         return {"bf16": cpu_bf16, "fp16": False}
     weights = pick_dtype(device, dtype)
-    explicit = isinstance(dtype, torch.dtype) or (dtype or "auto").strip().lower() != "auto"
     if weights == torch.float32 and explicit:
         return {"bf16": False, "fp16": False}
     if weights == torch.bfloat16:

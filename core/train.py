@@ -207,7 +207,7 @@ def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
     ctx = method_context(model, kind, cfg.data.task, tokenizer, cfg.model.name)
     torch.manual_seed(cfg.train.seed)  # adapters initialise the same way whatever loaded before
     model = method.apply(model, cfg.method.typed, ctx)
-    if models.mixed_precision(device, cfg.model.dtype)["fp16"]:
+    if run_mixed_precision(cfg, device)["fp16"]:
         models.upcast_trainable_params(model)  # fp32 master weights: the fp16 loss scaler needs them
     trainable, total = count_params(model)
     return Prepared(cfg=cfg, model=model, tokenizer=tokenizer, train_rows=loaded.train, val_rows=loaded.val,
@@ -353,11 +353,18 @@ def _argmax_logits(logits, labels):
     return logits.argmax(-1)
 
 
+def run_mixed_precision(cfg: RunConfig, device: str) -> dict[str, bool]:
+    """The Trainer's autocast flags for this run: bf16 where supported (a GPU, or a CPU with native
+    bf16, not under a 4-bit base), else fp16 + loss scaler on a GPU."""
+    from core.methods import get_method
+    from core.models import mixed_precision
+    return mixed_precision(device, cfg.model.dtype, get_method(cfg.method.name).quantized_base)
+
+
 def precision_label(cfg: RunConfig, device: str) -> str:
     """What the run computes in, for the summary: "float32", "bf16 mixed", ..."""
-    from core.methods import get_method
-    from core.models import mixed_precision, pick_dtype
-    flags = mixed_precision(device, cfg.model.dtype, get_method(cfg.method.name).quantized_base)
+    from core.models import pick_dtype
+    flags = run_mixed_precision(cfg, device)
     if flags["bf16"] or flags["fp16"]:
         return "bf16 mixed" if flags["bf16"] else "fp16 mixed"
     return str(pick_dtype(device, cfg.model.dtype)).removeprefix("torch.")
@@ -367,16 +374,13 @@ def training_args(cfg: RunConfig, run_dir: str, device: str, n_train: int, predi
     from transformers import TrainingArguments
 
     from core.distributed import world_size
-    from core.models import mixed_precision
     t = cfg.train
     # batch_size is per process: under torchrun/accelerate each step takes world_size batches
     steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.grad_accum * world_size())))
     total_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     eval_steps = t.eval_steps or max(1, total_steps // 4)
     cuda = device.startswith("cuda")
-    from core.methods import get_method
-    # bf16 where supported (a GPU, or a CPU with native bf16), else fp16 + loss scaler on a GPU
-    precision = mixed_precision(device, cfg.model.dtype, get_method(cfg.method.name).quantized_base)
+    precision = run_mixed_precision(cfg, device)
     return TrainingArguments(
         output_dir=os.path.join(run_dir, "checkpoints"),
         learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -447,9 +451,10 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     val_set = tokenize_rows(p, p.val_rows)
     if not train_set and get_method_trains(cfg):
         raise ConfigError("no training rows are left after tokenisation; raise data.max_length")
+    precision = precision_label(cfg, p.device)
     emit({"type": "start", "trainable": p.trainable, "total": p.total, "device": p.device,
           "n_train": len(train_set), "n_val": len(val_set), "threads": threads, "notes": p.notes,
-          "precision": precision_label(cfg, p.device)})
+          "precision": precision})
 
     from core.loop import fit
     resume_from = resume_from or runs.resume_checkpoint(run_dir)
@@ -470,7 +475,7 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
         "label_names": p.label_names, "trainable_params": p.trainable, "total_params": p.total,
         "trainable_percent": round(100.0 * p.trainable / max(p.total, 1), 4),
         "n_train": len(train_set), "n_val": len(val_set), "device": p.device, "threads": threads,
-        "precision": precision_label(cfg, p.device),
+        "precision": precision,
         "train_time_s": round(train_time, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
         "samples_per_second": result.get("samples_per_second"),
         "steps": result.get("steps"), "peak_rss_mb": result.get("peak_rss_mb"),
