@@ -3,7 +3,7 @@ does, and print one JSON line: per job samples/s, threads, submit -> first "log"
 point) and submit -> "start" event. With --repeat 2 the second job finds the model files warm in
 the page cache and the libraries imported (the app's steady state).
 
-    PLAYGROUND_IN_APP=1 python bench/app_worker.py '<json config>' [--repeat 2]
+    python bench/app_worker.py '<json config>' [--repeat 2]
 """
 from __future__ import annotations
 

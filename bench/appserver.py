@@ -35,10 +35,9 @@ def healthy(url: str) -> bool:
 
 
 def offline_env(**extra: str) -> dict:
-    """This environment, offline, without a parent app's in-app marker, plus `extra`."""
+    """This environment, offline, plus `extra`."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            **extra}
-    env.pop("PLAYGROUND_IN_APP", None)
     return env
 
 

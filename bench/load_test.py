@@ -177,7 +177,6 @@ def run_load(sessions: int, model: str, data_source: str, n_jobs: int = 4, steps
     st.cache_data.clear()
     st.cache_resource.clear()
     jobs.reset_manager()
-    os.environ["PLAYGROUND_IN_APP"] = "1"  # as in the app: training leaves a core to the pages
     mgr = jobs.get_manager()
     ids = [mgr.submit(RunConfig.from_dict(job_config(model, data_source, f"load-job-{i}", steps)), f"teacher-{i}")
            for i in range(n_jobs)]

@@ -83,6 +83,17 @@ def measure(url: str, chromium: str, rounds: int, timeout_s: float) -> dict:
     return {"pages": summary, "run_wall_s_from_click": round(train_wall, 1)}
 
 
+def run_summary(runs_dir: str) -> dict:
+    """The trained run's throughput as its summary recorded it (compare with bench/facts_probe.py)."""
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        path = os.path.join(runs_dir, name, "summary.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                s = json.load(f)
+            return {k: s.get(k) for k in ("samples_per_second", "train_time_s", "threads", "precision")}
+    return {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -102,6 +113,7 @@ def main() -> None:
         result = measure(url, args.chromium, args.rounds, args.timeout)
     finally:
         stop_app(proc)
+    result["run"] = run_summary(os.path.join(tmp, "runs"))
     result.update(loadavg_before=load_before, loadavg_after=[round(x, 2) for x in os.getloadavg()],
                   cores=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     print(json.dumps(result))

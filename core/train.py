@@ -44,14 +44,13 @@ class Prepared:
 
 
 def default_threads() -> int:
-    """All cores for a headless run; leave one to the web server when the app trains on few cores."""
+    """All cores, in the app too: there the trainer runs at a lower priority (core.jobs) instead of
+    leaving a core idle, so pages are still served first."""
     from core.distributed import local_world_size
     cores = max(1, (os.cpu_count() or 1) // local_world_size())  # torchrun: the processes share the cores
     fixed = os.environ.get("PLAYGROUND_TRAIN_THREADS", "").strip()
-    if fixed.isdigit() and int(fixed) > 0:  # a host that knows better (its browsers are elsewhere)
+    if fixed.isdigit() and int(fixed) > 0:  # a host that wants a core kept free, or fewer threads
         return min(int(fixed), cores)
-    if os.environ.get("PLAYGROUND_IN_APP") == "1" and cores <= 4:
-        return max(1, cores - 1)
     return cores
 
 

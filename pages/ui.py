@@ -13,6 +13,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+# Read by torch's OpenMP (libgomp) once, when torch loads, so it is set before any page imports
+# torch. The trainer runs every core at a lower priority (core.jobs.lower_own_priority); when a
+# page's script or the browser takes one core, an OpenMP worker that finished its share would spin
+# for its default ~300,000 turns waiting for the preempted one, burning the core the page needs.
+# 10,000 turns cost nothing measurable headless (bench/page_render.py; BENCHMARKS.md).
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
 # pandas in full before any chart: plotly peeks at sys.modules["pandas"] while drawing, and a
 # first import of pandas by another session's thread at that moment (the Runs page, 30 first
 # visits at once) hands it a half-initialised module: "pandas has no attribute 'Series'".
@@ -70,9 +77,6 @@ def owner_id() -> str:
 
 def manager():
     """The process-wide job manager."""
-    # Set before the first training thread starts: train.default_threads leaves a core to the
-    # Streamlit server when it knows it runs inside the app, so pages stay responsive.
-    os.environ["PLAYGROUND_IN_APP"] = "1"
     from core import jobs
     return jobs.get_manager()
 

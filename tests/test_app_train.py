@@ -23,7 +23,6 @@ TIMEOUT = 60  # the first script run imports torch, transformers and peft
 @pytest.fixture(autouse=True)
 def clean_app(runs_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")  # pages.ui.manager() sets it to 1; undone afterwards
     monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
     monkeypatch.chdir(ROOT)
     jobs.reset_manager()

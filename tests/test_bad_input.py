@@ -243,7 +243,6 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
     monkeypatch.setenv("PLAYGROUND_ALLOW_LOCAL_DATA", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     monkeypatch.chdir(tmp_path)
 
     def never(cfg, run_dir, on_event, stop):  # a bad input that reached the trainer is a bug

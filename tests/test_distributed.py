@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -66,7 +67,6 @@ def test_main_only(monkeypatch):
 
 def test_threads_are_shared_by_the_processes_of_a_machine(monkeypatch):
     from core.train import default_threads
-    monkeypatch.delenv("PLAYGROUND_IN_APP", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert default_threads() == 8
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -74,21 +74,54 @@ def test_threads_are_shared_by_the_processes_of_a_machine(monkeypatch):
     assert default_threads() == 4
 
 
-def test_the_app_leaves_a_core_to_the_server_unless_told_otherwise(monkeypatch):
+def test_training_uses_every_core_unless_the_host_says_fewer(monkeypatch):
     from core.train import default_threads
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "1")
     monkeypatch.delenv("PLAYGROUND_TRAIN_THREADS", raising=False)
-    assert default_threads() == 1
-    monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", "2")
     assert default_threads() == 2
+    monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", "1")  # a host that keeps a core for its pages
+    assert default_threads() == 1
     monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", "64")  # never more than the cores
     assert default_threads() == 2
     for junk in ("0", "-1", "two", ""):  # unusable: the default
         monkeypatch.setenv("PLAYGROUND_TRAIN_THREADS", junk)
-        assert default_threads() == 1
+        assert default_threads() == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_the_trainer_thread_runs_at_lower_priority_and_the_server_does_not(monkeypatch):
+    from core import jobs
+    monkeypatch.delenv("PLAYGROUND_TRAIN_NICE", raising=False)
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+
+    def worker():
+        seen["lowered"] = jobs.lower_own_priority()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        child = threading.Thread(target=lambda: seen.update(child=os.getpriority(
+            os.PRIO_PROCESS, threading.get_native_id())))
+        child.start()  # as an OpenMP worker the trainer starts: it inherits the priority
+        child.join()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["lowered"] is (before < jobs.TRAINER_NICE)
+    assert seen["nice"] == max(before, jobs.TRAINER_NICE)
+    assert seen["child"] == seen["nice"]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the calling (server) thread is untouched
+
+
+def test_the_trainer_priority_can_be_turned_off(monkeypatch):
+    from core import jobs
+    monkeypatch.setenv("PLAYGROUND_TRAIN_NICE", "0")
+    assert jobs.lower_own_priority() is False
+    monkeypatch.setenv("PLAYGROUND_TRAIN_NICE", "25")
+    assert jobs.trainer_nice() == 19
+    monkeypatch.setenv("PLAYGROUND_TRAIN_NICE", "junk")
+    assert jobs.trainer_nice() == jobs.TRAINER_NICE
 
 
 def test_streamlit_does_not_collect_garbage_after_every_rerun():

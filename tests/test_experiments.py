@@ -151,7 +151,6 @@ def fake_trainer(cfg, run_dir, on_event, stop):
 @pytest.fixture
 def page_env(runs_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     monkeypatch.chdir(ROOT)
     jobs.reset_manager()
     st.cache_data.clear()

@@ -180,7 +180,6 @@ def test_runs_page_offers_the_script_and_the_merged_model(tiny_bert, sentiment_f
 
     from core import jobs, runs
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     monkeypatch.chdir(root)
     jobs.reset_manager()
     st.cache_data.clear()

@@ -52,7 +52,6 @@ def wait_done(mgr: jobs.JobManager, run_id: str, timeout: float = 240.0) -> dict
 
 @pytest.fixture
 def fresh_manager(runs_dir, monkeypatch):
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     for var in ("PLAYGROUND_MAX_STEPS", "PLAYGROUND_MAX_QUEUE", "PLAYGROUND_MODEL_ALLOW", "PLAYGROUND_MAX_RUN_SECONDS"):
         monkeypatch.delenv(var, raising=False)
     jobs.reset_manager()

@@ -51,7 +51,6 @@ class FakeTrainer:
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("PLAYGROUND_ADMIN_TOKEN", TOKEN)
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     monkeypatch.delenv("PLAYGROUND_MAX_QUEUE", raising=False)
     st.cache_data.clear()
     st.cache_resource.clear()

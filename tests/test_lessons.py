@@ -197,7 +197,6 @@ def test_the_four_lessons_exist_with_guidance_and_a_valid_preset():
 @pytest.fixture(autouse=True)
 def clean_app(runs_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
     monkeypatch.chdir(ROOT)
     jobs.reset_manager()

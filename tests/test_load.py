@@ -39,7 +39,6 @@ def load_result(tiny_bert, tmp_path_factory):
     data_file = bench.make_sentiment_file(str(folder / "sentiment.jsonl"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PLAYGROUND_RUNS_DIR", str(folder / "runs"))
-        mp.setenv("PLAYGROUND_IN_APP", "0")
         for var in ("PLAYGROUND_MAX_QUEUE", "PLAYGROUND_MAX_STEPS", "PLAYGROUND_MODEL_ALLOW", "PLAYGROUND_MODEL_CACHE_SIZE"):
             mp.delenv(var, raising=False)
         model_cache.clear()
@@ -100,7 +99,6 @@ def test_compare_page_keeps_at_most_two_models_loaded(load_result, monkeypatch):
     from streamlit.testing.v1 import AppTest
     result, runs_dir = load_result
     monkeypatch.setenv("PLAYGROUND_RUNS_DIR", runs_dir)
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     assert model_cache.stats()["loaded"] <= model_cache.DEFAULT_SIZE  # after 20 sessions browsed
     model_cache.clear()
     before = model_cache.stats()

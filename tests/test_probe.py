@@ -104,7 +104,6 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     from core import jobs, runs, train
     from core.config import RunConfig
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    monkeypatch.setenv("PLAYGROUND_IN_APP", "0")
     monkeypatch.chdir(root)
     jobs.reset_manager()
     st.cache_data.clear()
