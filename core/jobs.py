@@ -181,7 +181,7 @@ def trainer_nice() -> int:
 
 
 def lower_own_priority() -> bool:
-    """Give the calling thread (and the OpenMP workers it starts later, which inherit it) nice 10.
+    """Lower the calling thread's priority to trainer_nice(); the OpenMP workers it starts inherit it.
 
     Training on every core while the web server's threads stay at nice 0: the kernel runs a page's
     script first and gives the trainer whatever is left, instead of a core kept idle for the pages
