@@ -18,6 +18,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import DATA, PY, ROOT, balanced_split, engine_cfg, loadavg, md_table, run_child, save, write_jsonl  # noqa: E402
+from core.jobs import OPENMP_SPINCOUNT  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -33,7 +34,7 @@ def main(argv=None) -> dict:
                      write_jsonl(tr, os.path.join(tmp, "tr.jsonl")), write_jsonl(te, os.path.join(tmp, "te.jsonl")),
                      max_length=args.max_length, batch_size=16, extra_train={"eval_max_rows": 32})
     cores = os.cpu_count() or 1
-    app_env = {"GOMP_SPINCOUNT": "10000"}  # what pages.ui sets for the app's process
+    app_env = {"GOMP_SPINCOUNT": OPENMP_SPINCOUNT}  # what pages.ui sets for the app's process
     sides = [("headless", lambda: run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)])),
              ("app (as shipped)", lambda: run_child([PY, os.path.join(ROOT, "bench", "app_worker.py"), json.dumps(cfg),
                                                      "--repeat", "2"], env=app_env)),

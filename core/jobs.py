@@ -45,6 +45,11 @@ OOM_HINT = "lower batch size or max length, or use QLoRA"
 NAN_HINT = "lower the learning rate"
 # nice value of the training thread; PLAYGROUND_TRAIN_NICE overrides it (0: normal priority)
 TRAINER_NICE = 10
+# GOMP_SPINCOUNT for a process that trains beside its pages (pages.ui sets it before torch loads):
+# when a page or the browser preempts one OpenMP worker, the other sleeps after 10,000 turns
+# instead of libgomp's default ~300,000, which burn the core the page needs. No cost measured
+# headless (BENCHMARKS.md, 2026-12-02).
+OPENMP_SPINCOUNT = "10000"
 GENERIC_HINT = "check the settings and try again; if it happens again, try a smaller model or fewer steps"
 
 

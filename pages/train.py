@@ -399,10 +399,7 @@ def _local_source(draft: dict) -> str:
 
 def _pick_task(draft: dict, source: str, resolved: dict | None) -> str:
     if source.startswith("builtin:"):
-        try:
-            task = core_data.builtin_task(source.removeprefix("builtin:"))
-        except Exception:
-            task = draft["data"]["task"]
+        task = _builtin_task_of(source) or draft["data"]["task"]  # unknown name: the preview says so
         st.caption(f"Task: **{TASK_LABELS[task]}** (set by the dataset)")
         return task
     allowed = list(TASK_LABELS)
@@ -440,7 +437,7 @@ def _builtin_task_of(source: str) -> str | None:
         return None
     try:
         return core_data.builtin_task(source.removeprefix("builtin:"))
-    except Exception:
+    except core_data.DataError:  # not a built-in name (a stale URL): no task of its own
         return None
 
 

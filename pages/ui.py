@@ -13,13 +13,6 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-# Read by torch's OpenMP (libgomp) once, when torch loads, so it is set before any page imports
-# torch. The trainer runs every core at a lower priority (core.jobs.lower_own_priority); when a
-# page's script or the browser takes one core, an OpenMP worker that finished its share would spin
-# for its default ~300,000 turns waiting for the preempted one, burning the core the page needs.
-# 10,000 turns cost nothing measurable headless (bench/page_render.py; BENCHMARKS.md).
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-
 # pandas in full before any chart: plotly peeks at sys.modules["pandas"] while drawing, and a
 # first import of pandas by another session's thread at that moment (the Runs page, 30 first
 # visits at once) hands it a half-initialised module: "pandas has no attribute 'Series'".
@@ -28,6 +21,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.config import ConfigError
+from core.jobs import OPENMP_SPINCOUNT
+
+# libgomp reads it once, when torch loads: set here, before any page imports torch.
+os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
+
 
 def _leave_legacy_multipage_mode() -> None:
     """Make app.py route every request, even the first one after a server start.

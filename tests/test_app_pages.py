@@ -18,7 +18,6 @@ TIMEOUT = 60  # the first run imports torch and transformers
 
 @pytest.fixture(autouse=True)
 def clean_state(monkeypatch):
-    # pages.ui.manager() marks the process as the app (fewer training threads); undo that afterwards.
     st.cache_data.clear()
     st.cache_resource.clear()
     jobs.reset_manager()
