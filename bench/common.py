@@ -75,7 +75,9 @@ def run_child(args: list[str], timeout: float = 1800, env: dict | None = None, c
     """Run a child process; return its last JSON stdout line plus wall time, peak RSS, load average.
 
     Peak RSS comes from os.wait4's rusage of that one child (ru_maxrss, KiB on Linux): exact, and not
-    mixed with earlier children as RUSAGE_CHILDREN would be.
+    mixed with earlier children as RUSAGE_CHILDREN would be. But at exec the kernel keeps the
+    high-water RSS of the memory the child was forked with, i.e. this process's: a parent that has
+    loaded a model makes every child "peak" at least that high. Keep models out of the parent.
     """
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONPATH": ROOT, **(env or {})}

@@ -65,7 +65,7 @@ def main() -> None:
     first_log = next((t - t_run for t, e in events if e["type"] == "log"), None)
     out = {k: summary.get(k) for k in ("method", "model", "trainable_params", "total_params", "n_train", "n_val",
                                        "threads", "train_time_s", "wall_time_s", "samples_per_second", "steps",
-                                       "peak_rss_mb", "latency_ms_per_sample")}
+                                       "peak_rss_mb", "latency_ms_per_sample", "precision")}
     out.update({"accuracy": summary["final"].get("eval_accuracy"), "eval_loss": summary["final"].get("eval_loss"),
                 "torch_threads": torch.get_num_threads(), "import_s": round(t_import, 2), "phases_s": phases,
                 "evals_in_train": eval_time[1], "eval_in_train_s": round(eval_time[0], 2),

@@ -4,9 +4,13 @@ core.estimate.memory_estimate's prediction.
     python bench/memory_by_method.py [--models minilm,smollm2-135m-instruct] [--steps 4] [--batch 8] [--seq 128]
 
 The job: classification on IMDb reviews truncated to --seq tokens (nearly all are longer, so every
-batch is --seq wide), --steps optimizer steps, no evaluation. The process's own floor (Python +
-torch + transformers + peft imported, nothing loaded) is measured once and subtracted: the estimate
-counts tensors only.
+batch is --seq wide), --steps optimizer steps, no evaluation. The estimate counts tensors only, so
+each row's floor is the same job, same method, run on the model's *tiny twin*: a random model of
+the same family and tokenizer with a 16-wide, one-layer body, whose tensors are a few MB. What that
+run holds (the libraries a run imports, the Trainer and accelerate, the code pages torch touches,
+the tokenizer, the data) is what a run costs besides the model, and is subtracted in "above floor".
+The older floor (the libraries imported, nothing run) is still reported: it left ~180 MB of that in
+the "model" side, which is most of a MiniLM run.
 """
 from __future__ import annotations
 
@@ -28,11 +32,45 @@ METHODS = {
     "prompt_tuning": {"num_virtual_tokens": 20},
     "ia3": {},
 }
+# glibc serves blocks above this size with mmap and unmaps them when freed (its default threshold
+# climbs to 32 MB as large blocks are freed, after which freed activations stay in the heap)
+PROMPT_FREE = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 FLOOR = ("import json, resource, torch, transformers, peft, bitsandbytes, core.train, core.loop; "
          "print(json.dumps({'floor': True}))")
 
 
-def estimate(model: str, method: str, params: dict, batch: int, seq: int) -> dict:
+TWIN = """
+import sys, torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from core.models import ensure_smollm2_cache, resolve
+model, folder = sys.argv[1], sys.argv[2]
+resolved = resolve(model)
+causal = resolved.kind == "causal"
+source = str(ensure_smollm2_cache()) if resolved.origin == "embedded" and causal else resolved.source
+config = AutoConfig.from_pretrained(source)
+for key, value in {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                   "intermediate_size": 32, "head_dim": 8}.items():
+    if hasattr(config, key):
+        setattr(config, key, value)
+torch.manual_seed(0)
+(AutoModelForCausalLM if causal else AutoModel).from_config(config).save_pretrained(folder)
+AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+"""
+
+
+def tiny_twin(model: str, folder: str) -> str:
+    """Save a random model with `model`'s family, vocabulary and tokenizer, but a 16-wide, 1-layer body.
+
+    Built in a child: ru_maxrss of a forked child starts from its parent's RSS, so this process must
+    stay small (building SmolLM2's cache here made every later child "peak" at 1.2 GB).
+    """
+    r = run_child([PY, "-c", TWIN, model, folder])
+    if r["_rc"] != 0:
+        raise RuntimeError(f"could not build the tiny twin of {model}: {r.get('_stderr_tail', '')[-600:]}")
+    return folder
+
+
+def estimate(model: str, method: str, params: dict, batch: int, seq: int, precision: str) -> dict:
     from core import estimate as est
     kw = dict(batch_size=batch, seq_len=seq, task="classification")
     if method in ("lora", "qlora"):
@@ -49,6 +87,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--dtype", default="auto", help="model.dtype of the runs: auto (bf16 autocast where the CPU "
+                    "has it) or float32")
+    ap.add_argument("--no-prompt-free", dest="prompt_free", action="store_false",
+                    help="skip the third run of each row (glibc returning freed memory at once)")
     ap.add_argument("--name", default="memory")
     ap.add_argument("--no-fix", action="store_true", help="without core.methods.qlora.own_unquantized_weights")
     args = ap.parse_args(argv)
@@ -64,20 +106,30 @@ def main(argv=None) -> dict:
     # (core.tokenize.encode_classification([])); evaluation is tiny and without gradients
     eval_path = write_jsonl(rows_all[-2:], os.path.join(tmp, "eval.jsonl"))
     floor = run_child([PY, "-c", FLOOR])
-    print(json.dumps({"floor_mb": floor["_peak_rss_mb"]}), file=sys.stderr, flush=True)
+    print(json.dumps({"import_floor_mb": floor["_peak_rss_mb"]}), file=sys.stderr, flush=True)
+    env = {"BENCH_NO_OWN_WEIGHTS": "1"} if args.no_fix else None
     table = []
     for model in args.models.split(","):
+        twin = tiny_twin(model, os.path.join(tmp, f"twin-{model}"))
         for method in args.methods.split(","):
             params = METHODS[method]
-            cfg = engine_cfg(model, method, params, train_path, eval_path, max_length=args.seq, batch_size=args.batch,
-                             max_steps=args.steps, extra_train={"logging_steps": 1, "eval_steps": 1_000_000,
-                                                                         "torch_threads": 1})
-            r = run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)],
-                          env={"BENCH_NO_OWN_WEIGHTS": "1"} if args.no_fix else None)
-            est = estimate(model, method, params, args.batch, args.seq)
-            peak = r["_peak_rss_mb"]
-            row = {"model": model, "method": method, "peak_rss_mb": peak,
-                   "above_floor_mb": round(peak - floor["_peak_rss_mb"], 1),
+
+            def job(name: str, extra_env: dict | None = None) -> dict:
+                cfg = engine_cfg(name, method, params, train_path, eval_path, max_length=args.seq,
+                                 batch_size=args.batch, max_steps=args.steps,
+                                 extra_train={"logging_steps": 1, "eval_steps": 1_000_000, "torch_threads": 1})
+                cfg["model"]["dtype"] = args.dtype
+                return run_child([PY, os.path.join(ROOT, "bench", "engine_worker.py"), json.dumps(cfg)],
+                                 env={**(env or {}), **(extra_env or {})})
+
+            r, twin_run = job(model), job(twin)
+            # the same job with glibc returning freed blocks at once: RSS then follows the live tensors
+            prompt = (job(model, PROMPT_FREE), job(twin, PROMPT_FREE)) if args.prompt_free else None
+            est = estimate(model, method, params, args.batch, args.seq, r.get("precision") or "float32")
+            peak, run_floor = r["_peak_rss_mb"], twin_run["_peak_rss_mb"]
+            row = {"model": model, "method": method, "precision": r.get("precision"), "peak_rss_mb": peak,
+                   "run_floor_mb": run_floor, "above_floor_mb": round(peak - run_floor, 1),
+                   "above_import_floor_mb": round(peak - floor["_peak_rss_mb"], 1),
                    "rss_after_load_mb": (r.get("rss_at_phase_mb") or {}).get("start"),
                    "train_peak_rss_mb": r.get("peak_rss_mb"),
                    "estimate_mb": round(est["total"] / 2**20, 1),
@@ -85,17 +137,28 @@ def main(argv=None) -> dict:
                    "est_activations_mb": round(est["activations"] / 2**20, 1),
                    "trainable_params": r.get("trainable_params"), "rc": r["_rc"], "loadavg": r["_loadavg"][1]}
             row["measured_over_estimate"] = round(row["above_floor_mb"] / max(row["estimate_mb"], 1e-9), 3)
-            if r["_rc"] != 0:
-                row["error"] = (r.get("_stderr_tail") or "")[-400:]
+            children = [("error", r), ("floor_error", twin_run)]
+            if prompt:
+                row["prompt_free_peak_rss_mb"] = prompt[0]["_peak_rss_mb"]
+                row["prompt_free_above_floor_mb"] = round(prompt[0]["_peak_rss_mb"] - prompt[1]["_peak_rss_mb"], 1)
+                row["prompt_free_over_estimate"] = round(row["prompt_free_above_floor_mb"] / max(row["estimate_mb"], 1e-9), 3)
+                children += [("prompt_free_error", prompt[0]), ("prompt_free_floor_error", prompt[1])]
+            for label, child in children:
+                if child["_rc"] != 0:
+                    row[label] = (child.get("_stderr_tail") or "")[-400:]
             table.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     md = (f"Peak RSS per method (fresh process each; batch {args.batch}, seq {args.seq}, {args.steps} steps; "
-          f"process floor {floor['_peak_rss_mb']} MB subtracted for 'above floor')\n\n"
-          + md_table(table, ["model", "method", "trainable_params", "peak_rss_mb", "above_floor_mb", "rss_after_load_mb",
-                             "estimate_mb", "est_weights_mb", "est_activations_mb", "measured_over_estimate", "loadavg"],
-                     ["model", "method", "trainable", "peak RSS MB", "above floor MB", "RSS at train start MB",
-                      "estimate MB", "est. weights MB", "est. activations MB", "measured/estimate", "load"]))
-    payload = {"args": vars(args), "floor_mb": floor["_peak_rss_mb"], "table": table, "loadavg_end": loadavg()}
+          f"floor: the same job on the model's tiny twin; libraries alone: {floor['_peak_rss_mb']} MB)\n\n"
+          + md_table(table, ["model", "method", "precision", "trainable_params", "peak_rss_mb", "run_floor_mb",
+                             "above_floor_mb", "estimate_mb", "est_weights_mb", "est_activations_mb",
+                             "measured_over_estimate", "prompt_free_peak_rss_mb", "prompt_free_above_floor_mb",
+                             "prompt_free_over_estimate", "loadavg"],
+                     ["model", "method", "precision", "trainable", "peak RSS MB", "floor (tiny twin) MB",
+                      "above floor MB", "estimate MB", "est. weights MB", "est. activations MB",
+                      "measured/estimate", "glibc returning freed memory: peak RSS MB", "above its floor MB",
+                      "measured/estimate", "load"]))
+    payload = {"args": vars(args), "import_floor_mb": floor["_peak_rss_mb"], "table": table, "loadavg_end": loadavg()}
     save(args.name, payload, md)
     print(md)
     return payload

