@@ -9,7 +9,7 @@ each row's floor is the same job, same method, run on the model's *tiny twin*: a
 the same family and tokenizer with a 16-wide, one-layer body, whose tensors are a few MB. What that
 run holds (the libraries a run imports, the Trainer and accelerate, the code pages torch touches,
 the tokenizer, the data) is what a run costs besides the model, and is subtracted in "above floor".
-The older floor (the libraries imported, nothing run) is still reported: it left ~180 MB of that in
+The older floor (the libraries imported, nothing run) is still reported: it left ~170 MB of that in
 the "model" side, which is most of a MiniLM run.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def tiny_twin(model: str, folder: str) -> str:
     return folder
 
 
-def estimate(model: str, method: str, params: dict, batch: int, seq: int, precision: str) -> dict:
+def estimate(model: str, method: str, params: dict, batch: int, seq: int) -> dict:
     from core import estimate as est
     kw = dict(batch_size=batch, seq_len=seq, task="classification")
     if method in ("lora", "qlora"):
@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
             r, twin_run = job(model), job(twin)
             # the same job with glibc returning freed blocks at once: RSS then follows the live tensors
             prompt = (job(model, PROMPT_FREE), job(twin, PROMPT_FREE)) if args.prompt_free else None
-            est = estimate(model, method, params, args.batch, args.seq, r.get("precision") or "float32")
+            est = estimate(model, method, params, args.batch, args.seq)
             peak, run_floor = r["_peak_rss_mb"], twin_run["_peak_rss_mb"]
             row = {"model": model, "method": method, "precision": r.get("precision"), "peak_rss_mb": peak,
                    "run_floor_mb": run_floor, "above_floor_mb": round(peak - run_floor, 1),
