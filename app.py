@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages.ui import (
     ADMIN_TOKEN_KEY,
+    JOB_KEY,
     device_info,
     fmt_seconds,
     manager,
@@ -14,7 +15,7 @@ from pages.ui import (
     warm_up,
 )
 
-SIDEBAR_REFRESH_S = 2.0
+SIDEBAR_REFRESH_S = 5.0  # a summary; each poll costs the browser CPU (see pages/train.py: job_panel)
 
 st.set_page_config(page_title="PEFT Playground", layout="wide")
 
@@ -35,9 +36,12 @@ def sidebar_device() -> None:
                     + (f", {memory} GB RAM" if memory else ""))
 
 
-def _job_status(active: dict | None, queue: list[dict]) -> None:
+def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = False) -> None:
     if active is None:
         st.caption("No job is training.")
+    elif shown_on_page:  # no progress bar here: it would not move (see sidebar_jobs)
+        st.markdown(f"**{md_escape(active.get('name'))}** · training")
+        st.caption("Its progress and charts are on this page.")
     else:
         prog = active.get("progress") or {}
         step, max_steps = prog.get("step"), prog.get("max_steps")
@@ -64,30 +68,44 @@ def _busy() -> bool:
         return False
 
 
-def sidebar_jobs() -> None:
+def _train_page_follows_the_running_job(page) -> bool:
+    """Train draws the job it follows (this session's latest, else the running one) with its own
+    progress line, and reruns the whole page when that job starts and when it ends: the sidebar
+    need not poll it as well."""
+    if page.title != "Train":
+        return False
+    try:
+        active = manager().active()
+    except Exception:
+        return False
+    return active is not None and st.session_state.get(JOB_KEY, active["id"]) == active["id"]
+
+
+def sidebar_jobs(page) -> None:
     # run_every is fixed when the fragment is declared, so it is declared per rerun: it polls only
     # while something trains and asks for one full rerun when the queue empties.
     busy = _busy()
+    on_page = _train_page_follows_the_running_job(page)
 
-    @st.fragment(run_every=SIDEBAR_REFRESH_S if busy else None)
+    @st.fragment(run_every=SIDEBAR_REFRESH_S if busy and not on_page else None)
     def status() -> None:
         try:
             active, queue = manager().active(), manager().queue()
         except Exception as exc:
             show_error(exc)
             return
-        _job_status(active, queue)
+        _job_status(active, queue, shown_on_page=on_page)
         if busy and active is None and not queue:
             st.rerun()
 
     status()
 
 
-def sidebar() -> None:
+def sidebar(page) -> None:
     with st.sidebar:
         sidebar_device()
         st.divider()
-        sidebar_jobs()
+        sidebar_jobs(page)
         with st.expander("Admin"):
             st.text_input("Admin token", type="password", key=ADMIN_TOKEN_KEY,
                           help="Lets a teacher stop or download any session's runs")
@@ -101,7 +119,7 @@ pages = [
     st.Page("pages/runs.py", title="Runs"),
 ]
 page = st.navigation(pages)
-sidebar()  # first: its device probe imports torch in this thread, before the warm-up starts
+sidebar(page)  # first: its device probe imports torch in this thread, before the warm-up starts
 warm_up()
 if page.title != "Learn":
     # Learn needs no torch; the other pages may load models, and must not import the same big

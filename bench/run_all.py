@@ -36,6 +36,8 @@ STUDIES = {
     "mfu": ("bench.mfu", [], ["--rows", "16", "--max-length", "32", "--methods", "lora"]),
     "latency": ("bench.latency", [], ["--parts", "classify", "--new-tokens", "4"]),
     "app_vs_headless": ("bench.app_vs_headless", [], ["--rows", "16", "--max-length", "32", "--pairs", "1"]),
+    "app_browser_vs_headless": ("bench.app_browser_vs_headless", ["--pairs", "2", "--query", "ep=6"],
+                                ["--pairs", "1", "--query", "ep=1&n=48"]),
 }
 
 

@@ -377,12 +377,24 @@ def parse_targets(cfg: dict[str, Any], targets: str | Sequence[str] | None,
     return names
 
 
+def first_adapted_layer(cfg: dict[str, Any] | str, top_layers: int = 0) -> int:
+    """The lowest block an adapter on the last `top_layers` blocks reaches (0: all blocks)."""
+    layers = _dims(_as_config(cfg)).layers
+    _check_positive("top_layers", top_layers, lo=0)
+    return layers - top_layers if 0 < top_layers < layers else 0
+
+
 def targeted_layers(cfg: dict[str, Any] | str, targets: str | Sequence[str] | None = None,
-                    task: str | None = None) -> list[LinearShape]:
-    """The linear layers a LoRA-style adapter with these targets would wrap."""
+                    task: str | None = None, top_layers: int = 0) -> list[LinearShape]:
+    """The linear layers a LoRA-style adapter with these targets would wrap (peft's
+    layers_to_transform: with top_layers, only those in the last top_layers blocks)."""
     cfg = _as_config(cfg)
     names = parse_targets(cfg, targets, task)
-    return [s for s in linear_layers(cfg, task) if any(_matches(s, n) for n in names)]
+    shapes = [s for s in linear_layers(cfg, task) if any(_matches(s, n) for n in names)]
+    first = first_adapted_layer(cfg, top_layers)
+    if first:
+        shapes = [s for s in shapes if s.layer is not None and s.layer >= first]
+    return shapes
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,14 +516,14 @@ def linear_head_params(d: Dims, num_labels: int = 2, head_hidden: int = 0) -> in
 
 
 def adapter_params(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Sequence[str] | None = None,
-                   num_virtual_tokens: int = 20, task: str | None = None) -> int:
+                   num_virtual_tokens: int = 20, task: str | None = None, top_layers: int = 0) -> int:
     """Parameters a PEFT method adds to the model (0 for full, zero_shot and linear_head)."""
     cfg = _as_config(cfg)
     d = _dims(cfg)
     _check_method(method)
     if method in ("lora", "dora", "qlora"):
         _check_positive("r", r)
-        return _lora_params(targeted_layers(cfg, targets, task), r, dora=method == "dora")
+        return _lora_params(targeted_layers(cfg, targets, task, top_layers), r, dora=method == "dora")
     if method == "ia3":
         chosen = _IA3_DEFAULTS[d.family] if targets is None else targets
         return _ia3_params(cfg, targeted_layers(cfg, chosen, task))
@@ -537,7 +549,7 @@ class MethodCounts:
 
 def method_counts(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Sequence[str] | None = None,
                   num_labels: int = 2, num_virtual_tokens: int = 20, head_hidden: int = 0,
-                  task: str | None = None) -> MethodCounts:
+                  task: str | None = None, top_layers: int = 0) -> MethodCounts:
     """Base, added and trainable parameter counts of a method on a model."""
     cfg = _as_config(cfg)
     d = _dims(cfg)
@@ -553,7 +565,7 @@ def method_counts(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: s
         return MethodCounts(base, 0, base)
     if method == "zero_shot":
         return MethodCounts(base, 0, 0)
-    added = adapter_params(cfg, method, r, targets, num_virtual_tokens, task)
+    added = adapter_params(cfg, method, r, targets, num_virtual_tokens, task, top_layers)
     head_trainable = _peft_head_trainable(d, _head_kind(cfg, task), num_labels)
     return MethodCounts(base, added, added + head_trainable)
 
@@ -618,47 +630,132 @@ def _weights_bytes(cfg: dict[str, Any], method: str, counts: MethodCounts, e: in
     return sum(nf4_bytes(n, double_quant) for n in quantised) + e * (counts.base - sum(quantised)) + added
 
 
-def _layer_activation_bytes(d: Dims, b: int, s_q: int, s_k: int, e: int, flash: bool) -> int:
-    """Bytes one transformer block keeps for backward (Korthikanti et al. 2022, no recomputation).
+@dataclass(frozen=True)
+class Compute:
+    """How a training step stores what it keeps for backward.
 
-    "Reducing Activation Recomputation in Large Transformer Models" (arXiv:2205.05198), sec. 4.1,
-    counts per layer s*b*h*(34 + 5*a*s/h) bytes for 16-bit activations, 1-byte dropout masks and
-    a 4h MLP. Written out term by term so that it also covers fp32, other MLP widths, SwiGLU,
-    GQA, models without dropout, and prompts/prefixes (query length s_q, key length s_k):
-      attention: QKV input, Q, K, V, softmax output [+ dropout mask + dropped probs], input to the
-                 output projection [+ dropout mask]  -> 11*s*b*h + 5*a*s^2*b in the paper's case
-      MLP:       fc1 input, activation input, fc2 input [+ dropout mask] -> 19*s*b*h;
-                 SwiGLU keeps gate, act(gate), up and their product (4 tensors of width f)
-      norms:     the two norm inputs -> 4*s*b*h
-    Eager attention repeats shared GQA heads to full width before the matmuls, so K and V count
-    at query width; with flash/SDPA kernels the s^2 terms become an fp32 log-sum-exp per row.
+    e:        bytes of a weight and of the residual stream (the weights' dtype)
+    act:      bytes of a matmul output: 2 under autocast (16-bit matmuls over fp32 weights), else e
+    autocast: every linear casts its input and its weight to 16 bits and keeps those copies
+    cpu:      dropout masks are tensors of the input's dtype (ATen's _dropout_impl multiplies by
+              one; CUDA's native_dropout keeps a bool), and SDPA has no fused kernel with dropout:
+              it falls back to its math path, in fp32
+    """
+    e: int
+    act: int
+    autocast: bool
+    cpu: bool
+
+    def mask(self, tensor_bytes: int) -> int:
+        """Bytes per element of a dropout mask on a tensor of tensor_bytes per element."""
+        return tensor_bytes if self.cpu else 1
+
+
+def compute_mode(dtype: str = "float32", autocast: bool = False, device: str = "cuda") -> Compute:
+    """The Compute of a run: weights in `dtype`, optionally 16-bit autocast, on "cuda" or "cpu"."""
+    e = DTYPE_BYTES[parse_dtype(dtype)]
+    if device not in DEVICES:
+        raise ConfigError(f"device={device!r} is not allowed; choose one of {list(DEVICES)}")
+    if not isinstance(autocast, bool):
+        raise ConfigError(f"autocast={autocast!r} must be true or false")
+    half = autocast and e == 4  # autocast over half-precision weights changes nothing
+    return Compute(e=e, act=2 if half else e, autocast=half, cpu=device == "cpu")
+
+
+# Which linears of a block read the same tensor, and whether that tensor comes from the residual
+# stream (a norm's output, in the weights' dtype: autocast casts it once per linear) or from a
+# matmul (already in the compute dtype: the cast is a no-op and the tensor is shared).
+# (group, source, how many linears read it); llama's gate and up both read the norm's output.
+_PLAIN_INPUT_GROUPS = [("qkv", "residual", 3), ("out", "attention", 1), ("up", "residual", 1), ("down", "mlp", 1)]
+_INPUT_GROUPS = {"llama": [("qkv", "residual", 3), ("out", "attention", 1), ("up", "residual", 2),
+                           ("down", "mlp", 1)]}
+
+
+def _attention_kernel(d: Dims, c: Compute, flash: bool) -> str:
+    """'fused' (SDPA's flash kernels), 'math' (SDPA's fp32 fallback) or 'eager' (transformers' own)."""
+    if not flash:
+        return "eager"
+    return "math" if c.cpu and d.attn_dropout > 0 else "fused"
+
+
+def _layer_activation_bytes(d: Dims, b: int, s_q: int, s_k: int, c: Compute, flash: bool,
+                            trains: bool = True) -> int:
+    """Bytes one transformer block keeps for backward (no recomputation).
+
+    Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models"
+    (arXiv:2205.05198, sec. 4.1) count s*b*h*(34 + 5*a*s/h) per layer for full fine-tuning with
+    16-bit activations, 1-byte dropout masks, eager attention and a 4h MLP; this reduces to that.
+    Written out term by term because adapter methods differ (the block is frozen: `trains`
+    False), and PyTorch keeps only what a gradient it must compute needs:
+      - a linear keeps its input only when its weight trains; a frozen one keeps nothing (fp32)
+        or its 16-bit weight copy (autocast, counted in _autocast_weight_bytes);
+      - under autocast each linear keeps its own 16-bit cast of a residual-stream input (q, k and
+        v: three copies);
+      - RMSNorm upcasts to fp32 and keeps that (4h), plus the normalised copy when its weight
+        trains; LayerNorm keeps its input;
+      - attention: SDPA's fused kernels keep q, k, v, the output and an fp32 log-sum-exp per row;
+        the eager path and SDPA's math fallback keep the (dropped-out) probabilities too;
+      - the MLP keeps the activation's input (SwiGLU: also up and act(gate) for their product).
+    Measured against the tensors autograd saves (tests/test_estimate_saved.py).
     """
     tok, h, f, a = b * s_q, d.hidden, d.intermediate, d.heads
-    kv = d.kv_width if flash else d.q_width
-    attn = e * tok * h + e * tok * d.q_width + 2 * e * b * s_k * kv + e * tok * d.q_width
-    if flash:
-        attn += 4 * a * tok
+    qw, kvw, e, act = d.q_width, d.kv_width, c.e, c.act
+    kernel = _attention_kernel(d, c, flash)
+    widths = {"qkv": h, "out": qw, "up": h, "down": f}
+    inputs = 0
+    if trains:
+        for group, source, readers in _INPUT_GROUPS.get(d.family, _PLAIN_INPUT_GROUPS):
+            if source == "residual":
+                inputs += (2 * readers if c.autocast else e) * widths[group]
+            elif not (group == "out" and kernel == "fused"):  # the fused kernel kept its output already
+                inputs += act * widths[group]
+    if kernel == "fused":
+        attn = act * (2 * qw + 2 * kvw) + 4 * a
     else:
-        attn += e * a * b * s_q * s_k
+        width = 4 if kernel == "math" else act  # the math fallback computes in fp32
+        probs = a * s_k  # per query token: one row of probabilities per head
+        attn = width * 3 * qw + width * probs
         if d.attn_dropout > 0:
-            attn += a * b * s_q * s_k * (1 + e)
-    mlp = e * tok * h + (4 if d.gated_mlp else 2) * e * tok * f
-    if d.hidden_dropout > 0:
-        attn += tok * h
-        mlp += tok * h
-    norms = 2 * e * tok * h
-    return attn + mlp + norms
+            attn += c.mask(width) * probs + width * probs
+    if d.family == "llama":
+        norms = 2 * (4 * h + (e * h if trains else 0))
+    else:
+        norms = 2 * e * h
+    mlp = (3 if d.gated_mlp else 1) * act * f
+    drop = 2 * c.mask(act) * h if d.hidden_dropout > 0 else 0
+    return tok * (inputs + attn + norms + mlp + drop)
 
 
-def _outside_activation_bytes(d: Dims, head: str, b: int, s_q: int, e: int) -> int:
-    tok = b * s_q
-    embed = tok * d.hidden if d.hidden_dropout > 0 else 0  # embedding dropout mask
+def _autocast_weight_bytes(shapes: Iterable[LinearShape]) -> int:
+    # Under autocast a linear on the gradient's path keeps the 16-bit copy of its weight that it
+    # multiplied by: backward needs it for the input's gradient, frozen or not.
+    return sum(2 * s.weight_params for s in shapes)
+
+
+def _outside_activation_bytes(d: Dims, head: str, b: int, s_q: int, c: Compute, trains: bool,
+                              embeddings: bool = True) -> int:
+    """The embeddings (when the gradient reaches them), the final norm and the head."""
+    tok, h, e = b * s_q, d.hidden, c.e
+    embed = 0
+    if embeddings and d.family in ("bert", "distilbert"):
+        embed += e * tok * h  # the embeddings' LayerNorm input
+    if embeddings and d.hidden_dropout > 0:
+        embed += c.mask(e) * tok * h
+    final = 0
+    if d.family == "llama":
+        final = tok * (4 * h + (e * h if trains else 0))
+    elif d.family == "opt":
+        final = e * tok * h
     if head == "lm":
-        # final norm and output-layer inputs, and the fp32 logits the loss needs (paper: 4sbh + 4sbv)
-        return embed + 2 * e * tok * d.hidden + 4 * tok * d.vocab
+        # the output layer's input (when it trains) and the fp32 logits the loss keeps
+        kept_input = (2 if c.autocast else e) * tok * h if trains else 0
+        return embed + final + kept_input + 4 * tok * d.vocab
     if head == "seq_cls":
-        return embed + 2 * e * b * d.hidden
-    return embed
+        # decoders score every token and pick the last (transformers' *ForSequenceClassification);
+        # encoders pool first. The new head always trains, so its input is kept.
+        scored = tok if d.family in ("llama", "opt") else b
+        return embed + final + (2 if c.autocast else e) * scored * h
+    return embed + final
 
 
 # What a CPU training process holds besides the tensors counted here: Python, torch, transformers,
@@ -666,72 +763,124 @@ def _outside_activation_bytes(d: Dims, head: str, b: int, s_q: int, e: int) -> i
 # measures it as the same job run on a 16-wide, one-layer twin of the model: 594-626 MB for MiniLM
 # and SmolLM2 with the pinned versions (BENCHMARKS.md, 2026-12-02 evening).
 CPU_PROCESS_FLOOR_MB = 600
+# On a CPU, glibc keeps much of what a step frees (the forward's temporaries, interleaved with the
+# tensors kept for backward) instead of returning it: peak RSS above weights, optimizer states and
+# saved tensors was 0.19-0.39 of the saved tensors (MiniLM and SmolLM2, six methods, bf16 autocast;
+# BENCHMARKS.md, 2026-12-02 stop 12). Zero with glibc told to return freed blocks at once.
+CPU_WORKSPACE_SHARE = 1 / 3
 
 LORA_DEFAULT_DROPOUT = 0.05  # core.methods.lora's default (a test keeps the two equal; this module stays light)
+DEVICES = ("cuda", "cpu")
+_ATTENTION_INPUTS = {"q_proj", "k_proj", "v_proj", "query", "key", "value", "q_lin", "k_lin", "v_lin"}
 
 
 def _adapter_activation_bytes(cfg: dict[str, Any], method: str, shapes: list[LinearShape], b: int, s: int,
-                              e: int, r: int, lora_dropout: float = 0.0) -> int:
+                              c: Compute, r: int, lora_dropout: float = 0.0, first: int = 0) -> int:
     tok = b * s
     if method in ("lora", "qlora", "dora"):
-        # A's output (r wide) for B's gradient; on a half-precision base peft also casts the
-        # input to the fp32 adapter dtype, and that copy is kept for A's gradient.
-        per = [4 * tok * (r + (sh.in_features if e < 4 else 0)) for sh in shapes]
-        if lora_dropout > 0:
-            # the dropped-out input (fp32, what A saves for its gradient) and its one-byte mask
-            per = [p + 5 * tok * sh.in_features for p, sh in zip(per, shapes)]
-        if method == "dora":
-            per = [p + e * tok * sh.out_features for p, sh in zip(per, shapes)]  # base output, rescaled
+        per = []
+        for sh in shapes:
+            k = sh.in_features
+            # peft casts the input to the fp32 adapter dtype; lora_A keeps what it multiplied:
+            # its own 16-bit cast under autocast, else the fp32 (dropped-out) input
+            kept = 2 * k if c.autocast else 4 * k
+            # the dropout mask is kept only to pass the gradient on to the input: the lowest adapted
+            # block's q, k and v read a frozen input, which needs none
+            if lora_dropout > 0 and not (sh.layer == first and sh.name in _ATTENTION_INPUTS):
+                kept += c.mask(4) * k
+            kept += (2 if c.autocast else 4) * r  # lora_B's input
+            if method == "dora":
+                kept += c.e * sh.out_features  # base output, rescaled
+            per.append(tok * kept)
         return sum(per)
     if method == "ia3":
         feedforward = _IA3_FEEDFORWARD[family(cfg)]
-        return sum(e * tok * (sh.in_features if any(_matches(sh, f) for f in feedforward) else sh.out_features)
-                   for sh in shapes)
+        # an input scaling keeps the fp32 input it scaled; an output scaling, the linear's output
+        return sum(tok * (4 * sh.in_features if any(_matches(sh, f) for f in feedforward)
+                          else c.act * sh.out_features) for sh in shapes)
     return 0
+
+
+def _linear_head_bytes(d: Dims, b: int, head_hidden: int) -> int:
+    return 4 * b * d.embed_dim + (8 * b * head_hidden if head_hidden else 0)
 
 
 def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8, seq_len: int = 256,
                      r: int = 8, targets: str | Sequence[str] | None = None, dtype: str = "float32",
                      num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
-                     flash_attention: bool = False, lora_dropout: float = 0.0) -> int:
+                     flash_attention: bool = False, lora_dropout: float = 0.0, autocast: bool = False,
+                     device: str = "cuda", top_layers: int = 0) -> int:
     """Activation bytes kept for the backward pass of one training step.
 
     Methods with adapters or prompts inside the model (lora, dora, qlora, ia3, prompt/prefix
-    tuning) must backpropagate through the frozen base to reach them, so they keep the same
-    per-layer activations as full fine-tuning, plus what the adapters store. (PyTorch can skip
-    saving the inputs of frozen linears, so this is slightly on the high side for them.)
-    linear_head runs the frozen base without gradients: only the pooled features are kept.
-    zero_shot does not train: 0.
+    tuning) must backpropagate through the frozen base to reach them: they keep what the frozen
+    blocks need to pass the gradient on (not the inputs of frozen linears), plus what the adapters
+    store. linear_head runs the frozen base without gradients: only the pooled features are kept.
+    zero_shot does not train: 0. flash_attention: SDPA (transformers' default) rather than eager.
+    top_layers (LoRA): adapters on the last blocks only; backpropagation stops at the lowest.
     """
     cfg = _as_config(cfg)
     d = _dims(cfg)
     _check_method(method)
     b, s = _check_positive("batch_size", batch_size), _check_positive("seq_len", seq_len)
-    e = DTYPE_BYTES[parse_dtype(dtype)]
+    c = compute_mode(dtype, autocast if method != "qlora" else False, device)
     if method == "zero_shot":
         return 0
     if method == "linear_head":
-        return 4 * b * d.embed_dim + (8 * b * head_hidden if head_hidden else 0)
+        return _linear_head_bytes(d, b, head_hidden)
     virtual = _check_positive("num_virtual_tokens", num_virtual_tokens) if method in (
         "prompt_tuning", "prefix_tuning") else 0
     s_q = s + virtual if method == "prompt_tuning" else s  # virtual tokens join the sequence
     s_k = s + virtual if method in ("prompt_tuning", "prefix_tuning") else s  # prefixes only lengthen keys
-    total = d.layers * _layer_activation_bytes(d, b, s_q, s_k, e, flash_attention)
-    total += _outside_activation_bytes(d, _head_kind(cfg, task), b, s_q, e)
+    trains = method == "full"
+    head = _head_kind(cfg, task)
+    first = first_adapted_layer(cfg, top_layers) if method in ("lora", "qlora", "dora") else 0
+    total = (d.layers - first) * _layer_activation_bytes(d, b, s_q, s_k, c, flash_attention, trains)
+    total += _outside_activation_bytes(d, head, b, s_q, c, trains, embeddings=first == 0)
+    shapes: list[LinearShape] = []
     if method in ("lora", "qlora", "dora", "ia3"):
         _check_positive("r", r)
         chosen = _IA3_DEFAULTS[d.family] if method == "ia3" and targets is None else targets
-        total += _adapter_activation_bytes(cfg, method, targeted_layers(cfg, chosen, task), b, s_q, e, r,
-                                           lora_dropout)
+        shapes = targeted_layers(cfg, chosen, task, top_layers if first else 0)
+        total += _adapter_activation_bytes(cfg, method, shapes, b, s_q, c, r, lora_dropout, first)
+    if c.autocast:
+        blocks = [sh for sh in linear_layers(cfg, task) if sh.layer is not None and sh.layer >= first]
+        total += _autocast_weight_bytes(blocks)
+        if head == "lm":
+            total += 2 * d.vocab * d.embed_dim
+        if method in ("lora", "dora"):
+            total += 2 * _lora_params(shapes, r, False)
     return total
+
+
+def workspace_bytes(cfg: dict[str, Any] | str, method: str, activations: int, batch_size: int = 8,
+                    seq_len: int = 256, dtype: str = "float32", autocast: bool = False, device: str = "cuda",
+                    flash_attention: bool = False) -> int:
+    """Memory a CPU process holds beyond the tensors: what glibc keeps of a step's freed temporaries.
+
+    Backpropagating methods: CPU_WORKSPACE_SHARE of the activations (not qlora: see below).
+    linear_head: its frozen forward holds one block's intermediates at a time. 0 on CUDA (its caching allocator's
+    fragmentation, 10-20 %, is left to the caller, as the Learn page says).
+    """
+    cfg = _as_config(cfg)
+    c = compute_mode(dtype, autocast, device)
+    # qlora: the engine has glibc return freed memory at once under a 4-bit base
+    # (core.methods.qlora.return_freed_memory_promptly), so nothing is hoarded
+    if not c.cpu or method in ("zero_shot", "qlora"):
+        return 0
+    if method == "linear_head":
+        d = _dims(cfg)
+        return _layer_activation_bytes(d, batch_size, seq_len, seq_len, c, flash_attention, True)
+    return int(CPU_WORKSPACE_SHARE * activations)
 
 
 def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8, seq_len: int = 256, r: int = 8,
                     targets: str | Sequence[str] | None = None, dtype: str = "float32", num_labels: int = 2,
                     num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
                     optimizer: str = "adamw", double_quant: bool = True,
-                    flash_attention: bool = False, lora_dropout: float = 0.0) -> dict[str, int]:
-    """Training memory in bytes: {weights, gradients, optimizer, activations, total}.
+                    flash_attention: bool = False, lora_dropout: float = 0.0, autocast: bool = False,
+                    device: str = "cuda", top_layers: int = 0) -> dict[str, int]:
+    """Training memory in bytes: {weights, gradients, optimizer, activations, workspace, total}.
 
     weights:     base model in `dtype` (qlora: NF4 linears + constants, the rest in `dtype`
                  as the compute dtype); adapters, prompts and new heads in fp32.
@@ -739,20 +888,26 @@ def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8,
     optimizer:   AdamW keeps two fp32 states (m, v) per trainable parameter: 8 bytes
                  ('adamw_8bit': 2, 'sgd' without momentum: 0). Mixed-precision master copies of
                  the weights are not counted.
-    activations: see activation_bytes (lora_dropout > 0 keeps each adapted linear's dropped-out
-                 input: 5 bytes per token and input feature).
-    Not counted: CUDA context, allocator fragmentation, temporary buffers of the kernels.
+    activations: see activation_bytes. autocast: 16-bit matmuls over fp32 weights (the engine's
+                 bf16 mixed precision; never under QLoRA's 4-bit base, as in the engine).
+    workspace:   see workspace_bytes (device="cpu" only).
+    Not counted: CUDA context, the CUDA allocator's fragmentation, the CPU process itself
+    (CPU_PROCESS_FLOOR_MB).
     """
     cfg = _as_config(cfg)
     e = DTYPE_BYTES[parse_dtype(dtype)]
     state_bytes = OPTIMIZER_STATE_BYTES[_check_optimizer(optimizer)]
-    counts = method_counts(cfg, method, r, targets, num_labels, num_virtual_tokens, head_hidden, task)
+    counts = method_counts(cfg, method, r, targets, num_labels, num_virtual_tokens, head_hidden, task,
+                           top_layers if method in ("lora", "qlora", "dora") else 0)
     weights = _weights_bytes(cfg, method, counts, e, task, double_quant)
     gradients = counts.trainable * (e if method == "full" else 4)
     optimizer_bytes = counts.trainable * state_bytes
     activations = activation_bytes(cfg, method, batch_size, seq_len, r, targets, dtype, num_virtual_tokens,
-                                   head_hidden, task, flash_attention, lora_dropout)
-    parts = {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes, "activations": activations}
+                                   head_hidden, task, flash_attention, lora_dropout, autocast, device, top_layers)
+    workspace = workspace_bytes(cfg, method, activations, batch_size, seq_len, dtype,
+                                autocast if method != "qlora" else False, device, flash_attention)
+    parts = {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes, "activations": activations,
+             "workspace": workspace}
     return {**parts, "total": sum(parts.values())}
 
 
@@ -766,10 +921,12 @@ def compare_methods(cfg: dict[str, Any] | str, methods: Sequence[str] = ("full",
 def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Sequence[str] | None = None,
            batch_size: int = 8, seq_len: int = 256, dtype: str = "float32", num_labels: int = 2,
            num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
-           optimizer: str = "adamw", lora_dropout: float = 0.0) -> dict[str, Any]:
+           optimizer: str = "adamw", lora_dropout: float = 0.0, autocast: bool = False, device: str = "cuda",
+           flash_attention: bool = False, top_layers: int = 0) -> dict[str, Any]:
     """Trainable/total parameters (peft's convention: total includes the added ones) and memory."""
     cfg = _as_config(cfg)
-    counts = method_counts(cfg, method, r, targets, num_labels, num_virtual_tokens, head_hidden, task)
+    top = top_layers if method in ("lora", "dora", "qlora") else 0
+    counts = method_counts(cfg, method, r, targets, num_labels, num_virtual_tokens, head_hidden, task, top)
     uses_targets = method in ("lora", "dora", "qlora", "ia3")
     chosen = _IA3_DEFAULTS[family(cfg)] if method == "ia3" and targets is None else targets
     return {
@@ -782,7 +939,8 @@ def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Se
         "percent": round(100.0 * counts.trainable / counts.total, 6) if counts.total else 0.0,
         "memory": memory_estimate(cfg, method, batch_size, seq_len, r, targets, dtype, num_labels,
                                   num_virtual_tokens, head_hidden, task, optimizer,
-                                  lora_dropout=lora_dropout),
+                                  flash_attention=flash_attention, lora_dropout=lora_dropout,
+                                  autocast=autocast, device=device, top_layers=top),
     }
 
 
@@ -846,6 +1004,10 @@ def _parser() -> _Parser:
     p.add_argument("--num-virtual-tokens", type=int, default=20)
     p.add_argument("--head-hidden", type=int, default=0)
     p.add_argument("--optimizer", default="adamw", help=f"one of {list(OPTIMIZER_STATE_BYTES)}")
+    p.add_argument("--device", default="cuda", help=f"one of {list(DEVICES)} (cpu adds the allocator's workspace)")
+    p.add_argument("--autocast", action="store_true", help="16-bit matmuls over float32 weights (mixed precision)")
+    p.add_argument("--sdpa", action="store_true", help="attention through SDPA's kernels rather than eager")
+    p.add_argument("--top-layers", type=int, default=0, help="LoRA on the last N blocks only (0: all)")
     return p
 
 
@@ -855,7 +1017,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = report(args.model, args.method, r=args.r, targets=args.targets, batch_size=args.batch,
                         seq_len=args.seq_len, dtype=args.dtype, num_labels=args.num_labels,
                         num_virtual_tokens=args.num_virtual_tokens, head_hidden=args.head_hidden,
-                        task=args.task, optimizer=args.optimizer)
+                        task=args.task, optimizer=args.optimizer, autocast=args.autocast, device=args.device,
+                        flash_attention=args.sdpa, top_layers=args.top_layers)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import streamlit as st
 from core import runs
 from core.config import ConfigError
 from pages.ui import (
+    JOB_KEY,
     anatomy_view,
     error_text,
     fmt_bytes,
@@ -196,7 +197,7 @@ def _resume(info, me: str, admin: bool) -> None:
     except Exception as exc:
         show_error(exc)
         return
-    st.session_state["_train_job"] = new_id  # pages/train.py JOB_KEY: the Train page follows it live
+    st.session_state[JOB_KEY] = new_id  # the Train page follows it live
     st.session_state.pop("_train_events", None)
     st.session_state[FLASH_KEY] = (f"Resuming from the last checkpoint of {info.id} as run {new_id}; "
                                    "follow it on the Train page.")

@@ -18,6 +18,7 @@ from core import estimate, lessons, limits, models, presets, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
 from pages.ui import (
+    JOB_KEY,
     anatomy_view,
     compute_note,
     device_info,
@@ -40,7 +41,6 @@ from pages.ui import (
 
 DRAFT_KEY = "_train_draft"          # the RunConfig dict being edited
 UI_KEY = "_train_ui"                # choices that are not part of a RunConfig (which picker, file name)
-JOB_KEY = "_train_job"              # id of the latest run this session submitted
 EVENTS_KEY = "_train_events"        # {"id": run id, "events": [...]}: fetch only what is new
 UPLOADS_KEY = "_train_uploads"      # uploader file_id -> (saved path, shown name): save each upload once
 URL_KEY = "_train_url"              # {"loaded", "lesson", "base"}: what the URL was read against
@@ -52,7 +52,8 @@ OTHER_MODEL = "Hub id or local folder…"
 DATA_KINDS = {"builtin": "Built-in", "upload": "Upload a file", "hub": "Hub dataset", "local": "Local file path"}
 TASK_LABELS = {"classification": "Classification", "sft": "Instruction tuning (SFT)"}
 ESTIMATE_KEYS = ("minilm", "smollm2-135m-instruct")  # embedded models whose config ships with estimate
-LIVE_REFRESH_S = 1.0
+LIVE_REFRESH_S = 2.0   # the progress line while a run is queued or trains
+LIVE_CHARTS_S = 10.0   # the charts and the LoRA anatomy (see job_panel for why they differ)
 LR_GRID = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
 LABELS = {"learning_rate": "Learning rate", "n_samples": "N samples (0 = all)", "val_share": "Validation share",
           "max_length": "Max length (tokens)", "r": "Rank r", "num_virtual_tokens": "Virtual tokens",
@@ -552,6 +553,7 @@ def _estimate_method(cfg: RunConfig) -> tuple[str, dict]:
         targets = p.get("targets", "auto")
         kwargs["targets"] = None if targets == "auto" else targets
         kwargs["lora_dropout"] = float(p.get("dropout") or 0.0)
+        kwargs["top_layers"] = int(p.get("top_layers") or 0)
         if name == "lora" and p.get("use_dora"):
             name = "dora"
     elif name in ("prompt_tuning", "prefix_tuning"):
@@ -561,13 +563,22 @@ def _estimate_method(cfg: RunConfig) -> tuple[str, dict]:
     return name, kwargs
 
 
-def _estimate_dtype(cfg: RunConfig) -> str:
-    if cfg.model.dtype != "auto":
-        return cfg.model.dtype
+def _estimate_compute(cfg: RunConfig) -> dict:
+    """The run's weights dtype, autocast and device, as core.estimate takes them."""
+    dtype = cfg.model.dtype
+    # The hardware probe or the method lookup can fail on an odd machine: the estimate then
+    # assumes plain fp32 on a CPU rather than losing the card.
     try:
-        return device_info().get("dtype") or "float32"
+        from core.train import precision_label
+        device = device_info().get("device") or "cpu"
+        if dtype == "auto":
+            dtype = device_info().get("dtype") or "float32"
+        autocast = "mixed" in precision_label(cfg, device)
     except Exception:
-        return "float32"
+        return {"dtype": "float32" if dtype == "auto" else dtype, "device": "cpu", "flash_attention": True}
+    # transformers attends with SDPA by default; the estimator knows its fused and fallback paths
+    return {"dtype": dtype, "autocast": autocast, "device": "cpu" if device == "cpu" else "cuda",
+            "flash_attention": True}
 
 
 def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
@@ -579,7 +590,7 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
     balance = (preview or {}).get("label_balance") or {}
     try:
         rep = estimate.report(model_cfg, method, batch_size=cfg.train.batch_size, seq_len=cfg.data.max_length,
-                              dtype=_estimate_dtype(cfg), num_labels=max(2, len(balance)), task=cfg.data.task,
+                              num_labels=max(2, len(balance)), task=cfg.data.task, **_estimate_compute(cfg),
                               **kwargs)
     except Exception:
         st.caption("Parameter and memory estimate unavailable for this choice.")
@@ -589,10 +600,10 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
     c1.metric("Trainable parameters", fmt_params(rep["trainable"]), help=f"of {fmt_params(rep['total'])} in all")
     c1.caption(f"{rep['percent']:.3g}% of {fmt_params(rep['total'])}")
     c2.metric("Training memory (estimate)", fmt_bytes(mem["total"]),
-              help="Weights + gradients + AdamW states + activations for one batch. Not counted: the "
-                   f"process itself (on a CPU about {estimate.CPU_PROCESS_FLOOR_MB / 1000:.1f} GB for Python, "
-                   "torch and the libraries) and memory the allocator keeps after freeing it")
-    parts = ["weights", "gradients", "optimizer", "activations"]
+              help="Weights + gradients + AdamW states + activations for one batch, and on a CPU the "
+                   "freed memory the allocator keeps (workspace). Not counted: the process itself (on a CPU "
+                   f"about {estimate.CPU_PROCESS_FLOOR_MB / 1000:.1f} GB for Python, torch and the libraries)")
+    parts = ["weights", "gradients", "optimizer", "activations"] + (["workspace"] if mem["workspace"] else [])
     fig = go.Figure(go.Bar(x=parts, y=[mem[p] / 2**20 for p in parts], text=[fmt_bytes(mem[p]) for p in parts],
                            textposition="auto"))
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="MB")
@@ -761,11 +772,17 @@ def job_panel(job_id: str) -> None:
         show_error(exc)
         return
     live = snap["state"] in ("queued", "running")
+    drawn_queued = snap["state"] == "queued"
     config = _run_config(job_id)
     sft = (config.get("data") or {}).get("task") == "sft"
 
+    # Two timers, both slow on purpose. Every rerun of a fragment costs the browser ~0.07 CPU-s on
+    # this page and each plotly redraw more; where the browser shares the trainer's cores (a laptop,
+    # a classroom PC, the benchmark) that is taken from training, and with two OpenMP threads
+    # waiting for each other it costs the trainer about twice as much. Progress every 2 s and charts
+    # every 10 s brought the app from 0.79 to ~0.97 of headless samples/s (BENCHMARKS.md).
     @st.fragment(run_every=LIVE_REFRESH_S if live else None)
-    def live_view() -> None:
+    def live_status() -> None:
         try:
             snap, events = poll(job_id)
         except Exception as exc:
@@ -774,19 +791,30 @@ def job_panel(job_id: str) -> None:
         st.markdown(f"**{md_escape(snap['name'])}** · {snap['state']}")
         progress_block(snap, events)
         stop_button(job_id, snap)
+        if live and snap["state"] not in ("queued", "running"):
+            st.rerun()  # once: the page draws the result and stops polling
+        if drawn_queued and snap["state"] == "running":
+            st.rerun()  # once: the sidebar then leaves this job's progress to this page (app.py)
+
+    @st.fragment(run_every=LIVE_CHARTS_S if live else None)
+    def live_charts() -> None:
+        try:
+            snap, events = poll(job_id)
+        except Exception as exc:
+            show_error(exc)
+            return
         charts_block(events, sft)
         if snap["state"] in ("queued", "running"):
             anatomy_block(events, config, live=True)
             return
-        # The result is drawn by the fragment itself, so whichever run paints it last (its own
-        # timer or the full rerun below) shows it: drawn after the fragment, the card was
-        # sometimes missing in the browser when a timer run and the full rerun crossed.
+        # The result is drawn by a fragment, so whichever run paints it last (its own timer or the
+        # full rerun) shows it: drawn after the fragments, the card was sometimes missing in the
+        # browser when a timer run and the full rerun crossed.
         result_block(job_id, snap, events)
-        if live:
-            st.rerun()  # once: the page stops polling
 
     st.subheader("Current run")
-    live_view()
+    live_status()
+    live_charts()
 
 
 def _run_config(job_id: str) -> dict:

@@ -62,6 +62,7 @@ _leave_legacy_multipage_mode()
 
 _OWNER_KEY = "_playground_owner_id"
 ADMIN_TOKEN_KEY = "_playground_admin_token"  # the sidebar text_input's widget key
+JOB_KEY = "_train_job"  # id of the latest run this session submitted: the Train page follows it live
 
 
 # ------------------------------------------------------------------------------------ identity

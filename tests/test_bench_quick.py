@@ -14,9 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_run_all_quick_writes_tables(tmp_path):
     out = tmp_path / "bench-out"
-    only = "memory,accuracy_methods,linear_head_cache"
+    only = "memory,accuracy_methods,linear_head_cache,app_browser_vs_headless"
     proc = subprocess.run([os.path.join(ROOT, "bench", "run_all"), "--quick", "--only", only, "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["matmul"]["flops"] > 0
@@ -35,3 +35,8 @@ def test_run_all_quick_writes_tables(tmp_path):
         assert 0 < row["run_floor_mb"] < row["peak_rss_mb"] and row["prompt_free_peak_rss_mb"] > 0
     accuracy = json.loads((out / "accuracy_methods_quick.json").read_text())
     assert all(r["rc"] == 0 and 0.0 <= r["accuracy"] <= 1.0 for r in accuracy["table"])
+    # the app started in a real browser and the same run headless, one pair
+    browser = json.loads((out / "app_browser_vs_headless_quick.json").read_text())
+    assert {r["side"] for r in browser["rows"]} == {"app", "headless"}
+    assert all(r["samples_per_second"] > 0 for r in browser["rows"])
+    assert browser["ratios"] and browser["ratios"][0] > 0

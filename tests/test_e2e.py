@@ -184,6 +184,12 @@ def wait_for_run(pg, during_shot: str | None) -> None:
         pg.wait_for_timeout(500)
     if during_shot and run_state(pg) == "running":
         shot(pg, during_shot)
+    # The sidebar leaves the followed run's progress to this page: no second, frozen bar there
+    # (whether the run is still going or has just ended and the page redrew).
+    sidebar = pg.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_text(re.compile(r"^(Its progress and charts are on this page|No job is training)\.$"))
+           ).to_be_visible()
+    expect(sidebar.get_by_test_id("stProgress")).to_have_count(0)
     remaining = max(deadline - time.monotonic(), 30)
     expect(pg.get_by_role("button", name="Compare base vs tuned")).to_be_visible(timeout=remaining * 1000)
     expect(pg.get_by_text("Result", exact=True)).to_be_visible()
