@@ -699,6 +699,15 @@ def poll(job_id: str) -> tuple[dict, list[dict]]:
     return snap, cache["events"]
 
 
+def _poll_shown(job_id: str) -> tuple[dict, list[dict]] | None:
+    """poll(), or None with the error shown in place (the run was deleted meanwhile, a disk error)."""
+    try:
+        return poll(job_id)
+    except Exception as exc:
+        show_error(exc)
+        return None
+
+
 def _phase(events: list[dict], snap: dict) -> str:
     for ev in reversed(events):
         if ev.get("type") == "phase":
@@ -776,18 +785,18 @@ def job_panel(job_id: str) -> None:
     config = _run_config(job_id)
     sft = (config.get("data") or {}).get("task") == "sft"
 
-    # Two timers, both slow on purpose. Every rerun of a fragment costs the browser ~0.07 CPU-s on
-    # this page and each plotly redraw more; where the browser shares the trainer's cores (a laptop,
-    # a classroom PC, the benchmark) that is taken from training, and with two OpenMP threads
-    # waiting for each other it costs the trainer about twice as much. Progress every 2 s and charts
-    # every 10 s brought the app from 0.79 to ~0.97 of headless samples/s (BENCHMARKS.md).
+    # Two timers, both slow on purpose. In Chromium every rerun of a fragment costs ~0.1 CPU-s on
+    # this page and a redraw of the charts 0.4-0.6; where the browser shares the trainer's cores (a
+    # laptop, a classroom PC, the benchmark) that is taken from training, and with two OpenMP
+    # threads waiting for each other the trainer loses more than the browser takes. Progress every
+    # 2 s and charts every 10 s (instead of both every second) took the app from 0.76 to 0.91 of
+    # headless samples/s (BENCHMARKS.md).
     @st.fragment(run_every=LIVE_REFRESH_S if live else None)
     def live_status() -> None:
-        try:
-            snap, events = poll(job_id)
-        except Exception as exc:
-            show_error(exc)
+        polled = _poll_shown(job_id)
+        if polled is None:
             return
+        snap, events = polled
         st.markdown(f"**{md_escape(snap['name'])}** · {snap['state']}")
         progress_block(snap, events)
         stop_button(job_id, snap)
@@ -798,11 +807,10 @@ def job_panel(job_id: str) -> None:
 
     @st.fragment(run_every=LIVE_CHARTS_S if live else None)
     def live_charts() -> None:
-        try:
-            snap, events = poll(job_id)
-        except Exception as exc:
-            show_error(exc)
+        polled = _poll_shown(job_id)
+        if polled is None:
             return
+        snap, events = polled
         charts_block(events, sft)
         if snap["state"] in ("queued", "running"):
             anatomy_block(events, config, live=True)
