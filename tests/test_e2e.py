@@ -173,6 +173,12 @@ def run_state(pg) -> str:
     return text.first.inner_text().rsplit(" · ", 1)[-1].strip()
 
 
+def eased_progress_bars(pg) -> int:
+    """How many parts of a progress bar still animate to a new value (app.py turns that off)."""
+    return pg.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stProgress"] *'))
+        .filter(e => getComputedStyle(e).transitionDuration.split(',').some(d => parseFloat(d) > 0)).length""")
+
+
 def wait_for_run(pg, during_shot: str | None) -> None:
     """Wait for the loss chart's first point, snap the page mid-run if it still runs, then wait for
     the summary card."""
@@ -184,6 +190,8 @@ def wait_for_run(pg, during_shot: str | None) -> None:
         pg.wait_for_timeout(500)
     if during_shot and run_state(pg) == "running":
         shot(pg, during_shot)
+    # Each eased bar update cost Chromium more than the rest of the live update, on the trainer's cores
+    assert eased_progress_bars(pg) == 0
     # The sidebar leaves the followed run's progress to this page: no second, frozen bar there
     # (whether the run is still going or has just ended and the page redrew).
     sidebar = pg.get_by_test_id("stSidebar")
