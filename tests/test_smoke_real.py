@@ -19,6 +19,8 @@ def _events(run_dir):
         return [json.loads(line) for line in fh if line.strip()]
 
 
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHARED_DATA, "imdb_train_4000.jsonl")),
+                    reason=f"real IMDb reviews are read from {SHARED_DATA}, which is not here")
 def test_minilm_lora_on_imdb_beats_the_untrained_model(tmp_path, runs_dir):
     from core.config import load_config
     from core.train import run
