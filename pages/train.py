@@ -286,16 +286,16 @@ def _resolve(name: str) -> tuple[dict | None, str]:
 
 
 @st.cache_data(ttl=120, max_entries=64, show_spinner=False)
-def _model_config(name: str) -> dict | None:
-    """The config dict core.estimate reads, or None when it cannot be had (offline, odd family)."""
+def _model_config(name: str) -> tuple[dict | None, str]:
+    """The config dict core.estimate reads, or None and why it cannot be had (offline, odd family)."""
     try:
         if name in ESTIMATE_KEYS:
-            return estimate.load_config(name)
+            return estimate.load_config(name), ""
         cfg = models.load_config(name).to_dict()
         estimate.dims(cfg)  # an architecture estimate does not know fails here, once
-        return cfg
-    except Exception:
-        return None
+        return cfg, ""
+    except Exception as exc:  # the estimate is a side card: say why it is missing, keep the form
+        return None, error_text(exc)
 
 
 @st.cache_data(ttl=600, max_entries=32, show_spinner=False)
@@ -563,37 +563,39 @@ def _estimate_method(cfg: RunConfig) -> tuple[str, dict]:
     return name, kwargs
 
 
-def _estimate_compute(cfg: RunConfig) -> dict:
-    """The run's weights dtype, autocast and device, as core.estimate takes them."""
+def _estimate_compute(cfg: RunConfig) -> tuple[dict, str]:
+    """The run's weights dtype, autocast and device, as core.estimate takes them, and a note when
+    they had to be assumed."""
     dtype = cfg.model.dtype
     # The hardware probe or the method lookup can fail on an odd machine: the estimate then
-    # assumes plain fp32 on a CPU rather than losing the card.
+    # assumes plain fp32 on a CPU rather than losing the card, and says so.
     try:
         from core.train import precision_label
         device = device_info().get("device") or "cpu"
         if dtype == "auto":
             dtype = device_info().get("dtype") or "float32"
         autocast = "mixed" in precision_label(cfg, device)
-    except Exception:
-        return {"dtype": "float32" if dtype == "auto" else dtype, "device": "cpu", "flash_attention": True}
+    except Exception as exc:
+        assumed = {"dtype": "float32" if dtype == "auto" else dtype, "device": "cpu", "flash_attention": True}
+        return assumed, f"Estimated for a CPU without mixed precision: the hardware check failed ({error_text(exc)})."
     # transformers attends with SDPA by default; the estimator knows its fused and fallback paths
     return {"dtype": dtype, "autocast": autocast, "device": "cpu" if device == "cpu" else "cuda",
-            "flash_attention": True}
+            "flash_attention": True}, ""
 
 
 def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
-    model_cfg = _model_config(cfg.model.name)
+    model_cfg, why = _model_config(cfg.model.name)
     if model_cfg is None:
-        st.caption("Parameter and memory estimate unavailable for this model.")
+        st.caption(f"Parameter and memory estimate unavailable for this model: {why}")
         return
     method, kwargs = _estimate_method(cfg)
     balance = (preview or {}).get("label_balance") or {}
+    compute, assumed = _estimate_compute(cfg)
     try:
         rep = estimate.report(model_cfg, method, batch_size=cfg.train.batch_size, seq_len=cfg.data.max_length,
-                              num_labels=max(2, len(balance)), task=cfg.data.task, **_estimate_compute(cfg),
-                              **kwargs)
-    except Exception:
-        st.caption("Parameter and memory estimate unavailable for this choice.")
+                              num_labels=max(2, len(balance)), task=cfg.data.task, **compute, **kwargs)
+    except Exception as exc:
+        st.caption(f"Parameter and memory estimate unavailable for this choice: {error_text(exc)}")
         return
     mem = rep["memory"]
     c1, c2 = st.columns(2)
@@ -608,6 +610,8 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
                            textposition="auto"))
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="MB")
     st.plotly_chart(fig, key="tr_estimate_chart")
+    if assumed:
+        st.caption(assumed)
 
 
 def _task_problem(resolved: dict | None, task: str) -> str:

@@ -276,3 +276,18 @@ def test_full_queue_is_an_error_not_a_traceback(monkeypatch):
     widget(at.button, "Start training").click().run()
     assert not at.exception, at.exception
     assert any("queue is full" in e.value for e in at.error)
+
+
+def test_estimate_card_says_why_it_is_missing(tmp_path):
+    # A model the trainer could load but the estimator does not know: the card names the reason
+    # (the family and the supported ones), not just "unavailable", and the form stays usable.
+    from transformers import RobertaConfig
+    folder = tmp_path / "tiny-roberta"
+    RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64).save_pretrained(folder)
+    at = train_page()
+    choose_model(at, str(folder))
+    captions = [c.value for c in at.caption if "estimate unavailable" in c.value]
+    assert captions, [c.value for c in at.caption]
+    assert "roberta" in captions[0] and "supported" in captions[0], captions
+    assert not at.exception
