@@ -8,14 +8,13 @@ import subprocess
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import needs_imdb_sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(os.path.join(SHARED_DATA, "imdb_train_4000.jsonl")),
-                    reason=f"the benchmarks read real data from {SHARED_DATA}, which is not here")
+@needs_imdb_sample
 def test_run_all_quick_writes_tables(tmp_path):
     from bench.run_all import STUDIES
     out = tmp_path / "bench-out"

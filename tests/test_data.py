@@ -11,8 +11,8 @@ import pytest
 from core import data
 from core.config import ConfigError, DataSpec
 from core.data import DataError
+from conftest import IMDB_SAMPLE as IMDB, needs_imdb_sample
 
-IMDB = "/work/shared/data/imdb_train_4000.jsonl"
 
 
 @pytest.fixture(autouse=True)
@@ -510,7 +510,7 @@ def test_hub_cached_dataset_uses_class_label_names(monkeypatch):
 
 # ------------------------------------------------------------------------------------ real data
 
-@pytest.mark.skipif(not os.path.exists(IMDB), reason="shared data not present")
+@needs_imdb_sample
 def test_real_imdb_file_loads():
     got = data.load_rows(DataSpec(source=IMDB, val_share=0))
     assert got.source_rows == 4000 and len(got.train) == 4000 and got.dropped == 0

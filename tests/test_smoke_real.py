@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import IMDB_SAMPLE, needs_imdb_sample
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +19,12 @@ def _events(run_dir):
         return [json.loads(line) for line in fh if line.strip()]
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(SHARED_DATA, "imdb_train_4000.jsonl")),
-                    reason=f"real IMDb reviews are read from {SHARED_DATA}, which is not here")
+@needs_imdb_sample
 def test_minilm_lora_on_imdb_beats_the_untrained_model(tmp_path, runs_dir):
     from core.config import load_config
     from core.train import run
     cfg = load_config("examples/lora_imdb.yaml").with_overrides([
-        f"data.source={os.path.join(SHARED_DATA, 'imdb_train_4000.jsonl')}",
+        f"data.source={IMDB_SAMPLE}",
         "data.n_samples=480", "data.val_share=0.05", "train.eval_max_rows=200"])
     run_dir = str(tmp_path / "run")
     summary = run(cfg, run_dir)
