@@ -753,7 +753,10 @@ def charts_block(events: list[dict], sft: bool) -> None:
     quality = "eval_perplexity" if sft else "eval_accuracy"
     order = [k for k in ("train_loss", "eval_loss", quality, "learning_rate") if k in figs]
     if "train_loss" in order and "eval_loss" in figs:
-        figs["train_loss"] = loss_chart(events)  # both losses on one axis: overfitting shows at a glance
+        # Both losses on one axis: overfitting shows at a glance, and a chart fewer to redraw live
+        # (each costs Chromium ~0.1 CPU-s that a shared machine takes from training).
+        figs["train_loss"] = loss_chart(events)
+        order.remove("eval_loss")
     cols = st.columns(2)
     for i, key in enumerate(order):
         with cols[i % 2]:

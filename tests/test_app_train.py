@@ -266,6 +266,10 @@ def test_summary_and_lora_anatomy_from_events():
     assert accuracy.value == "90.0%" and "+40.0" in accuracy.delta  # against the step-0 evaluation
     assert any(e.label == "LoRA anatomy" for e in at.expander)
     assert "Validation accuracy" in chart_titles(at)
+    # Validation loss is drawn once, beside the training loss, not again on a chart of its own.
+    assert "Validation loss" not in chart_titles(at)
+    loss = next(c for c in at.get("plotly_chart") if "Training loss" in c.proto.spec)
+    assert [t["name"] for t in json.loads(loss.proto.spec)["data"]] == ["training loss", "validation loss"]
     widget(at.button, "Compare base vs tuned").click().run()
     assert at.session_state["compare_run"] == job_id  # what the Compare page opens with
 
