@@ -222,8 +222,9 @@ def _figure(title: str, y_title: str, height: int = 260) -> go.Figure:
     return fig
 
 
-def _line(fig: go.Figure, xs: list, ys: list, name: str) -> go.Figure:
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 30 else "lines", name=name))
+def _line(fig: go.Figure, xs: list, ys: list, name: str, color: str | None = None) -> go.Figure:
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 30 else "lines", name=name,
+                             line=dict(color=color) if color else None))
     return fig
 
 
@@ -234,7 +235,9 @@ def loss_chart(events: Iterable[dict]) -> go.Figure:
     _line(fig, *_series(events, "loss", ("log",)), "training loss")
     vx, vy = _series(events, "eval_loss", ("eval",))
     if vx:
-        _line(fig, vx, vy, "validation loss")
+        # Streamlit's theme gives a second trace a paler shade of the first: a class at the back of
+        # the room must tell at a glance which curve turns up when the model overfits.
+        _line(fig, vx, vy, "validation loss", color="#e67e22")
         # Below the x-axis title: at y=-0.25 the legend sat on the word "step".
         fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.35, yanchor="top"))
     return fig

@@ -269,7 +269,9 @@ def test_summary_and_lora_anatomy_from_events():
     # Validation loss is drawn once, beside the training loss, not again on a chart of its own.
     assert "Validation loss" not in chart_titles(at)
     loss = next(c for c in at.get("plotly_chart") if "Training loss" in c.proto.spec)
-    assert [t["name"] for t in json.loads(loss.proto.spec)["data"]] == ["training loss", "validation loss"]
+    train_trace, val_trace = json.loads(loss.proto.spec)["data"]
+    assert (train_trace["name"], val_trace["name"]) == ("training loss", "validation loss")
+    assert val_trace["line"]["color"] == "#e67e22"  # not the theme's paler shade of the training curve
     widget(at.button, "Compare base vs tuned").click().run()
     assert at.session_state["compare_run"] == job_id  # what the Compare page opens with
 
