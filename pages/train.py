@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, lessons, limits, models, presets, urlstate
+from core import estimate, lessons, limits, models, presets, runs, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
 from pages.ui import (
@@ -627,7 +627,10 @@ def _session_job_live() -> bool:
         return False
     try:
         return manager().snapshot(job_id, events=False)["state"] in ("queued", "running")
-    except Exception:
+    except runs.NotFound:
+        return False  # deleted from the Runs page: nothing of this session's is training
+    except Exception as exc:
+        show_error(exc)
         return False
 
 
@@ -684,7 +687,8 @@ def current_job() -> str | None:
         return job_id
     try:
         active = manager().active()
-    except Exception:
+    except Exception as exc:
+        show_error(exc)
         return None
     return active["id"] if active else None
 
@@ -833,10 +837,12 @@ def job_panel(job_id: str) -> None:
 
 
 def _run_config(job_id: str) -> dict:
-    from core import runs
     try:
         return runs.get_run(job_id).config or {}
-    except Exception:
+    except runs.NotFound:
+        return {}  # deleted meanwhile: job_panel's poll says so
+    except Exception as exc:
+        show_error(exc)
         return {}
 
 
@@ -927,7 +933,6 @@ def actions(job_id: str, summary: dict) -> None:
     owner, admin = owner_id(), is_admin()
     try:
         allowed = manager().can_access(job_id, owner, admin)
-        from core import runs
         has_weights = runs.get_run(job_id).has_weights
     except Exception as exc:
         show_error(exc)

@@ -284,6 +284,34 @@ def test_full_queue_is_an_error_not_a_traceback(monkeypatch):
     assert any("queue is full" in e.value for e in at.error)
 
 
+def test_unreadable_run_folder_is_said_not_swallowed(monkeypatch):
+    # While a run trains its folder turns unreadable (a disk error): the live view says so in words
+    # instead of drawing the run as if it had no config, and shows no traceback.
+    import threading
+    from core import runs
+    release = threading.Event()
+
+    def trainer(cfg, run_dir, on_event, stop):
+        on_event({"type": "log", "step": 1, "max_steps": 2, "loss": 0.5})
+        release.wait(30)
+        return {"task": "classification", "final": {}}
+    jobs.get_manager(run_fn=trainer)
+    at = train_page()
+    job_id = start(at)
+    try:
+        wait_for(job_id, lambda s: s["state"] == "running")
+
+        def unreadable(run_id):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(runs, "get_run", unreadable)
+        at.run()
+        assert not at.exception, at.exception
+        assert any("No space left on device" in e.value for e in at.error)
+    finally:
+        release.set()
+        wait_for(job_id, finished)
+
+
 def test_estimate_card_says_why_it_is_missing(tmp_path):
     # A model the trainer could load but the estimator does not know: the card names the reason
     # (the family and the supported ones), not just "unavailable", and the form stays usable.
