@@ -28,7 +28,6 @@ from pages.ui import (
     fmt_seconds,
     is_admin,
     lesson_box,
-    loss_chart,
     manager,
     md_escape,
     metrics_charts,
@@ -756,11 +755,6 @@ def charts_block(events: list[dict], sft: bool) -> None:
         return
     quality = "eval_perplexity" if sft else "eval_accuracy"
     order = [k for k in ("train_loss", "eval_loss", quality, "learning_rate") if k in figs]
-    if "train_loss" in order and "eval_loss" in figs:
-        # Both losses on one axis: overfitting shows at a glance, and a chart fewer to redraw live
-        # (each costs Chromium ~0.1 CPU-s that a shared machine takes from training).
-        figs["train_loss"] = loss_chart(events)
-        order.remove("eval_loss")
     cols = st.columns(2)
     for i, key in enumerate(order):
         with cols[i % 2]:
