@@ -68,7 +68,7 @@ def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = Fa
 def _busy() -> bool:
     try:
         return manager().active() is not None or bool(manager().queue())
-    except Exception:
+    except Exception:  # not lost: status() in sidebar_jobs asks again and shows the error in words
         return False
 
 
@@ -80,7 +80,7 @@ def _train_page_follows_the_running_job(page) -> bool:
         return False
     try:
         active = manager().active()
-    except Exception:
+    except Exception:  # as in _busy: status() shows this failure
         return False
     return active is not None and st.session_state.get(JOB_KEY, active["id"]) == active["id"]
 
