@@ -302,8 +302,12 @@ def compare(pg) -> None:
         expect(col.get_by_role("heading", name=pane)).to_be_visible()
         messages = col.get_by_test_id("stChatMessage")
         expect(messages).to_have_count(2)
-        assert "Quillmere" in messages.nth(0).inner_text()
-        assert messages.nth(1).inner_text().strip(), f"{pane} gave no text"
+        question = messages.nth(0).inner_text().strip()
+        answer = messages.nth(1).inner_text().strip()
+        assert "Quillmere" in question
+        # A model answer: not the placeholder for an empty generation, not the prompt echoed back.
+        assert re.search(r"[A-Za-z]{2}", answer), f"{pane} gave no words: {answer!r}"
+        assert "no answer" not in answer and answer != question, f"{pane} gave no answer: {answer!r}"
     shot(pg, "04_compare")
 
 

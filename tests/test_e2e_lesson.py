@@ -28,7 +28,7 @@ SERVER_START_S = 90
 PAGE_S = 150          # the first view of Train waits for torch/transformers/peft to import
 TRAIN_S = 400         # a three-step MiniLM run, model load included, on a busy 2-core machine
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):

@@ -93,13 +93,14 @@ def test_script_embeds_the_exact_rows(tiny_bert, sentiment_file, tmp_path, runs_
                                            ("prompt_tuning", {"num_virtual_tokens": 4}), ("ia3", {}),
                                            ("prefix_tuning", {"num_virtual_tokens": 4}),
                                            ("lora", {"use_dora": True, "r": 2})])
-def test_every_training_method_exports_a_valid_script(method, params, tiny_bert, sentiment_file, tmp_path, runs_dir):
+def test_every_training_method_exports_a_script_that_reproduces_the_run(method, params, tiny_bert, sentiment_file, tmp_path, runs_dir):
     cfg = _cfg(tiny_bert, sentiment_file, "classification", method, params, max_steps=2)
     run_dir = str(tmp_path / "run")
     run(cfg, run_dir)
     script = export.export_script(run_dir)
     _no_app_imports(script)
-    compile(script, "exported.py", "exec")
+    got, stdout = _run_script(script, tmp_path)  # compiling is not enough: the script must train
+    assert got == pytest.approx(export.final_training_loss(run_dir), rel=TOLERANCE), stdout[-2000:]
     if params.get("use_dora"):  # DoRA runs are LoRA runs: the anatomy is sampled for them too
         from core import runs
         from pages.ui import DORA_NOTE, uses_dora

@@ -122,8 +122,26 @@ def test_cpu_with_native_bf16_autocasts_unless_told_otherwise(fake_cuda, monkeyp
         assert models.mixed_precision(device, dtype, quantized_base=quantized) == {"bf16": False, "fp16": False}
 
 
-def test_cpu_bf16_probe_answers_without_raising():
-    assert models.cpu_has_native_bf16() in (True, False)
+def _cpuinfo_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            line = next((ln for ln in fh if ln.startswith("flags")), None)
+    except OSError:
+        return None
+    return set(line.split(":", 1)[1].split()) if line else None
+
+
+def test_cpu_bf16_probe_agrees_with_the_cpu_flags():
+    """The probe must say what the kernel says the CPU can do (AVX512-BF16 or AMX-BF16)."""
+    flags = _cpuinfo_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags on this machine")
+    assert models.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_cpu_bf16_probe_says_no_when_torch_lacks_it(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert models.cpu_has_native_bf16() is False
 
 
 def test_bf16_on_a_gpu_without_it_is_a_clear_error(fake_cuda):
