@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.ui import (
-    ADMIN_TOKEN_KEY,
     JOB_KEY,
     device_info,
     fmt_seconds,
@@ -50,6 +50,8 @@ def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = Fa
         prog = active.get("progress") or {}
         step, max_steps = prog.get("step"), prog.get("max_steps")
         text = f"**{md_escape(active.get('name'))}** · {active.get('state')}"
+        if active.get("nickname"):
+            text += f" · {md_escape(active['nickname'])}"
         if active.get("stopping"):
             text += " (stopping)"
         st.markdown(text)
@@ -59,10 +61,11 @@ def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = Fa
                         text=f"step {step}/{max_steps}" + (f" · ETA {fmt_seconds(eta)}" if eta is not None else ""))
         else:
             st.progress(0.0, text=active.get("status_message") or "starting…")
+    others = len(manager().running()) - 1 if active is not None else 0
+    if others > 0:
+        st.caption(f"… and {others} more training side by side")
     if queue:
-        st.markdown(f"**Queue** ({len(queue)})")
-        for snap in queue:
-            st.caption(f"{snap.get('position')}. {md_escape(snap.get('name'))} · starts in ~{fmt_seconds(snap.get('est_start_s'))}")
+        queue_lines(queue)
 
 
 def _busy() -> bool:
@@ -110,9 +113,8 @@ def sidebar(page) -> None:
         sidebar_device()
         st.divider()
         sidebar_jobs(page)
-        with st.expander("Admin"):
-            st.text_input("Admin token", type="password", key=ADMIN_TOKEN_KEY,
-                          help="Lets a teacher stop or download any session's runs")
+        sidebar_class()
+        admin_box()
 
 
 pages = [
