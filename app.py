@@ -10,6 +10,7 @@ from pages.ui import (
     fmt_seconds,
     manager,
     md_escape,
+    owner_id,
     show_error,
     wait_for_warm_up,
     warm_up,
@@ -85,7 +86,9 @@ def _train_page_follows_the_running_job(page) -> bool:
         active = manager().active()
     except Exception:  # as in _busy: status() shows this failure
         return False
-    return active is not None and st.session_state.get(JOB_KEY, active["id"]) == active["id"]
+    # After a reload JOB_KEY is unset until the page runs: the page will follow this owner's run then.
+    followed = st.session_state.get(JOB_KEY) or manager().latest_for(owner_id()) or active["id"] if active else None
+    return active is not None and followed == active["id"]
 
 
 def sidebar_jobs(page) -> None:

@@ -65,10 +65,10 @@ def nickname_box() -> str:
 def wait_text(snap: dict) -> str:
     """When a waiting run starts, in honest words: a measured estimate, 'any moment', or 'not known yet'."""
     if snap.get("paused"):
-        return "the queue is paused by the teacher"
+        return "queue paused"
     est = snap.get("est_start_s")
     if est is None:
-        return "start time not known yet (no run like it has finished on this server)"
+        return "start time not known yet"  # no run like it has finished here: no measurement to go on
     if est < SOON_S:
         return "starts any moment"
     return f"starts in ~{fmt_seconds(est)}"
