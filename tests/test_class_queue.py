@@ -236,6 +236,7 @@ def test_eta_uses_measured_speed_and_never_says_zero_for_a_slow_run(managers):
     mgr = managers(recording_run(order, gate))
     a = mgr.submit(FakeCfg(name="a"), owner="a")
     wait_state(mgr, a, ("running",))
+    wait_for(lambda: mgr.snapshot(a)["n_events"] == 1)  # its progress event must not land after ours
     b = mgr.submit(FakeCfg(name="b"), owner="b")
     with mgr._lock:
         job = mgr._jobs[a]
