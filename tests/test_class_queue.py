@@ -318,3 +318,32 @@ def test_worker_count_defaults_and_env(monkeypatch):
     # side by side, each run gets its share of the cores (torch.set_num_threads is process-wide)
     assert workers.run_threads(8, workers=2, cores=8) == 4
     assert workers.run_threads(8, workers=1, cores=8) == 8
+
+
+def test_two_real_tiny_trainings_side_by_side(tiny_bert, sentiment_file, managers):
+    """The real trainer in two workers at once: both complete, each folder holds only its own metrics,
+    and each run used its share of the cores (torch.set_num_threads is process-wide)."""
+    from core.config import RunConfig
+    from tests.test_faults import run_cfg
+
+    pool = managers(None, n_workers=2)
+    ids = {}
+    for seed in (1, 2):
+        d = run_cfg(tiny_bert, sentiment_file, f"pair{seed}", max_steps=3, seed=seed, torch_threads=0)
+        ids[seed] = pool.submit(RunConfig.from_dict(d), owner=f"o{seed}")
+    most = 0
+    deadline = time.time() + 300
+    while any(pool.snapshot(i, events=False)["state"] in ("queued", "running") for i in ids.values()):
+        most = max(most, len(pool.running()))
+        assert time.time() < deadline, "the two runs did not finish"
+        time.sleep(0.02)
+    assert most == 2
+    for seed, run_id in ids.items():
+        snap = pool.snapshot(run_id)
+        assert snap["state"] == "completed", snap["error"]
+        run_dir = runs.run_dir_for(run_id)
+        steps = [e["step"] for e in (json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")))
+                 if e.get("type") == "log" and "loss" in e]
+        assert steps == [1, 2, 3], steps  # one run's lines only, in order
+        assert json.loads(open(os.path.join(run_dir, "config.json")).read())["name"] == f"pair{seed}"
+        assert runs.read_summary(run_dir)["threads"] == workers.run_threads(64, workers=2)
