@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from core import workers
 from core.config import ConfigError, RunConfig, load_config
 
 Event = dict
@@ -198,7 +199,6 @@ def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
     events({"type": "phase", "phase": "loading data"})
     loaded = data.load_rows(cfg.data, seed=cfg.train.seed)
     events({"type": "phase", "phase": "loading model"})
-    from core import workers
     with workers.seeded_build:  # the RNG is process-wide: a parallel run must not draw between seed and init
         torch.manual_seed(cfg.train.seed)
         model, kind = build_model(cfg, loaded.label_names, device)
@@ -441,7 +441,6 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
             on_event(ev)
 
     import torch
-    from core import workers
     # Process-wide: runs side by side each take their share, so they set the same number, not each other's.
     threads = workers.run_threads(cfg.train.torch_threads or default_threads())
     torch.set_num_threads(threads)
