@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.ui import (
-    ADMIN_TOKEN_KEY,
     JOB_KEY,
     device_info,
     fmt_seconds,
     manager,
     md_escape,
+    owner_id,
     show_error,
     wait_for_warm_up,
     warm_up,
@@ -50,6 +51,8 @@ def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = Fa
         prog = active.get("progress") or {}
         step, max_steps = prog.get("step"), prog.get("max_steps")
         text = f"**{md_escape(active.get('name'))}** · {active.get('state')}"
+        if active.get("nickname"):
+            text += f" · {md_escape(active['nickname'])}"
         if active.get("stopping"):
             text += " (stopping)"
         st.markdown(text)
@@ -59,10 +62,11 @@ def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = Fa
                         text=f"step {step}/{max_steps}" + (f" · ETA {fmt_seconds(eta)}" if eta is not None else ""))
         else:
             st.progress(0.0, text=active.get("status_message") or "starting…")
+    others = len(manager().running()) - 1 if active is not None else 0
+    if others > 0:
+        st.caption(f"… and {others} more training side by side")
     if queue:
-        st.markdown(f"**Queue** ({len(queue)})")
-        for snap in queue:
-            st.caption(f"{snap.get('position')}. {md_escape(snap.get('name'))} · starts in ~{fmt_seconds(snap.get('est_start_s'))}")
+        queue_lines(queue)
 
 
 def _busy() -> bool:
@@ -82,7 +86,9 @@ def _train_page_follows_the_running_job(page) -> bool:
         active = manager().active()
     except Exception:  # as in _busy: status() shows this failure
         return False
-    return active is not None and st.session_state.get(JOB_KEY, active["id"]) == active["id"]
+    # After a reload JOB_KEY is unset until the page runs: the page will follow this owner's run then.
+    followed = st.session_state.get(JOB_KEY) or manager().latest_for(owner_id()) or active["id"] if active else None
+    return active is not None and followed == active["id"]
 
 
 def sidebar_jobs(page) -> None:
@@ -110,9 +116,8 @@ def sidebar(page) -> None:
         sidebar_device()
         st.divider()
         sidebar_jobs(page)
-        with st.expander("Admin"):
-            st.text_input("Admin token", type="password", key=ADMIN_TOKEN_KEY,
-                          help="Lets a teacher stop or download any session's runs")
+        sidebar_class()
+        admin_box()
 
 
 pages = [

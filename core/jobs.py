@@ -1,6 +1,13 @@
-"""Process-wide job manager: a FIFO queue and one worker thread that trains one run at a time.
+"""Process-wide job manager: a queue served fairly across owners, and a pool of worker threads.
 
-Every browser session (and every reload, which is a new session) talks to the same manager, so a
+Fair share: the next run to start belongs to the waiting owner who was served least recently (an
+owner never served comes first, ties by who queued first), so a 12-run experiment grid is one
+owner's runs interleaved with everyone else's, not a wall in front of them. An admin can bump a run
+to the front, pause and resume the queue, and cancel any run. Per-owner limits (runs waiting, runs
+per hour) keep one person from flooding the queue. Queued runs whose owner has had no page open for
+PLAYGROUND_OWNER_TIMEOUT_S are dropped from the queue (their folders stay, marked cancelled).
+
+PLAYGROUND_WORKERS worker threads (core.workers) each train one run at a time. Every browser session (and every reload, which is a new session) talks to the same manager, so a
 running job is found again after a reload. The worker never dies with a job: whatever a run
 raises is caught, turned into a plain-words message with a hint, and the next job starts.
 
@@ -24,7 +31,7 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-from core import limits, runs
+from core import limits, runs, workers
 from core.config import ConfigError
 from core.runs import NotFound  # noqa: F401 - re-exported so pages catch jobs.NotFound
 
@@ -32,8 +39,15 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[Any, str, Callable[[dict], None], threading.Event], Any]
 
-DEFAULT_MAX_QUEUE = 10
-# Used for queue estimates until a run has completed on this server.
+# The whole queue, all owners together: a guard for the server, not the per-person limit.
+DEFAULT_MAX_QUEUE = 100
+# Per owner: the largest custom grid (core.experiments, 24 runs) fits, and so does every lesson's.
+DEFAULT_MAX_QUEUED_PER_OWNER = 24
+DEFAULT_MAX_RUNS_PER_HOUR = 48
+# Queued runs of an owner with no page open for this long leave the queue (0: never).
+DEFAULT_OWNER_TIMEOUT_S = 900.0
+NICKNAME_MAX = 32
+# mean_duration() before any run has finished here; never used for a waiting person's ETA.
 DEFAULT_RUN_SECONDS = 120.0
 # Finished jobs kept in memory (with all their events); older ones are read back from disk.
 KEEP_FINISHED = 50
@@ -57,6 +71,10 @@ class QueueFull(ConfigError):
     """The queue holds PLAYGROUND_MAX_QUEUE runs already."""
 
 
+class OwnerLimit(QueueFull):
+    """This owner reached a per-person limit (runs waiting, or runs per hour); others are unaffected."""
+
+
 class PermissionDenied(ConfigError):
     """The run belongs to another session and the caller is not admin."""
 
@@ -73,11 +91,75 @@ def is_admin(token: Optional[str]) -> bool:
     return hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8"))
 
 
+def admin_configured() -> bool:
+    return bool(os.environ.get("PLAYGROUND_ADMIN_TOKEN"))
+
+
 def max_queue() -> int:
     try:
         return max(0, int(os.environ.get("PLAYGROUND_MAX_QUEUE", DEFAULT_MAX_QUEUE)))
     except ValueError:
         return DEFAULT_MAX_QUEUE
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value == value and value >= 0 else default  # NaN or negative: the default
+
+
+def max_queued_per_owner() -> int:
+    return int(_env_number("PLAYGROUND_MAX_QUEUED_PER_OWNER", DEFAULT_MAX_QUEUED_PER_OWNER))
+
+
+def max_runs_per_hour() -> int:
+    return int(_env_number("PLAYGROUND_MAX_RUNS_PER_HOUR", DEFAULT_MAX_RUNS_PER_HOUR))
+
+
+def owner_timeout_s() -> float:
+    return _env_number("PLAYGROUND_OWNER_TIMEOUT_S", DEFAULT_OWNER_TIMEOUT_S)
+
+
+_NICK_DROP = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_nickname(text: Any) -> str:
+    """A typed nickname as stored: no control or direction characters, spaces folded, at most NICKNAME_MAX.
+    Still visitor text: every place that shows it escapes it."""
+    if not isinstance(text, str):
+        return ""
+    return " ".join(_NICK_DROP.sub("", text).split())[:NICKNAME_MAX]
+
+
+def fair_order(queue: list[str], owner_of: dict[str, str], last_served: dict[str, int],
+               front: list[str] = ()) -> list[str]:
+    """The order in which the waiting runs would start: bumped ones first, then round-robin over owners.
+
+    queue: run ids in the order they were queued; owner_of: id -> owner; last_served: owner -> the
+    tick of its latest start (higher = more recent; absent = never served)."""
+    waiting = set(queue)
+    order = [j for j in front if j in waiting]
+    taken = set(order)
+    per_owner: dict[str, collections.deque] = {}
+    for j in queue:
+        if j not in taken:
+            per_owner.setdefault(owner_of[j], collections.deque()).append(j)
+    first_index = {j: i for i, j in enumerate(queue)}
+    served = dict(last_served)
+    tick = max(served.values(), default=0)
+    for j in order:  # a bumped run counts as its owner's turn
+        tick += 1
+        served[owner_of[j]] = tick
+    while per_owner:
+        owner = min(per_owner, key=lambda o: (served.get(o, -1), first_index[per_owner[o][0]]))
+        order.append(per_owner[owner].popleft())
+        tick += 1
+        served[owner] = tick
+        if not per_owner[owner]:
+            del per_owner[owner]
+    return order
 
 
 def max_run_seconds() -> float:
@@ -178,6 +260,9 @@ class Job:
     warning: str = ""
     resume_from: Optional[str] = None
     event_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    nickname: str = ""
+    experiment: str = ""
+    duration_key: tuple = ()
 
 
 def trainer_nice() -> int:
@@ -208,18 +293,36 @@ def lower_own_priority() -> bool:
 
 
 class JobManager:
-    def __init__(self, run_fn: Optional[RunFn] = None):
+    def __init__(self, run_fn: Optional[RunFn] = None, n_workers: Optional[int] = None):
         self._run_fn: RunFn = run_fn or _default_run_fn
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
-        self._queue: collections.deque[str] = collections.deque()
-        self._active: Optional[str] = None
+        self._queue: collections.deque[str] = collections.deque()  # in the order queued; fair_order picks
+        self._front: list[str] = []  # bumped by an admin, in the order they start
+        self._running: list[str] = []  # oldest start first
+        self._served: dict[str, int] = {}  # owner tag -> tick of its latest start
+        self._tick = 0
+        self._paused = False
+        self._seen: dict[str, float] = {}  # owner tag -> last heartbeat (a page of theirs was open)
+        self._nicknames: dict[str, str] = {}  # owner tag -> nickname
+        self._submitted: dict[str, collections.deque] = {}  # owner tag -> submit times (last hour)
         self._finished_order: collections.deque[str] = collections.deque()
-        self._durations: collections.deque[float] = collections.deque(maxlen=20)
+        # (model, method) -> measured seconds of completed runs; the ETA uses the run's own kind first
+        self._durations: collections.deque[tuple] = collections.deque(maxlen=50)
         self._closing = False
-        self._worker: Optional[threading.Thread] = None
+        self._n_workers = max(1, int(n_workers)) if n_workers else workers.worker_count()
+        workers.set_pool_size(self._n_workers)
+        self._workers: list[threading.Thread] = []
         self._seed_durations()
+
+    @property
+    def _worker(self) -> Optional[threading.Thread]:
+        return self._workers[0] if self._workers else None
+
+    @property
+    def n_workers(self) -> int:
+        return self._n_workers
 
     # -------------------------------------------------------------------------- submitting
 
@@ -238,27 +341,167 @@ class JobManager:
         with self._lock:
             if self._closing:
                 raise ConfigError("the server is shutting down; try again in a minute")
+            tag = runs.owner_tag(owner)
+            now = time.time()
+            self._seen[tag] = now
+            if not admin:
+                self._check_owner_limits(tag, now)
             limit = max_queue()
             if len(self._queue) >= limit:
                 raise QueueFull(f"the training queue is full ({len(self._queue)} runs waiting, limit {limit}); "
                                 "try again when a run has finished")
+            nickname = self._nicknames.get(tag, "")
+            if nickname:
+                extra["nickname"] = nickname
             # Created under the lock so that two sessions cannot both take the last queue slot.
             run_dir = runs.create_run(cfg, owner, process=runs.process_token(), **extra)
             run_id = os.path.basename(run_dir)
             status = runs.read_status(run_dir)
             job = Job(id=run_id, dir=run_dir, owner_tag=status.get("owner", ""), name=status.get("name", ""),
-                      cfg=cfg, created=status.get("created", time.time()), resume_from=extra.get("resume_from"))
+                      cfg=cfg, created=status.get("created", time.time()), resume_from=extra.get("resume_from"),
+                      nickname=nickname, experiment=str(getattr(cfg, "experiment", "") or ""),
+                      duration_key=(status.get("model", ""), status.get("method", "")))
             self._jobs[run_id] = job
             self._queue.append(run_id)
+            self._submitted.setdefault(tag, collections.deque()).append(now)
             self._ensure_worker()
             self._wake.notify_all()
         return run_id
 
+    def _check_owner_limits(self, tag: str, now: float) -> None:
+        waiting = sum(1 for j in self._queue if self._jobs[j].owner_tag == tag)
+        limit = max_queued_per_owner()
+        if waiting >= limit:
+            raise OwnerLimit(f"you have {waiting} runs waiting, the most one person may queue "
+                             f"(PLAYGROUND_MAX_QUEUED_PER_OWNER={limit}); wait until one starts, or cancel one")
+        times = self._submitted.setdefault(tag, collections.deque())
+        while times and times[0] < now - 3600:
+            times.popleft()
+        per_hour = max_runs_per_hour()
+        if len(times) >= per_hour:
+            wait = times[0] + 3600 - now
+            raise OwnerLimit(f"you queued {len(times)} runs in the last hour, the most one person may "
+                             f"(PLAYGROUND_MAX_RUNS_PER_HOUR={per_hour}); the next one can be queued in "
+                             f"{max(1, round(wait / 60))} min")
+
     def _ensure_worker(self) -> None:
-        # Also revives the worker should it ever have died (it should not: it catches everything).
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._worker_loop, name="playground-trainer", daemon=True)
-            self._worker.start()
+        # Also revives a worker should one ever have died (it should not: it catches everything).
+        self._workers = [w for w in self._workers if w.is_alive()]
+        while len(self._workers) < self._n_workers:
+            worker = threading.Thread(target=self._worker_loop, daemon=True,
+                                      name=f"playground-trainer-{len(self._workers) + 1}")
+            self._workers.append(worker)
+            worker.start()
+
+    # ---------------------------------------------------------------------- fair share
+
+    def _fair_order(self) -> list[str]:
+        owner_of = {j: self._jobs[j].owner_tag for j in self._queue}
+        return fair_order(list(self._queue), owner_of, self._served, self._front)
+
+    def _take_next(self) -> Optional[Job]:
+        """The next job to start, marked running, or None. Caller holds the lock."""
+        if self._paused or not self._queue:
+            return None
+        job = self._jobs[self._fair_order()[0]]
+        self._queue.remove(job.id)
+        if job.id in self._front:
+            self._front.remove(job.id)
+        self._tick += 1
+        self._served[job.owner_tag] = self._tick
+        self._running.append(job.id)
+        job.state = "running"
+        job.started = time.time()
+        return job
+
+    def _unqueue(self, job_id: str) -> None:
+        self._queue.remove(job_id)
+        if job_id in self._front:
+            self._front.remove(job_id)
+
+    def heartbeat(self, owner: str, nickname: Optional[str] = None) -> None:
+        """A page of this owner is open (pages call it on every render and poll); optionally their nickname."""
+        if not isinstance(owner, str) or not owner:
+            return
+        tag = runs.owner_tag(owner)
+        with self._lock:
+            self._seen[tag] = time.time()
+            if nickname is not None:
+                self._nicknames[tag] = clean_nickname(nickname)
+
+    def _drop_gone_owners(self) -> None:
+        """Cancel queued runs whose owner has had no page open for owner_timeout_s(). Caller holds the lock."""
+        timeout = owner_timeout_s()
+        if not timeout or not self._queue:
+            return
+        now = time.time()
+        for job_id in list(self._queue):
+            job = self._jobs[job_id]
+            seen = self._seen.get(job.owner_tag, job.created)
+            if job_id not in self._front and now - seen > timeout:
+                self._unqueue(job_id)
+                self._finish(job, "cancelled", f"dropped from the queue: its owner had no page of the app open for "
+                                               f"{timeout / 60:.0f} min (PLAYGROUND_OWNER_TIMEOUT_S)",
+                             "queue it again")
+
+    # ----------------------------------------------------------------------- admin
+
+    def _need_admin(self, admin: bool, verb: str) -> None:
+        if not admin:
+            raise PermissionDenied(f"only an admin can {verb} (enter the admin token in the sidebar)")
+
+    def pause(self, admin: bool) -> None:
+        """Start no new run until resume(); running runs go on."""
+        self._need_admin(admin, "pause the queue")
+        with self._lock:
+            self._paused = True
+
+    def resume(self, admin: bool) -> None:
+        self._need_admin(admin, "resume the queue")
+        with self._lock:
+            self._paused = False
+            self._wake.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._paused
+
+    def bump(self, job_id: str, admin: bool) -> None:
+        """Move a queued run to the front: it starts next (before runs bumped earlier)."""
+        self._need_admin(admin, "move a run to the front of the queue")
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state != "queued":
+                raise ConfigError(f"run {job_id} is not waiting in the queue")
+            if job_id in self._front:
+                self._front.remove(job_id)
+            self._front.insert(0, job_id)
+            self._wake.notify_all()
+
+    def cancel_experiment(self, experiment: str, requester: Optional[str], admin: bool = False) -> int:
+        """Cancel the queued runs and stop the running ones of an experiment; returns how many.
+        Only the requester's own runs unless admin."""
+        if not experiment:
+            return 0
+        with self._lock:
+            ids = [j.id for j in self._jobs.values() if j.experiment == experiment
+                   and j.state in ("queued", "running") and not j.stop.is_set()
+                   and (admin or runs.is_owner({"owner": j.owner_tag}, requester))]
+        for job_id in reversed(ids):  # the last queued first: the earlier ones must not start meanwhile
+            self.cancel(job_id, requester, admin)
+        return len(ids)
+
+    def latest_for(self, owner: Optional[str]) -> Optional[str]:
+        """The owner's run to show after a reload: a running or queued one, else the newest finished (in memory)."""
+        if not owner:
+            return None
+        tag = runs.owner_tag(owner)
+        with self._lock:
+            mine = sorted((j for j in self._jobs.values() if j.owner_tag == tag), key=lambda j: j.created)
+            live = [j for j in mine if j.state in ("running", "queued")]
+            pick = (live or mine or [None])[0 if live else -1]
+            return pick.id if pick else None
 
     # ----------------------------------------------------------------------------- worker
 
@@ -266,14 +509,15 @@ class JobManager:
         lower_own_priority()
         while True:
             with self._wake:
-                while not self._queue and not self._closing:
-                    self._wake.wait()
-                if self._closing:
-                    return
-                job = self._jobs[self._queue.popleft()]
-                self._active = job.id
-                job.state = "running"
-                job.started = time.time()
+                while True:
+                    if self._closing:
+                        return
+                    self._drop_gone_owners()
+                    job = self._take_next()
+                    if job is not None:
+                        break
+                    # With runs waiting (paused), look again now and then: their owners may leave.
+                    self._wake.wait(timeout=30.0 if self._queue else None)
             try:
                 self._run_job(job)
             except BaseException:  # noqa: BLE001 - the worker outlives any job
@@ -283,8 +527,8 @@ class JobManager:
                         self._finish(job, "failed", "the job manager hit an internal error", GENERIC_HINT)
             finally:
                 with self._lock:
-                    if self._active == job.id:
-                        self._active = None
+                    if job.id in self._running:
+                        self._running.remove(job.id)
                 free_memory()
 
     def _run_job(self, job: Job) -> None:
@@ -333,7 +577,7 @@ class JobManager:
                 self._finish(job, "stopped", job.stop_reason or "stopped", "")
             else:
                 self._finish(job, "completed", "", "")
-                self._durations.append(job.finished - (job.started or job.finished))
+                self._durations.append((job.duration_key, job.finished - (job.started or job.finished)))
 
     def _on_event(self, job: Job, event: Any) -> None:
         if not isinstance(event, dict):
@@ -365,8 +609,8 @@ class JobManager:
     def _finish(self, job: Job, state: str, message: str, hint: str) -> None:
         """Set a final state in memory and on disk. Caller holds the lock."""
         job.state = state  # from here on _on_event drops stragglers
-        if self._active == job.id:
-            self._active = None  # together with the state, so active() never shows a finished job
+        if job.id in self._running:
+            self._running.remove(job.id)  # together with the state, so active() never shows a finished job
         job.finished = time.time()
         job.message = message
         job.hint = hint
@@ -412,7 +656,7 @@ class JobManager:
             if job is None:
                 return runs.get_run(job_id).state
             if job.state == "queued":
-                self._queue.remove(job_id)
+                self._unqueue(job_id)
                 self._finish(job, "cancelled", "cancelled before it started" + (" by an admin" if admin and
                              not runs.is_owner({"owner": job.owner_tag}, requester) else ""), "")
                 return job.state
@@ -448,7 +692,7 @@ class JobManager:
             if job is not None and job.state == "running":
                 raise ConfigError(f"run {run_id} is training; stop it first, then delete it")
             if job is not None and job.state == "queued":
-                self._queue.remove(run_id)
+                self._unqueue(run_id)
                 job.state = "cancelled"
             self._jobs.pop(run_id, None)
             if run_id in self._finished_order:
@@ -463,7 +707,15 @@ class JobManager:
     # ---------------------------------------------------------------------------- reading
 
     def _mean_duration(self) -> float:
-        return sum(self._durations) / len(self._durations) if self._durations else DEFAULT_RUN_SECONDS
+        if not self._durations:
+            return DEFAULT_RUN_SECONDS
+        return sum(d for _, d in self._durations) / len(self._durations)
+
+    def _measured_duration(self, job: Job) -> Optional[float]:
+        """Mean measured time of completed runs of the same model and method here, else of all; None if none."""
+        same = [d for key, d in self._durations if key == job.duration_key]
+        pool = same or [d for _, d in self._durations]
+        return sum(pool) / len(pool) if pool else None
 
     def _seed_durations(self) -> None:
         try:
@@ -473,22 +725,46 @@ class JobManager:
         for info in reversed(infos[:200]):
             d = info.status.get("duration_s")
             if info.state == "completed" and isinstance(d, (int, float)) and d > 0:
-                self._durations.append(float(d))
+                key = (info.status.get("model", ""), info.status.get("method", ""))
+                self._durations.append((key, float(d)))
 
-    def _active_remaining(self) -> float:
-        job = self._jobs.get(self._active) if self._active else None
-        if job is None:
-            return 0.0
+    def _remaining(self, job: Job) -> Optional[float]:
+        """Measured time left of a running job: the trainer's ETA, else from its progress; None if unknown."""
         eta = job.progress.get("eta_s")
-        if isinstance(eta, (int, float)) and eta >= 0:
-            return float(eta)
-        return max(0.0, self._mean_duration() - (time.time() - (job.started or time.time())))
+        if isinstance(eta, (int, float)) and eta == eta and eta >= 0:
+            return float(eta)  # 0 at the last step: only the final evaluation and saving are left
+        step, max_steps = job.progress.get("step"), job.progress.get("max_steps")
+        elapsed = time.time() - (job.started or time.time())
+        if isinstance(step, (int, float)) and isinstance(max_steps, (int, float)) and 0 < step < max_steps:
+            return elapsed * (max_steps - step) / step
+        typical = self._measured_duration(job)  # still loading: the time runs like it took, less what passed
+        if typical is not None and typical > elapsed:
+            return typical - elapsed
+        return None
 
-    def _job_snapshot(self, job: Job, since: int, with_events: bool) -> dict:
+    def _plan(self) -> dict[str, tuple[int, Optional[float]]]:
+        """id -> (place in the queue, estimated seconds until it starts or None). Caller holds the lock.
+
+        Simulates the pool: each worker is free when its run's measured remaining time has passed,
+        and each waiting run, in fair order, takes the first free worker for the measured time of
+        runs like it. Unknown times stay unknown instead of turning into a made-up number."""
+        inf = float("inf")
+        free = [inf if r is None else r for r in (self._remaining(self._jobs[j]) for j in self._running)]
+        free += [0.0] * max(0, self._n_workers - len(free))
+        plan: dict[str, tuple[int, Optional[float]]] = {}
+        for place, job_id in enumerate(self._fair_order(), start=1):
+            slot = min(range(len(free)), key=free.__getitem__)
+            start = free[slot]
+            plan[job_id] = (place, None if self._paused or start == inf else start)
+            duration = self._measured_duration(self._jobs[job_id])
+            free[slot] = inf if duration is None else start + duration
+        return plan
+
+    def _job_snapshot(self, job: Job, since: int, with_events: bool, plan: Optional[dict] = None) -> dict:
         position = est = None
         if job.state == "queued":
-            position = self._queue.index(job.id) + 1
-            est = self._active_remaining() + (position - 1) * self._mean_duration()
+            plan = self._plan() if plan is None else plan
+            position, est = plan.get(job.id, (None, None))
         elif job.state == "running":
             est = 0.0
         snap = _base_snapshot(job.id, job.name, job.state, job.events, job.progress, since, with_events)
@@ -498,7 +774,9 @@ class JobManager:
                     summary=dict(job.summary) if job.summary else (runs.read_summary(job.dir)
                                                                    if job.finished else {}),
                     stopping=job.state == "running" and job.stop.is_set(), warning=job.warning,
-                    resume_from=job.resume_from, resumable=False, in_memory=True)
+                    resume_from=job.resume_from, resumable=False, in_memory=True,
+                    nickname=job.nickname, owner=job.owner_tag, experiment=job.experiment,
+                    bumped=job.id in self._front, paused=self._paused)
         return snap
 
     def snapshot(self, job_id: str, since: int = 0, events: bool = True) -> dict:
@@ -518,19 +796,28 @@ class JobManager:
                     created=info.created, started=s.get("started"), finished=s.get("finished"),
                     error=s.get("message", "") if info.state == "failed" else "", hint=s.get("hint", ""),
                     message=s.get("message", ""), summary=info.summary, stopping=False, warning="",
-                    resume_from=s.get("resume_from"), resumable=info.resumable, in_memory=False)
+                    resume_from=s.get("resume_from"), resumable=info.resumable, in_memory=False,
+                    nickname=clean_nickname(s.get("nickname")), owner=s.get("owner", ""),
+                    experiment=str((info.config or {}).get("experiment") or ""), bumped=False, paused=False)
         return snap
 
     def active(self) -> Optional[dict]:
-        """The running job's snapshot (without events), or None."""
+        """The snapshot (without events) of the running job that started first, or None."""
         with self._lock:
-            job = self._jobs.get(self._active) if self._active else None
+            job = self._jobs.get(self._running[0]) if self._running else None
             return self._job_snapshot(job, 0, False) if job else None
 
-    def queue(self) -> list[dict]:
-        """Snapshots (without events) of the waiting jobs, first to start first."""
+    def running(self) -> list[dict]:
+        """Snapshots (without events) of every running job, oldest start first."""
         with self._lock:
-            return [self._job_snapshot(self._jobs[j], 0, False) for j in self._queue]
+            return [self._job_snapshot(self._jobs[j], 0, False) for j in self._running]
+
+    def queue(self) -> list[dict]:
+        """Snapshots (without events) of the waiting jobs, first to start first (fair order)."""
+        with self._lock:
+            self._drop_gone_owners()
+            plan = self._plan()
+            return [self._job_snapshot(self._jobs[j], 0, False, plan) for j in self._fair_order()]
 
     def mean_duration(self) -> float:
         with self._lock:
@@ -545,14 +832,17 @@ class JobManager:
             while self._queue:
                 job = self._jobs[self._queue.popleft()]
                 self._finish(job, "interrupted", "the server shut down before this run started", "submit it again")
-            job = self._jobs.get(self._active) if self._active else None
-            if job is not None:
+            self._front.clear()
+            for job_id in self._running:
+                job = self._jobs[job_id]
                 job.stop_reason = "stopped: the server shut down"
                 job.stop.set()
             self._wake.notify_all()
-            worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout)
+            pool = list(self._workers)
+        deadline = time.time() + timeout
+        for worker in pool:
+            if worker is not threading.current_thread():
+                worker.join(max(0.0, deadline - time.time()))
 
 
 def _base_snapshot(job_id: str, name: str, state: str, events: list, progress: dict, since: int,

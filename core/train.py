@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from core import workers
 from core.config import ConfigError, RunConfig, load_config
 
 Event = dict
@@ -198,14 +199,15 @@ def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
     events({"type": "phase", "phase": "loading data"})
     loaded = data.load_rows(cfg.data, seed=cfg.train.seed)
     events({"type": "phase", "phase": "loading model"})
-    torch.manual_seed(cfg.train.seed)
-    model, kind = build_model(cfg, loaded.label_names, device)
-    tokenizer = models.load_tokenizer(cfg.model.name)
-    if kind == "causal" and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    ctx = method_context(model, kind, cfg.data.task, tokenizer, cfg.model.name)
-    torch.manual_seed(cfg.train.seed)  # adapters initialise the same way whatever loaded before
-    model = method.apply(model, cfg.method.typed, ctx)
+    with workers.seeded_build:  # the RNG is process-wide: a parallel run must not draw between seed and init
+        torch.manual_seed(cfg.train.seed)
+        model, kind = build_model(cfg, loaded.label_names, device)
+        tokenizer = models.load_tokenizer(cfg.model.name)
+        if kind == "causal" and getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        ctx = method_context(model, kind, cfg.data.task, tokenizer, cfg.model.name)
+        torch.manual_seed(cfg.train.seed)  # adapters initialise the same way whatever loaded before
+        model = method.apply(model, cfg.method.typed, ctx)
     if run_mixed_precision(cfg, device)["fp16"]:
         models.upcast_trainable_params(model)  # fp32 master weights: the fp16 loss scaler needs them
     trainable, total = count_params(model)
@@ -439,7 +441,8 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
             on_event(ev)
 
     import torch
-    threads = cfg.train.torch_threads or default_threads()
+    # Process-wide: runs side by side each take their share, so they set the same number, not each other's.
+    threads = workers.run_threads(cfg.train.torch_threads or default_threads())
     torch.set_num_threads(threads)
     _reset_cuda_peak()
     _quiet_libraries()

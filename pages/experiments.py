@@ -19,6 +19,7 @@ from pages.ui import (
     error_text,
     fmt_params,
     fmt_seconds,
+    is_admin,
     lesson_box,
     manager,
     md_escape,
@@ -47,18 +48,19 @@ NONE = "(none)"
 
 def submit_all(configs: list[RunConfig], experiment: str) -> None:
     """Queue the runs in order; those the queue has no room for wait in the session (PENDING_KEY)."""
-    from core.jobs import QueueFull, max_queue
+    from core.jobs import OwnerLimit, QueueFull, max_queue
     queued = 0
     for i, cfg in enumerate(configs):
         try:
             manager().submit(cfg, owner_id())
-        except QueueFull:
+        except QueueFull as exc:
             rest = [c.to_dict() for c in configs[i:]]
             st.session_state.setdefault(PENDING_KEY, {})[experiment] = rest
+            why = (str(exc) if isinstance(exc, OwnerLimit) else "the training queue is full (it holds at most "
+                   f"{max_queue()} waiting runs, PLAYGROUND_MAX_QUEUE)")
             st.session_state[FLASH_KEY] = (
                 "warning",
-                f"Queued {queued} of {len(configs)} runs: the training queue is full (it holds at most "
-                f"{max_queue()} waiting runs, PLAYGROUND_MAX_QUEUE). The other {len(rest)} wait here and join "
+                f"Queued {queued} of {len(configs)} runs: {why}. The other {len(rest)} wait here and join "
                 "the queue by themselves as places free up, while this page stays open.")
             break
         except Exception as exc:
@@ -279,6 +281,22 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
     return figs
 
 
+def cancel_button(experiment: str) -> None:
+    """One click: this person's waiting runs of the experiment cancelled, the running one stopped."""
+    if not st.button("Cancel the rest of this experiment", key=f"exp_cancel_{experiment}",
+                     help="Cancels its waiting runs and stops the one training; finished runs stay"):
+        return
+    (st.session_state.get(PENDING_KEY) or {}).pop(experiment, None)
+    try:
+        n = manager().cancel_experiment(experiment, owner_id(), is_admin())
+    except Exception as exc:
+        show_error(exc)
+        return
+    st.session_state[FLASH_KEY] = ("success", f"Cancelled {n} run(s) of this experiment." if n else
+                                   "Nothing of yours was waiting or training in this experiment.")
+    st.rerun()
+
+
 def _notice(experiment: str) -> str:
     for key, preset in experiments.presets().items():
         if experiment.startswith(f"{key}-"):
@@ -300,6 +318,8 @@ def show_results(experiment: str) -> None:
     if waiting:
         parts.append(f"{waiting} waiting for room in the queue")
     st.markdown(f"**{md_escape(_title(rows, experiment))}** · " + " · ".join(parts))
+    if counts["running"] or counts["queued"] or waiting:
+        cancel_button(experiment)
     varied = _varied(rows)
     df = results_frame(rows, varied)
     st.dataframe(df.drop(columns=["id"]), hide_index=True, key="exp_table", column_config={

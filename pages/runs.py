@@ -95,6 +95,7 @@ def table_rows(infos: list, me: str) -> list[dict]:
             "Train time (s)": _num(s.get("train_time_s")), "Peak memory (MB)": peak,
             "Latency (ms)": _num(s.get("latency_ms_per_sample")),
             "Experiment": _experiment_title(info), "Status": info.state, "Yours": info.owned_by(me),
+            "By": str((info.status or {}).get("nickname") or ""),
             "id": info.id,
         })
     return rows
@@ -370,6 +371,11 @@ if not infos:
     st.stop()
 
 me, admin = owner_id(), is_admin()
+if st.toggle("My runs only", key="runs_mine", help="Runs started from this browser (kept by a cookie across reloads)"):
+    infos = [i for i in infos if i.owned_by(me)]
+    if not infos:
+        st.info("You have no runs yet on this server. Train one on the **Train** page.")
+        st.stop()
 by_id = {i.id: i for i in infos}
 labels = {i.id: run_label(i) for i in infos}
 df = pd.DataFrame(table_rows(infos, me))
@@ -387,7 +393,8 @@ st.dataframe(
         "Peak memory (MB)": st.column_config.NumberColumn(
             format="%.0f", help="GPU peak when trained on CUDA, else the process's peak RAM (RSS)"),
         "Latency (ms)": st.column_config.NumberColumn(format="%.1f", help="one example, batch 1, median"),
-        "Yours": st.column_config.CheckboxColumn(help="started by this browser session"),
+        "Yours": st.column_config.CheckboxColumn(help="started from this browser"),
+        "By": st.column_config.TextColumn(help="the name its owner typed in the sidebar"),
         "Experiment": st.column_config.TextColumn(help="runs queued together on the Experiments page"),
     })
 

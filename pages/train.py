@@ -680,11 +680,15 @@ def _submit(cfg: RunConfig) -> None:
 # ------------------------------------------------------------------------------------ the job
 
 def current_job() -> str | None:
-    """This session's latest run, else the run training now (found again after a reload)."""
+    """This session's latest run, else this browser's (after a reload: the owner cookie), else the run training now."""
     job_id = st.session_state.get(JOB_KEY)
     if job_id:
         return job_id
     try:
+        job_id = manager().latest_for(owner_id())
+        if job_id:
+            st.session_state[JOB_KEY] = job_id  # followed like one started in this session
+            return job_id
         active = manager().active()
     except Exception as exc:
         show_error(exc)
@@ -728,8 +732,8 @@ def _phase(events: list[dict], snap: dict) -> str:
 def progress_block(snap: dict, events: list[dict]) -> None:
     state = snap["state"]
     if state == "queued":
-        st.progress(0.0, text=f"Queued: position {snap.get('position')} of {snap.get('queue_length')}, "
-                              f"starts in about {fmt_seconds(snap.get('est_start_s'))}")
+        from pages.classroom import wait_text
+        st.progress(0.0, text=f"Queued: place {snap.get('position')} of {snap.get('queue_length')}, {wait_text(snap)}")
         return
     prog = snap["progress"]
     step, max_steps = prog.get("step"), prog.get("max_steps")

@@ -8,8 +8,8 @@ import datetime as _dt
 import math
 import os
 import re
+import secrets
 import threading
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,17 +67,37 @@ JOB_KEY = "_train_job"  # id of the latest run this session submitted: the Train
 
 # ------------------------------------------------------------------------------------ identity
 
+OWNER_COOKIE = "peft_playground_owner"  # pages/classroom.py writes it; see owner_id()
+_OWNER_TOKEN = re.compile(r"[0-9a-f]{48}")
+
+
 def owner_id() -> str:
-    """A random id per browser session: it owns the runs this session submits."""
+    """The owner token of this browser: it owns the runs submitted from any of its tabs.
+
+    Kept in a cookie (pages/classroom.remember_owner writes it), so a reload, a new tab or a browser
+    restart on the same machine keeps the runs; not in the URL, which people share (a copied link
+    would hand over Stop and Delete). 192 random bits: unguessable. A cookie that does not look like
+    one of ours is ignored (hostile input), and without cookies it is one token per session."""
     if _OWNER_KEY not in st.session_state:
-        st.session_state[_OWNER_KEY] = uuid.uuid4().hex
+        try:
+            cookie = st.context.cookies.get(OWNER_COOKIE)
+        except Exception:  # no request context (AppTest, a bare script run)
+            cookie = None
+        ok = isinstance(cookie, str) and _OWNER_TOKEN.fullmatch(cookie)
+        st.session_state[_OWNER_KEY] = cookie if ok else secrets.token_hex(24)
     return st.session_state[_OWNER_KEY]
 
 
 def manager():
-    """The process-wide job manager."""
+    """The process-wide job manager. Each call also tells it this owner still has a page open
+    (pages poll through here), so their queued runs are not dropped as abandoned."""
     from core import jobs
-    return jobs.get_manager()
+    mgr = jobs.get_manager()
+    try:
+        mgr.heartbeat(owner_id())
+    except Exception:  # outside a script run there is no session: nothing to report
+        pass
+    return mgr
 
 
 @st.cache_resource(show_spinner=False)
