@@ -9,15 +9,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 
+from bench import raycluster
 from core import jobs, runs
 from core.config import RunConfig
 
@@ -27,71 +23,19 @@ pytestmark = [
                        reason="ray is not installed (optional: pip install -r requirements-ray.txt)"),
 ]
 
-OBJECT_STORE_BYTES = 80 * 2**20  # Ray's minimum is 75 MB; the default would take 30 % of RAM per node
-
-
-def _ray_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    # The `ray` script of whichever environment holds the package, without relying on PATH.
-    return subprocess.run([sys.executable, "-c", "from ray.scripts.scripts import main; main()", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes_of(temp_dir: str) -> list:
-    """Every process of the node whose temp dir is temp_dir, with all their children (the workers)."""
-    import psutil
-    found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(temp_dir in arg for arg in proc.info.get("cmdline") or []):
-            found[proc.pid] = proc
-            try:
-                found.update({c.pid: c for c in proc.children(recursive=True)})
-            except psutil.Error:
-                pass
-    return list(found.values())
-
-
-def _kill(procs: list) -> None:
-    import psutil
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-
-
 @pytest.fixture
 def cluster(monkeypatch, runs_dir):
-    # Short paths: Ray's unix sockets live in the temp dir and must fit in 107 characters.
-    head_dir, worker_dir = tempfile.mkdtemp(prefix="pg-ray-h-"), tempfile.mkdtemp(prefix="pg-ray-w-")
-    port = _free_port()
-    env = dict(os.environ, RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
-               RAY_USAGE_STATS_ENABLED="0")
-    common = ["--num-cpus=1", f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"]
+    monkeypatch.setenv("PLAYGROUND_MAX_STEPS", "100000")  # forwarded to the tasks at connect
+    started = raycluster.start(nodes=2, cpus_per_node=1)
     try:
-        head = _ray_cli("start", "--head", f"--port={port}", "--include-dashboard=false",
-                        f"--temp-dir={head_dir}", *common, env=env)
-        assert head.returncode == 0, head.stderr[-2000:]
-        worker = _ray_cli("start", f"--address=127.0.0.1:{port}", f"--temp-dir={worker_dir}", *common, env=env)
-        assert worker.returncode == 0, worker.stderr[-2000:]
-        monkeypatch.setenv("PLAYGROUND_MAX_STEPS", "100000")  # forwarded to the tasks at connect
-        yield {"address": f"127.0.0.1:{port}", "worker_dir": worker_dir, "head_dir": head_dir}
+        yield started
     finally:
         try:
             import ray
             ray.shutdown()
         except Exception:
             pass
-        # Only this test's processes, found by their temp dirs (never `ray stop`, which ends every
-        # Ray on the machine).
-        _kill(_processes_of(worker_dir) + _processes_of(head_dir))
-        shutil.rmtree(head_dir, ignore_errors=True)
-        shutil.rmtree(worker_dir, ignore_errors=True)
+        raycluster.stop(started)
 
 
 def _cfg(model: str, data: str, steps: int, name: str) -> RunConfig:
@@ -154,7 +98,7 @@ def test_two_node_cluster_streams_stops_and_survives_a_dead_node(cluster, tiny_b
         b = manager.submit(_cfg(tiny_bert, sentiment_file, 20000, "node dies"), "bob")
         _wait(lambda: len(_logged_steps(manager, b)) >= 3, 120, "run B's first logged steps")
         assert _node_of(manager, b) not in (None, head_node)
-        _kill(_processes_of(cluster["worker_dir"]))
+        raycluster.kill_node(cluster, 1)
         _wait(lambda: manager.snapshot(b)["state"] == "interrupted", 90, "run B to be marked interrupted")
         snap_b = manager.snapshot(b)
         assert "interrupted on the Ray cluster" in snap_b["message"]
@@ -184,7 +128,7 @@ def test_two_node_cluster_streams_stops_and_survives_a_dead_node(cluster, tiny_b
 
 def test_unreachable_cluster_falls_back_to_the_local_manager(monkeypatch, runs_dir):
     from core import ray_backend
-    monkeypatch.setenv(ray_backend.ADDRESS_ENV, f"127.0.0.1:{_free_port()}")
+    monkeypatch.setenv(ray_backend.ADDRESS_ENV, f"127.0.0.1:{raycluster.free_port()}")
     monkeypatch.setenv("RAY_gcs_rpc_server_connect_timeout_s", "2")
     monkeypatch.setattr(ray_backend, "CONNECT_TIMEOUT_S", 15.0)
     jobs.reset_manager()
