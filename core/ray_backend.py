@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "PLAYGROUND_RAY_ADDRESS"
 CPUS_ENV = "PLAYGROUND_RAY_CPUS_PER_RUN"
-CONNECT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 15.0  # the first page view waits for this once, when a cluster does not answer
 FLUSH_S = 0.5  # how often a task sends its events (and hears of a stop)
 POLL_S = 0.5  # how often the app drains them
+CHANNEL_PATIENCE_S = 60.0  # how long the channel may be briefly unavailable before a run is given up
 # Env vars a task needs to behave as a run here would (offline Hub, caches, limits, runs folder).
 _FORWARDED_PREFIXES = ("PLAYGROUND_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
 _NOT_FORWARDED = ("PLAYGROUND_ADMIN_TOKEN", ADDRESS_ENV)
@@ -66,8 +67,9 @@ def worker_env() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ connecting
 
-def connect(addr: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
+def connect(addr: str, timeout: float | None = None) -> str:
     """ray.init to the cluster at addr; returns a one-line description. Raises ConfigError in words."""
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     try:
         import ray
     except ImportError as e:
@@ -200,7 +202,13 @@ def train_task(cfg_dict: dict, run_dir: str, run_id: str, channel: Any, threads:
     def flush() -> None:
         with lock:
             batch, buffer[:] = list(buffer), []
-        if ray.get(channel.push.remote(run_id, batch)):
+        try:
+            stopped = ray.get(channel.push.remote(run_id, batch), timeout=30)
+        except Exception:
+            with lock:
+                buffer[:0] = batch  # not lost: sent with the next batch
+            raise
+        if stopped:
             stop.set()
 
     def flusher() -> None:
@@ -225,7 +233,10 @@ def train_task(cfg_dict: dict, run_dir: str, run_id: str, channel: Any, threads:
     finally:
         done.set()
         thread.join()
-        flush()
+        try:
+            flush()
+        except Exception:  # the channel is gone: the app reports the run as interrupted
+            log.warning("run %s: could not send the last events", run_id, exc_info=True)
     return result if isinstance(result, dict) else {}
 
 
@@ -245,7 +256,7 @@ def _channel():
         here = ray.get_runtime_context().get_node_id()
         # On the app's own node: events a run sent survive the death of the node that ran it.
         handle = _channel_class().options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
             max_concurrency=1).remote()
         _channel_handle.append(handle)
         return handle
@@ -286,12 +297,21 @@ def run_on_ray(cfg: Any, run_dir: str, on_event: Callable[[dict], None], stop: t
     on_event({"type": "status", "message": f"sent to the Ray cluster ({_describe(options)}); "
                                            "waiting for a node with room"})
     stop_sent = started = False
+    unreachable_since: float | None = None
     try:
         while True:
             done, _ = ray.wait([ref], timeout=POLL_S)
             try:
                 events = ray.get(channel.drain.remote(run_id), timeout=30)
+                unreachable_since = None
             except (rex.RayActorError, rex.GetTimeoutError) as e:
+                # "Unavailable" is Ray's word for a busy or briefly unreachable actor (a loaded
+                # head, a node being declared dead): wait a while before giving the run up.
+                transient = isinstance(e, (getattr(rex, "ActorUnavailableError", ()), rex.GetTimeoutError))
+                unreachable_since = unreachable_since or time.monotonic()
+                if transient and time.monotonic() - unreachable_since < CHANNEL_PATIENCE_S:
+                    log.info("run %s: event channel unavailable (%s), retrying", run_id, type(e).__name__)
+                    continue
                 _forget_channel(channel)
                 ray.cancel(ref, force=True)
                 raise RunInterrupted(f"the app lost its link to the Ray run ({type(e).__name__}); "

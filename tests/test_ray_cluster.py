@@ -130,7 +130,7 @@ def test_unreachable_cluster_falls_back_to_the_local_manager(monkeypatch, runs_d
     from core import ray_backend
     monkeypatch.setenv(ray_backend.ADDRESS_ENV, f"127.0.0.1:{raycluster.free_port()}")
     monkeypatch.setenv("RAY_gcs_rpc_server_connect_timeout_s", "2")
-    monkeypatch.setattr(ray_backend, "CONNECT_TIMEOUT_S", 15.0)
+    monkeypatch.setattr(ray_backend, "CONNECT_TIMEOUT_S", 5.0)
     jobs.reset_manager()
     try:
         manager = jobs.get_manager()
@@ -140,5 +140,3 @@ def test_unreachable_cluster_falls_back_to_the_local_manager(monkeypatch, runs_d
         assert json.dumps(status)  # plain data for the sidebar
     finally:
         jobs.reset_manager()
-        import ray
-        ray.shutdown()

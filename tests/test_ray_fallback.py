@@ -1,0 +1,33 @@
+"""PLAYGROUND_RAY_ADDRESS pointing at no cluster (or Ray not installed): the app starts anyway, on the
+local manager, and its sidebar says why in words. Needs no Ray: without it, the reason is that."""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from bench.raycluster import free_port
+from core import jobs, ray_backend
+
+APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py")
+
+
+def test_unreachable_cluster_is_said_on_the_sidebar_and_runs_stay_local(runs_dir, monkeypatch):
+    monkeypatch.setenv(ray_backend.ADDRESS_ENV, f"127.0.0.1:{free_port()}")
+    monkeypatch.setattr(ray_backend, "CONNECT_TIMEOUT_S", 5.0)
+    st.cache_resource.clear()
+    jobs.reset_manager()
+    try:
+        at = AppTest.from_file(APP, default_timeout=90)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        errors = [e.value for e in at.sidebar.error]
+        assert any(e.startswith("Ray cluster not used: ") and "Runs train here, on this machine, instead" in e
+                   for e in errors), errors
+        assert any("could not connect to the Ray cluster" in e or "did not answer" in e
+                   or "Ray is not installed" in e for e in errors), errors
+        assert jobs.get_manager()._run_fn is jobs._default_run_fn
+    finally:
+        jobs.reset_manager()
+        st.cache_resource.clear()
