@@ -138,7 +138,27 @@ def resources_for(cfg: Any) -> dict[str, Any]:
     memory = estimated_memory_bytes(cfg, gpu=bool(num_gpus))
     if memory:
         options["memory"] = memory
+    check_fits(options, [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")])
     return options
+
+
+def check_fits(options: dict, nodes: list[dict]) -> None:
+    """Refuse a run no node could ever take (Ray would keep it pending for ever), naming what is short."""
+    wanted = {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
+    if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
+        return
+    largest = {k: max((node.get(k, 0) for node in nodes), default=0) for k in wanted}
+    short = [k for k, v in wanted.items() if v > largest[k]]
+
+    def shown(k: str, v: float) -> str:
+        return f"{v / 2**30:.1f} GB memory" if k == "memory" else f"{v:g} {k}"
+    if short:
+        need = (", ".join(shown(k, wanted[k]) for k in short) + "; the largest node has "
+                + ", ".join(shown(k, largest[k]) for k in short))
+    else:
+        need = ", ".join(shown(k, v) for k, v in wanted.items() if v) + " on one node, and no node has all of it"
+    raise ConfigError("no node of the Ray cluster can take this run: it needs " + need
+                      + " (use a smaller model, batch or max length, or add a bigger node)")
 
 
 def estimated_memory_bytes(cfg: Any, gpu: bool) -> int:

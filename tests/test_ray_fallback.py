@@ -31,3 +31,15 @@ def test_unreachable_cluster_is_said_on_the_sidebar_and_runs_stay_local(runs_dir
     finally:
         jobs.reset_manager()
         st.cache_resource.clear()
+
+
+def test_a_run_no_node_can_take_is_refused_in_words():
+    import pytest
+
+    from core.config import ConfigError
+    nodes = [{"CPU": 4.0, "memory": 8 * 2**30}, {"CPU": 2.0, "GPU": 1.0, "memory": 4 * 2**30}]
+    ray_backend.check_fits({"num_cpus": 2, "num_gpus": 1, "memory": 3 * 2**30}, nodes)  # the second fits
+    with pytest.raises(ConfigError, match=r"needs 1 CPU, 1 GPU, 6\.0 GB memory on one node, and no node has all of it"):
+        ray_backend.check_fits({"num_cpus": 1, "num_gpus": 1, "memory": 6 * 2**30}, nodes)
+    with pytest.raises(ConfigError, match=r"needs 16 CPU; the largest node has 4 CPU"):
+        ray_backend.check_fits({"num_cpus": 16, "num_gpus": 0}, nodes)
