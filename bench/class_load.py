@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -246,6 +247,7 @@ def run_mode(mode: str, students: int, browsers: int, steps: int, poll_s: float,
         if cluster is not None:
             from bench import raycluster
             raycluster.stop(cluster)
+        shutil.rmtree(tmp, ignore_errors=True)
     return summarise(mode, results, wall)
 
 
@@ -316,16 +318,20 @@ def main(argv: list[str] | None = None) -> int:
         args.browsers = 0
     os.makedirs(args.out, exist_ok=True)
     from bench.load_test import make_tiny_bert
-    model = make_tiny_bert(os.path.join(tempfile.mkdtemp(prefix="class-load-model-"), "tiny-bert"))
+    model_dir = tempfile.mkdtemp(prefix="class-load-model-")
+    model = make_tiny_bert(os.path.join(model_dir, "tiny-bert"))
     reports = []
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        if mode == "ray2":
-            import importlib.util
-            if importlib.util.find_spec("ray") is None:
-                reports.append({"mode": mode, "skipped": "ray is not installed (pip install -r requirements-ray.txt)"})
-                continue
-        reports.append(run_mode(mode, args.students, min(args.browsers, args.students), args.steps, args.poll,
-                                args.timeout, model, args.out))
+    try:
+        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+            if mode == "ray2":
+                import importlib.util
+                if importlib.util.find_spec("ray") is None:
+                    reports.append({"mode": mode, "skipped": "ray is not installed (pip install -r requirements-ray.txt)"})
+                    continue
+            reports.append(run_mode(mode, args.students, min(args.browsers, args.students), args.steps, args.poll,
+                                    args.timeout, model, args.out))
+    finally:
+        shutil.rmtree(model_dir, ignore_errors=True)
     done = [r for r in reports if "skipped" not in r]
     if args.md:
         print(markdown(done))

@@ -115,6 +115,8 @@ def test_student_follows_the_teachers_run_and_the_board_shows_three_owners(serve
     expect(link).to_be_visible(timeout=30_000)
     href = link.get_attribute("href")
     assert re.search(r"board\?follow=[\w.-]+$", href), href
+    # The teacher's Train page offers the same link to share.
+    expect(teacher.get_by_role("link", name="a live, read-only view of this run")).to_have_attribute("href", href)
     student.goto(f"{server['url']}/{href.lstrip('./')}")
     expect(student.get_by_role("heading", name="Following a run")).to_be_visible()
 
