@@ -43,3 +43,35 @@ def test_a_run_no_node_can_take_is_refused_in_words():
         ray_backend.check_fits({"num_cpus": 1, "num_gpus": 1, "memory": 6 * 2**30}, nodes)
     with pytest.raises(ConfigError, match=r"needs 16 CPU; the largest node has 4 CPU"):
         ray_backend.check_fits({"num_cpus": 16, "num_gpus": 0}, nodes)
+
+
+def test_a_run_whose_machine_went_away_ends_interrupted_with_its_metrics_and_the_queue_goes_on(runs_dir):
+    import time
+
+    from core import runs
+    from core.config import RunConfig
+    from core.errors import RunInterrupted
+
+    def run_fn(cfg, run_dir, on_event, stop):
+        for step in (1, 2):
+            on_event({"type": "log", "step": step, "loss": 1.0})
+        if cfg.name == "lost":
+            raise RunInterrupted("interrupted on the Ray cluster: its cluster node went away")
+        return {"state": "completed"}
+
+    cfg = {"model": {"name": "minilm"}, "data": {"source": "builtin:sentiment", "task": "classification"}}
+    manager = jobs.JobManager(run_fn)
+    try:
+        lost = manager.submit(RunConfig.from_dict({**cfg, "name": "lost"}), "a")
+        fine = manager.submit(RunConfig.from_dict({**cfg, "name": "fine"}), "b")
+        deadline = time.time() + 20
+        while manager.snapshot(fine)["state"] != "completed" and time.time() < deadline:
+            time.sleep(0.05)
+        snap = manager.snapshot(lost)
+        assert snap["state"] == "interrupted" and "node went away" in snap["message"]
+        assert "submit it again" in snap["hint"]
+        assert [e["step"] for e in runs.read_metrics(runs.run_dir_for(lost))] == [1, 2]
+        assert runs.read_status(runs.run_dir_for(lost))["state"] == "interrupted"
+        assert manager.snapshot(fine)["state"] == "completed"
+    finally:
+        manager.shutdown()
