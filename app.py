@@ -111,11 +111,22 @@ def sidebar_jobs(page) -> None:
     status()
 
 
+def sidebar_ray() -> None:
+    """Where runs train when a Ray cluster was asked for (PLAYGROUND_RAY_ADDRESS)."""
+    from core import ray_backend
+    ray = ray_backend.status()
+    if ray["error"]:
+        st.error(f"Ray cluster not used: {ray['error']}. Runs train here, on this machine, instead.")
+    elif ray["cluster"]:
+        st.caption(f"Runs train on the Ray cluster at {md_escape(ray['address'])} ({ray['cluster']}).")
+
+
 def sidebar(page) -> None:
     with st.sidebar:
         sidebar_device()
         st.divider()
         sidebar_jobs(page)
+        sidebar_ray()
         sidebar_class()
         admin_box()
 
@@ -126,6 +137,7 @@ pages = [
     st.Page("pages/experiments.py", title="Experiments"),
     st.Page("pages/compare.py", title="Compare"),
     st.Page("pages/runs.py", title="Runs"),
+    st.Page("pages/board.py", title="Class board"),
 ]
 page = st.navigation(pages)
 st.html(STEADY_PROGRESS_BARS)  # style only: Streamlit puts it where it takes no space

@@ -7,3 +7,8 @@ class NonFiniteLoss(RuntimeError):
 
 class TrainingStopped(Exception):
     """Raised nowhere on purpose: a stop is cooperative and ends the run as `stopped`."""
+
+
+class RunInterrupted(RuntimeError):
+    """The machine or process running a run went away (e.g. a Ray node died): the run ends
+    `interrupted`, not `failed`, keeping the metrics it had; its settings were not at fault."""

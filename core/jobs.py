@@ -79,7 +79,7 @@ class PermissionDenied(ConfigError):
     """The run belongs to another session and the caller is not admin."""
 
 
-from core.errors import NonFiniteLoss  # noqa: E402  (raised by the trainer's callback)
+from core.errors import NonFiniteLoss, RunInterrupted  # noqa: E402  (raised by the trainer's callback / Ray backend)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -187,6 +187,8 @@ def explain_failure(exc: BaseException) -> tuple[str, str]:
     """(message, hint) in plain words for a run that raised."""
     if isinstance(exc, ConfigError):
         return str(exc), ""
+    if isinstance(exc, RunInterrupted):
+        return str(exc), "submit it again (or resume it from its last checkpoint on Runs)"
     if _is_oom(exc):
         return "out of memory: the model, batch and sequence length did not fit", OOM_HINT
     if isinstance(exc, NonFiniteLoss) or _NONFINITE.search(str(exc)):
@@ -556,7 +558,8 @@ class JobManager:
                     message, hint = explain_failure(exc)
                     log.warning("job %s failed: %s", job.id, "".join(
                         traceback.format_exception(type(exc), exc, exc.__traceback__)))
-                    self._finish(job, "failed", message, hint)
+                    # A Ray node that died is not the run's fault: interrupted, metrics kept.
+                    self._finish(job, "interrupted" if isinstance(exc, RunInterrupted) else "failed", message, hint)
             # The traceback's frames hold activations and gradients; drop them before gc.
             if exc.__traceback__ is not None:
                 traceback.clear_frames(exc.__traceback__)
@@ -889,6 +892,9 @@ def get_manager(run_fn: Optional[RunFn] = None) -> JobManager:
                     log.info("marked %d run(s) interrupted after a restart", len(recovered))
             except OSError as e:
                 log.warning("could not recover runs: %s", e)
+            if run_fn is None:  # PLAYGROUND_RAY_ADDRESS: runs become Ray tasks; None if unset or unreachable
+                from core import ray_backend
+                run_fn = ray_backend.run_fn_from_env()
             _registry.manager = JobManager(run_fn)
         return _registry.manager
 

@@ -830,6 +830,8 @@ def job_panel(job_id: str) -> None:
         result_block(job_id, snap, events)
 
     st.subheader("Current run")
+    # The class watches it on their own laptops (pages/board.py: read-only, no Stop).
+    st.caption(f"Share it: [a live, read-only view of this run](./board?follow={job_id}) for others to follow.")
     live_status()
     live_charts()
 
