@@ -163,7 +163,9 @@ def print_table(rows: list[dict], device_line: str) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) else "-"
+        def fmt(value, spec: str) -> str:
+            width = int(spec.split(".")[0].rstrip("df"))
+            return format(value, spec) if isinstance(value, (int, float)) else "-".rjust(width)
         result = "pass" if r["ok"] else f"FAIL {r['why']}"
         print(f"{r['check'][:38]:38} {fmt(r['steps_per_s'], '8.2f')} {fmt(r['peak_mb'], '8d')} "
               f"{fmt(r['estimate_mb'], '8d')} {fmt(r['final_loss'], '10.4f')}  {result}")
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     steps = args.steps or (2 if args.dry_run else 20)
     rows = []
+    if not args.dry_run and os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        print("note: HF_HUB_OFFLINE is set: only models already in the Hugging Face cache can load")
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         os.environ.setdefault("PLAYGROUND_RUNS_DIR", os.path.join(tmp, "runs"))
         model, model_cfg = entry.hub_id, None
@@ -219,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             chosen, lesson_entry = lesson.preset_and_gpu_model()
             if lesson_entry is None:
                 rows.append({"check": f"lesson {LESSON}", "steps_per_s": None, "peak_mb": None, "estimate_mb": None,
-                             "final_loss": None, "ok": False, "why": "no shelf model fits this GPU's free memory"})
+                             "final_loss": None, "ok": False,
+                             "why": "no shelf model fits this GPU's free memory or can be loaded "
+                                    "(HF_HUB_OFFLINE=1? PLAYGROUND_MODEL_ALLOW?)"})
         if lesson_entry is not None:
             lesson_steps = args.lesson_steps or (3 if args.dry_run else 0)
             if lesson_steps:

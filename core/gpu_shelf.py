@@ -74,8 +74,10 @@ class ShelfEntry:
         return f"{self.label} is {GATED_HELP}" if self.gated else ""
 
     def available(self) -> bool:
-        """A gated model loads only with a token the Hub accepts; without one it is not offered."""
-        return not self.gated or hf_token_present()
+        """Offered only if it can load: a gated model needs a token; every model must be allowed
+        here (PLAYGROUND_MODEL_ALLOW) and be in the HF cache or the Hub reachable (the image sets
+        HF_HUB_OFFLINE=1: a GPU Space sets it to 0, see the README)."""
+        return (not self.gated or hf_token_present()) and loadable(self.hub_id)
 
 
 SHELF: tuple[ShelfEntry, ...] = (
@@ -119,6 +121,17 @@ GPU_MIN_EPOCHS = 3
 
 def hf_token_present() -> bool:
     return any(os.environ.get(v, "").strip() for v in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
+
+
+def loadable(hub_id: str) -> bool:
+    """core.limits' check, as a yes or no: allowed on this server, and cached or the Hub online."""
+    from core.config import ConfigError
+    from core.limits import check_model_allowed
+    try:
+        check_model_allowed(hub_id)
+    except ConfigError:
+        return False
+    return True
 
 
 def get(name: str) -> ShelfEntry | None:

@@ -50,8 +50,27 @@ def card(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def no_token(monkeypatch):
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WORLD_SIZE", "LOCAL_RANK"):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WORLD_SIZE", "LOCAL_RANK", "PLAYGROUND_MODEL_ALLOW"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def hub_online(request, monkeypatch):
+    """The tests run offline (HF_HUB_OFFLINE=1): shelf models count as loadable, except where a test
+    is about exactly that."""
+    if request.node.name != "test_offline_uncached_or_disallowed_models_are_not_offered":
+        monkeypatch.setattr(gpu_shelf, "loadable", lambda hub_id: True)
+
+
+def test_offline_uncached_or_disallowed_models_are_not_offered(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the image's setting: nothing of the shelf is cached here
+    assert all(not e.available() for e in gpu_shelf.SHELF)
+    assert gpu_shelf.offered(free_bytes=80 * GIB, half="bfloat16") == []
+    from core import models
+    monkeypatch.setattr(models, "is_available_offline", lambda name: True)  # all in the HF cache
+    assert {e.key for e in gpu_shelf.SHELF if e.available()} == {e.key for e in gpu_shelf.SHELF if not e.gated}
+    monkeypatch.setenv("PLAYGROUND_MODEL_ALLOW", "Qwen/*")
+    assert {e.key for e in gpu_shelf.SHELF if e.available()} == {"qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct"}
 
 
 # ------------------------------------------------------------------------------ the shelf itself
@@ -349,3 +368,46 @@ def test_tiny_twin_resolves_lora_targets_and_chat_template(entry, tmp_path):
     assert prompt.rstrip().endswith(("<|im_start|>assistant", "assistant<|end_header_id|>"))
     ids = tok.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
     assert tok.convert_tokens_to_ids(family["eos"]) in ids
+
+
+# ------------------------------------------------------------------------------ the estimator's new families
+
+TINY_QWEN2 = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], hidden_size=64, intermediate_size=96,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+                  max_position_embeddings=64, tie_word_embeddings=True)
+TINY_ROBERTA = dict(model_type="roberta", architectures=["RobertaForMaskedLM"], hidden_size=32, intermediate_size=64,
+                    num_hidden_layers=2, num_attention_heads=4, vocab_size=100, max_position_embeddings=66,
+                    type_vocab_size=1, pad_token_id=1)
+
+
+def _build(cfg: dict):
+    import transformers
+    hf = transformers.AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
+    torch.manual_seed(0)
+    return getattr(transformers, cfg["architectures"][0])(hf)
+
+
+@pytest.mark.parametrize("cfg", [TINY_QWEN2, TINY_ROBERTA], ids=lambda c: c["model_type"])
+def test_qwen2_and_roberta_counts_match_transformers_and_peft(cfg):
+    from peft import LoraConfig, TaskType, get_peft_model
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert estimate.total_params(cfg) == n(_build(cfg))
+    assert estimate.total_params(cfg, task="classification", num_labels=3) == n(_cls(cfg, 3))
+    model = _build(cfg)
+    out = model.get_output_embeddings()
+    prefix = model.base_model_prefix + "."
+    expected = {name.removeprefix(prefix): (m.in_features, m.out_features, m.bias is not None)
+                for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not out}
+    assert {s.path: (s.in_features, s.out_features, s.has_bias) for s in estimate.linear_layers(cfg)} == expected
+    targets = ["q_proj", "v_proj"] if cfg["model_type"] == "qwen2" else ["query", "value"]
+    peft_model = get_peft_model(_cls(cfg, 2), LoraConfig(r=4, target_modules=targets, task_type=TaskType.SEQ_CLS))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert estimate.trainable_params(cfg, "lora", r=4, targets=targets, task="classification") == trainable
+
+
+def _cls(cfg: dict, num_labels: int):
+    import transformers
+    hf = transformers.AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
+    hf.num_labels = num_labels
+    torch.manual_seed(0)
+    return transformers.AutoModelForSequenceClassification.from_config(hf)
