@@ -325,3 +325,12 @@ def test_estimate_card_says_why_it_is_missing(tmp_path):
     assert captions, [c.value for c in at.caption]
     assert "gpt2" in captions[0] and "supported" in captions[0], captions
     assert not at.exception
+
+
+def test_gradient_checkpointing_checkbox_reaches_the_config_and_the_estimate():
+    at = train_page()
+    before = widget(at.metric, "Training memory (estimate)").value
+    widget(at.checkbox, "Gradient checkpointing").check().run()
+    assert not at.exception, at.exception
+    assert at.session_state["_train_draft"]["train"]["gradient_checkpointing"] is True
+    assert widget(at.metric, "Training memory (estimate)").value != before  # the estimator was told
