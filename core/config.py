@@ -192,10 +192,17 @@ class TrainSpec:
     torch_threads: int = hp(0, lo=0, hi=512,
                             help="CPU threads for training (0: all cores, less one when cores are few)",
                             advanced=True)
+    # Activations grow with batch x length x layers; recomputing them block by block in the backward
+    # pass keeps one block's worth instead (core.estimate.activation_bytes), for ~30% more time.
+    gradient_checkpointing: bool = hp(False, advanced=True,
+                                      help="Recompute each block's activations in the backward pass instead "
+                                           "of keeping them: far less memory, about a third slower")
 
     def __post_init__(self):
         coerce_fields(self)
         validate_fields(self, "train")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ConfigError(f"train.gradient_checkpointing={self.gradient_checkpointing!r} must be true or false")
 
 
 @dataclass

@@ -11,6 +11,7 @@ CLI:  python -m core.estimate --model llama-2-7b --method lora --r 8 --targets q
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -34,7 +35,9 @@ OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw_8bit": 2, "sgd": 0}  # per trainable
 TASKS = ("classification", "sft")
 
 # model_type -> family whose module layout we know.
-FAMILIES = {"llama": "llama", "mistral": "llama", "opt": "opt", "bert": "bert", "distilbert": "distilbert"}
+# qwen2 is llama with biases on q, k and v; roberta is bert whose classifier replaces the pooler.
+FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "opt": "opt", "bert": "bert",
+            "roberta": "bert", "distilbert": "distilbert"}
 
 # Mirrors peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING. peft has no entry for
 # distilbert (it asks for explicit targets); q_lin/v_lin is the conventional equivalent.
@@ -150,6 +153,7 @@ class Dims:
     gated_mlp: bool    # SwiGLU (gate, up, down) rather than two linears
     attn_dropout: float
     hidden_dropout: float
+    model_type: str = ""  # where a family member differs in layout (qwen2's q/k/v biases, roberta's head)
 
     @property
     def q_width(self) -> int:
@@ -222,7 +226,7 @@ def _dims(cfg: dict[str, Any]) -> Dims:
         raise ConfigError(f"hidden size {out.hidden} is not divisible by {out.heads} attention heads")
     if out.heads % out.kv_heads:
         raise ConfigError(f"{out.heads} attention heads cannot be shared by {out.kv_heads} key/value heads")
-    return out
+    return dataclasses.replace(out, model_type=str(cfg.get("model_type")))
 
 
 def dims(cfg: dict[str, Any] | str) -> Dims:
@@ -287,8 +291,9 @@ def _block_linears(cfg: dict[str, Any], d: Dims, i: int) -> list[LinearShape]:
     h, f = d.hidden, d.intermediate
     if d.family == "llama":
         attn_bias, mlp_bias = bool(cfg.get("attention_bias", False)), bool(cfg.get("mlp_bias", False))
-        rows = [("q_proj", "self_attn", h, d.q_width, attn_bias), ("k_proj", "self_attn", h, d.kv_width, attn_bias),
-                ("v_proj", "self_attn", h, d.kv_width, attn_bias), ("o_proj", "self_attn", d.q_width, h, attn_bias),
+        qkv_bias = attn_bias or d.model_type == "qwen2"  # Qwen2 always biases q, k, v (never o)
+        rows = [("q_proj", "self_attn", h, d.q_width, qkv_bias), ("k_proj", "self_attn", h, d.kv_width, qkv_bias),
+                ("v_proj", "self_attn", h, d.kv_width, qkv_bias), ("o_proj", "self_attn", d.q_width, h, attn_bias),
                 ("gate_proj", "mlp", h, f, mlp_bias), ("up_proj", "mlp", h, f, mlp_bias),
                 ("down_proj", "mlp", f, h, mlp_bias)]
         prefix = f"layers.{i}"
@@ -318,10 +323,12 @@ def _extra_linears(d: Dims, head: str) -> list[LinearShape]:
     if d.family == "opt" and d.embed_dim != h:
         return [LinearShape(None, "project_out", h, d.embed_dim, False, "decoder.project_out"),
                 LinearShape(None, "project_in", d.embed_dim, h, False, "decoder.project_in")]
-    if d.family == "bert" and head in ("base", "seq_cls"):
+    roberta = d.model_type == "roberta"
+    if d.family == "bert" and (head == "base" or (head == "seq_cls" and not roberta)):
         return [LinearShape(None, "dense", h, h, True, "pooler.dense")]
     if d.family == "bert" and head == "lm":
-        return [LinearShape(None, "dense", h, h, True, "cls.predictions.transform.dense")]
+        return [LinearShape(None, "dense", h, h, True,
+                            "lm_head.dense" if roberta else "cls.predictions.transform.dense")]
     if d.family == "distilbert" and head == "lm":
         return [LinearShape(None, "vocab_transform", h, h, True, "vocab_transform")]
     # distilbert's pre_classifier is left out: peft trains it whole as part of the head (below).
@@ -445,6 +452,8 @@ def _head_params(d: Dims, head: str, num_labels: int) -> int:
         return (h * h + h) + 2 * h + v + untied_out + own_bias
     if d.family in ("llama", "opt"):
         return d.embed_dim * num_labels  # `score`, no bias
+    if d.family == "bert" and d.model_type == "roberta":
+        return (h * h + h) + h * num_labels + num_labels  # `classifier`: dense + out_proj, no pooler
     if d.family == "bert":
         return h * num_labels + num_labels  # `classifier` (pooler is counted with the base)
     return (h * h + h) + h * num_labels + num_labels  # distilbert: pre_classifier + classifier
@@ -809,7 +818,7 @@ def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8
                      r: int = 8, targets: str | Sequence[str] | None = None, dtype: str = "float32",
                      num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
                      flash_attention: bool = False, lora_dropout: float = 0.0, autocast: bool = False,
-                     device: str = "cuda", top_layers: int = 0) -> int:
+                     device: str = "cuda", top_layers: int = 0, gradient_checkpointing: bool = False) -> int:
     """Activation bytes kept for the backward pass of one training step.
 
     Methods with adapters or prompts inside the model (lora, dora, qlora, ia3, prompt/prefix
@@ -818,6 +827,10 @@ def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8
     store. linear_head runs the frozen base without gradients: only the pooled features are kept.
     zero_shot does not train: 0. flash_attention: SDPA (transformers' default) rather than eager.
     top_layers (LoRA): adapters on the last blocks only; backpropagation stops at the lowest.
+    gradient_checkpointing: each block on the gradient's path keeps only its input (the residual
+    stream) and recomputes the rest in the backward pass, one block at a time: the block terms,
+    the adapters' and the autocast weight copies then count for a single block (Korthikanti et al.
+    sec. 4.2, full recomputation).
     """
     cfg = _as_config(cfg)
     d = _dims(cfg)
@@ -835,17 +848,26 @@ def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8
     trains = method == "full"
     head = _head_kind(cfg, task)
     first = first_adapted_layer(cfg, top_layers) if method in ("lora", "qlora", "dora") else 0
-    total = (d.layers - first) * _layer_activation_bytes(d, b, s_q, s_k, c, flash_attention, trains)
+    if not isinstance(gradient_checkpointing, bool):
+        raise ConfigError(f"gradient_checkpointing={gradient_checkpointing!r} must be true or false")
+    blocks = d.layers - first
+    one_block = _layer_activation_bytes(d, b, s_q, s_k, c, flash_attention, trains)
+    # share: how much of what the blocks keep is alive at the peak (all of it, or one block's)
+    share = 1.0 / blocks if gradient_checkpointing else 1.0
+    if gradient_checkpointing:
+        total = blocks * c.e * b * s_q * d.hidden + one_block
+    else:
+        total = blocks * one_block
     total += _outside_activation_bytes(d, head, b, s_q, c, trains, embeddings=first == 0)
     shapes: list[LinearShape] = []
     if method in ("lora", "qlora", "dora", "ia3"):
         _check_positive("r", r)
         chosen = _IA3_DEFAULTS[d.family] if method == "ia3" and targets is None else targets
         shapes = targeted_layers(cfg, chosen, task, top_layers if first else 0)
-        total += _adapter_activation_bytes(cfg, method, shapes, b, s_q, c, r, lora_dropout, first)
+        total += int(share * _adapter_activation_bytes(cfg, method, shapes, b, s_q, c, r, lora_dropout, first))
     if c.autocast:
-        blocks = [sh for sh in linear_layers(cfg, task) if sh.layer is not None and sh.layer >= first]
-        total += _autocast_weight_bytes(blocks)
+        in_blocks = [sh for sh in linear_layers(cfg, task) if sh.layer is not None and sh.layer >= first]
+        total += int(share * _autocast_weight_bytes(in_blocks))
         if head == "lm":
             total += 2 * d.vocab * d.embed_dim
         if method in ("lora", "dora"):
@@ -879,7 +901,8 @@ def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8,
                     num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
                     optimizer: str = "adamw", double_quant: bool = True,
                     flash_attention: bool = False, lora_dropout: float = 0.0, autocast: bool = False,
-                    device: str = "cuda", top_layers: int = 0) -> dict[str, int]:
+                    device: str = "cuda", top_layers: int = 0, gradient_checkpointing: bool = False
+                    ) -> dict[str, int]:
     """Training memory in bytes: {weights, gradients, optimizer, activations, workspace, total}.
 
     weights:     base model in `dtype` (qlora: NF4 linears + constants, the rest in `dtype`
@@ -903,7 +926,8 @@ def memory_estimate(cfg: dict[str, Any] | str, method: str, batch_size: int = 8,
     gradients = counts.trainable * (e if method == "full" else 4)
     optimizer_bytes = counts.trainable * state_bytes
     activations = activation_bytes(cfg, method, batch_size, seq_len, r, targets, dtype, num_virtual_tokens,
-                                   head_hidden, task, flash_attention, lora_dropout, autocast, device, top_layers)
+                                   head_hidden, task, flash_attention, lora_dropout, autocast, device, top_layers,
+                                   gradient_checkpointing)
     workspace = workspace_bytes(cfg, method, activations, batch_size, seq_len, dtype,
                                 autocast if method != "qlora" else False, device, flash_attention)
     parts = {"weights": weights, "gradients": gradients, "optimizer": optimizer_bytes, "activations": activations,
@@ -922,7 +946,8 @@ def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Se
            batch_size: int = 8, seq_len: int = 256, dtype: str = "float32", num_labels: int = 2,
            num_virtual_tokens: int = 20, head_hidden: int = 0, task: str | None = None,
            optimizer: str = "adamw", lora_dropout: float = 0.0, autocast: bool = False, device: str = "cuda",
-           flash_attention: bool = False, top_layers: int = 0) -> dict[str, Any]:
+           flash_attention: bool = False, top_layers: int = 0, gradient_checkpointing: bool = False
+           ) -> dict[str, Any]:
     """Trainable/total parameters (peft's convention: total includes the added ones) and memory."""
     cfg = _as_config(cfg)
     top = top_layers if method in ("lora", "dora", "qlora") else 0
@@ -940,7 +965,8 @@ def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Se
         "memory": memory_estimate(cfg, method, batch_size, seq_len, r, targets, dtype, num_labels,
                                   num_virtual_tokens, head_hidden, task, optimizer,
                                   flash_attention=flash_attention, lora_dropout=lora_dropout,
-                                  autocast=autocast, device=device, top_layers=top),
+                                  autocast=autocast, device=device, top_layers=top,
+                                  gradient_checkpointing=gradient_checkpointing),
     }
 
 
@@ -1008,6 +1034,8 @@ def _parser() -> _Parser:
     p.add_argument("--autocast", action="store_true", help="16-bit matmuls over float32 weights (mixed precision)")
     p.add_argument("--sdpa", action="store_true", help="attention through SDPA's kernels rather than eager")
     p.add_argument("--top-layers", type=int, default=0, help="LoRA on the last N blocks only (0: all)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each block in the backward pass instead of keeping its activations")
     return p
 
 
@@ -1018,7 +1046,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         seq_len=args.seq_len, dtype=args.dtype, num_labels=args.num_labels,
                         num_virtual_tokens=args.num_virtual_tokens, head_hidden=args.head_hidden,
                         task=args.task, optimizer=args.optimizer, autocast=args.autocast, device=args.device,
-                        flash_attention=args.sdpa, top_layers=args.top_layers)
+                        flash_attention=args.sdpa, top_layers=args.top_layers,
+                        gradient_checkpointing=args.gradient_checkpointing)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

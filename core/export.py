@@ -316,7 +316,7 @@ def pick_dtype(device):
     if DTYPE != "auto":
         return getattr(torch, DTYPE)
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return torch.float32
 
 
@@ -370,7 +370,7 @@ def build_model(label_names, device):
         from transformers import BitsAndBytesConfig
         compute = QUANTIZED["compute_dtype"]
         if compute == "auto":
-            compute = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") \\
+            compute = ("bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16") if device.startswith("cuda") \\
                 else "float32"
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=QUANTIZED["double_quant"],

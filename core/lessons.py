@@ -39,12 +39,30 @@ class Lesson:
         """Relative link a teacher can share: train?lesson=fix_hallucination."""
         return f"{URL_PATHS[self.page]}?lesson={self.key}"
 
-    def preset(self) -> RunConfig | None:
-        """The Train preset (None for experiment lessons)."""
+    def preset(self, hardware: bool = True) -> RunConfig | None:
+        """The Train preset (None for experiment lessons): on a GPU the lesson's shelf model that
+        fits it (core.gpu_shelf), else the embedded model of the example; hardware=False: always
+        the example as written."""
+        return self.preset_and_gpu_model(hardware)[0]
+
+    def preset_and_gpu_model(self, hardware: bool = True):
+        """(preset, the GPU shelf entry it uses or None)."""
         if not self.example:
-            return None
+            return None, None
         from core.presets import load_example
-        return load_example(self.example)
+        cpu = load_example(self.example)
+        if not hardware:
+            return cpu, None
+        from core import gpu_shelf
+        return gpu_shelf.lesson_choice(self.key, cpu)
+
+    def hardware_note(self) -> str:
+        """Which model this machine's lesson uses, when a GPU changed it ("" on a CPU)."""
+        cfg, entry = self.preset_and_gpu_model()
+        if entry is None:
+            return ""
+        from core import gpu_shelf
+        return gpu_shelf.describe(cfg, entry)
 
 
 def _text(value, what: str) -> str:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
 from urllib.parse import urlparse
 
 from core.config import ConfigError
+from core.device import native_bf16
 from core.safety import check_model_id, local_models_allowed
 
 if TYPE_CHECKING:
@@ -570,7 +571,7 @@ def pick_dtype(device: str, pref: "str | torch.dtype" = "auto") -> "torch.dtype"
         text = (pref or "auto").strip().lower().removeprefix("torch.")
         if text == "auto":
             if on_cuda:
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                return torch.bfloat16 if native_bf16() else torch.float16  # T4: fp16 (see native_bf16)
             return torch.float32
         if text not in _DTYPE_NAMES:
             raise ConfigError(f"dtype={pref!r} is not known; choose one of auto, float32, bfloat16, float16")
@@ -617,7 +618,7 @@ def mixed_precision(device: str, dtype: "str | torch.dtype" = "auto",
     if weights == torch.float32 and explicit:
         return {"bf16": False, "fp16": False}
     if weights == torch.bfloat16:
-        if not torch.cuda.is_bf16_supported():
+        if not native_bf16():
             raise ConfigError(f"this GPU ({torch.cuda.get_device_name(0)}) does not support bfloat16; "
                               "choose dtype auto or float16")
         return {"bf16": True, "fp16": False}
@@ -691,7 +692,7 @@ def device_summary() -> dict[str, Any]:
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         name = torch.cuda.get_device_name(0)
-        bf16 = bool(torch.cuda.is_bf16_supported())
+        bf16 = native_bf16()
         peak = round(torch.cuda.max_memory_allocated() / gib, 2)  # this process, since start or the last run
     else:
         total, free = _ram_bytes()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from core import workers
 from core.config import ConfigError, RunConfig, load_config
+from core.device import explain_cuda_oom
 
 Event = dict
 EventFn = Callable[[Event], None]
@@ -148,6 +149,26 @@ def _build_model(cfg: RunConfig, label_names: list | None, device: str):
     return PooledClassifier(config, encoder, pooling=pooling, head_hidden=head_hidden), kind
 
 
+def enable_gradient_checkpointing(model) -> Any:
+    """Turn on activation recomputation in the transformers model (PooledClassifier is one too).
+
+    Non-reentrant checkpointing: the reentrant kind passes no gradient through a block whose
+    inputs do not require one, i.e. to adapters behind a frozen embedding layer. The KV cache is
+    switched off: transformers refuses it under checkpointing, and training never uses it.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"train.gradient_checkpointing: this model ({type(model).__name__}) does not support "
+                          "it; turn it off")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False
+    return model
+
+
 def meta_method_context(cfg: RunConfig):
     """The MethodContext of cfg's model built on the meta device (module names, no weights read).
 
@@ -207,6 +228,8 @@ def prepare(cfg: RunConfig, events: EventFn = lambda e: None) -> Prepared:
             model.config.pad_token_id = tokenizer.pad_token_id
         ctx = method_context(model, kind, cfg.data.task, tokenizer, cfg.model.name)
         torch.manual_seed(cfg.train.seed)  # adapters initialise the same way whatever loaded before
+        if cfg.train.gradient_checkpointing and method.trains and not method.frozen_features:
+            enable_gradient_checkpointing(model)
         model = method.apply(model, cfg.method.typed, ctx)
     if run_mixed_precision(cfg, device)["fp16"]:
         models.upcast_trainable_params(model)  # fp32 master weights: the fp16 loss scaler needs them
@@ -416,6 +439,7 @@ def _collator(p: Prepared):
     return DataCollatorWithPadding(p.tokenizer, pad_to_multiple_of=8)
 
 
+@explain_cuda_oom  # a CUDA OOM leaves as GpuOutOfMemory naming what to lower
 def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = None,
         stop: threading.Event | None = None, resume_from: str | None = None, write_metrics: bool = True) -> dict:
     """Train, evaluate and save one run into run_dir; returns the summary (also in summary.json)."""

@@ -36,6 +36,7 @@ KEYS: dict[tuple[str, str], str] = {
     ("train", "lr_scheduler"): "sch", ("train", "weight_decay"): "wd", ("train", "eval_steps"): "evs",
     ("train", "logging_steps"): "logs", ("train", "seed"): "seed", ("train", "eval_max_rows"): "emr",
     ("train", "anatomy_steps"): "anat", ("train", "save_steps"): "ss", ("train", "torch_threads"): "th",
+    ("train", "gradient_checkpointing"): "gc",
     ("", "name"): "name", ("", "experiment"): "exp",
 }
 # Keys the pages use for themselves; never a config field.

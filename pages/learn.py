@@ -132,6 +132,15 @@ def _open_lesson(lesson) -> None:
     st.switch_page(lesson.page_path, query_params={urlstate.LESSON_KEY: lesson.key})
 
 
+def _lesson_gpu_model(lesson) -> str:
+    """The GPU shelf model this machine's lesson link uses ("" on a CPU, or when nothing fits)."""
+    try:
+        entry = lesson.preset_and_gpu_model()[1]
+    except Exception:  # the card is a hint: a failed probe must not cost the page
+        return ""
+    return entry.label.split(" (")[0] if entry else ""
+
+
 def lessons_section() -> None:
     try:
         found = list(lessons.all_lessons().values())
@@ -149,6 +158,9 @@ def lessons_section() -> None:
             if st.button("Open lesson", key=f"learn_lesson_{lesson.key}", type="primary"):
                 _open_lesson(lesson)
             st.caption(f"Link: `{lesson.url}`")
+            gpu_model = _lesson_gpu_model(lesson)
+            if gpu_model:
+                st.caption(f"On this GPU: {gpu_model}, scaled up (more data, longer inputs, larger batches).")
 
 
 def load_url() -> dict:

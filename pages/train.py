@@ -150,13 +150,21 @@ def lesson_header() -> None:
     if lesson is not None:
         then = ("When the run has finished, press **Compare base vs tuned** below the result."
                 if lesson.then == "compare" else "")
-        lesson_box(lesson, then)
+        lesson_box(lesson, " ".join(t for t in (_gpu_lesson_note(lesson), then) if t))
     if LESSON_MODE_KEY not in st.session_state:  # back from another page: the widget forgot it
         st.session_state[LESSON_MODE_KEY] = bool(st.session_state.get(LESSON_MODE_SAVED))
     st.session_state[LESSON_MODE_SAVED] = st.toggle(
         "Lesson mode", key=LESSON_MODE_KEY,
         help="Hide the advanced controls, so a class sees only what the lesson is about. The setting is part "
              "of the link (lesson=1): copy the address bar to share this exact setup.")
+
+
+def _gpu_lesson_note(lesson) -> str:
+    """On a GPU: which shelf model the lesson trains instead of the embedded one (core.gpu_shelf)."""
+    try:
+        return lesson.hardware_note()
+    except Exception:  # a failed GPU probe leaves the lesson as written
+        return ""
 
 
 def write_url(draft: dict) -> None:
@@ -288,7 +296,8 @@ def _resolve(name: str) -> tuple[dict | None, str]:
 def _model_config(name: str) -> tuple[dict | None, str]:
     """The config dict core.estimate reads, or None and why it cannot be had (offline, odd family)."""
     try:
-        if name in ESTIMATE_KEYS:
+        from core import gpu_shelf
+        if name in ESTIMATE_KEYS or gpu_shelf.get(name):  # shipped configs: no Hub call
             return estimate.load_config(name), ""
         cfg = models.load_config(name).to_dict()
         estimate.dims(cfg)  # an architecture estimate does not know fails here, once
@@ -314,10 +323,24 @@ def _file_stamp(source: str):
 
 # ------------------------------------------------------------------------------------- sections
 
+@st.cache_data(ttl=60, show_spinner=False)
+def _gpu_shelf_entries() -> list:
+    """The GPU shelf models that fit this GPU's free memory, as picker entries ([] on a CPU)."""
+    from core import gpu_shelf
+    try:
+        return [models.ModelEntry(e.hub_id, e.label, e.access_note or f"Licence: {e.licence}", e.kind,
+                                  e.pooling, list(e.lora_targets), e.params_millions,
+                                  e.config()["model_type"], e.hub_id, e.tasks, e.licence, embedded=False)
+                for e in gpu_shelf.offered()]
+    except Exception:  # a failed GPU probe: the usual picker
+        return []
+
+
 def model_section(draft: dict) -> dict | None:
     """Model picker; returns the resolved model (as a dict) or None after showing why not."""
     st.subheader("1 · Model")
     entries = models.list_models()
+    entries += [e for e in _gpu_shelf_entries() if e.key not in {x.key for x in entries}]
     keys = [e.key for e in entries] + [OTHER_MODEL]
     labels = {e.key: e.label for e in entries}
     current = draft["model"]["name"]
@@ -592,7 +615,8 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
     compute, assumed = _estimate_compute(cfg)
     try:
         rep = estimate.report(model_cfg, method, batch_size=cfg.train.batch_size, seq_len=cfg.data.max_length,
-                              num_labels=max(2, len(balance)), task=cfg.data.task, **compute, **kwargs)
+                              num_labels=max(2, len(balance)), task=cfg.data.task, **compute, **kwargs,
+                              gradient_checkpointing=cfg.train.gradient_checkpointing)
     except Exception as exc:
         st.caption(f"Parameter and memory estimate unavailable for this choice: {error_text(exc)}")
         return

@@ -81,7 +81,10 @@ def test_llama2_7b_lora_qv_is_4194304():
 def test_index_entries_load():
     index = json.loads((ROOT / "assets/model_configs/index.json").read_text())
     assert set(index) == {"llama-2-7b", "opt-350m", "distilbert", "tinyllama", "mistral-7b", "llama-2-13b",
-                          "llama-2-70b", "minilm", "smollm2-135m-instruct"}
+                          "llama-2-70b", "minilm", "smollm2-135m-instruct",
+                          # the GPU shelf's (core.gpu_shelf)
+                          "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct",
+                          "smollm2-360m-instruct", "smollm2-1.7b-instruct", "roberta-base"}
     assert E.list_models() == {k: v["label"] for k, v in index.items()}
     for key, entry in index.items():
         assert set(entry) == {"file", "label", "hub_id"}

@@ -9,6 +9,7 @@ import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 
 from core.config import ConfigError, hp
+from core.device import cuda_half_dtype
 from core.methods import Method, register
 from core.methods.lora import LoraParams, check_model, lora_config
 
@@ -38,8 +39,7 @@ def quantization_config(params, device: str, skip_modules: list[str]):
     compute = params.compute_dtype
     if compute == "auto":
         cuda = str(device).startswith("cuda")  # "cuda" or "cuda:N"
-        compute = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else (
-            "float16" if cuda else "float32")
+        compute = cuda_half_dtype() if cuda else "float32"
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=params.double_quant,
                               bnb_4bit_compute_dtype=getattr(torch, compute),
