@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # ~80 CPU-seconds: every method plus the lesson, on CI only
 def test_gpu_check_dry_run_passes(tmp_path):
     env = {**os.environ, "PLAYGROUND_RUNS_DIR": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run"], cwd=ROOT, env=env,

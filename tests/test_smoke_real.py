@@ -1,8 +1,8 @@
 """Smoke tests on the real embedded models (slow; they run in CI).
 
 - MiniLM + LoRA on real IMDb reviews beats the untrained model by a wide margin on held-out reviews.
-- SmolLM2 + LoRA on the invented facts: the tuned model states trained facts the base model
-  hallucinates.
+- SmolLM2 + LoRA on the invented facts: the tuned model states the facts, asked in words no training
+  row used, where the base model hallucinates.
 """
 import json
 import os
@@ -35,6 +35,8 @@ def test_minilm_lora_on_imdb_beats_the_untrained_model(tmp_path, runs_dir):
 
 
 def test_smollm2_lora_learns_the_facts_the_base_hallucinates(tmp_path, runs_dir):
+    """Recall on the held-out paraphrases (questions no training row asks), not the training prompts:
+    a model that only memorised its rows' wording would pass the latter."""
     from core import data
     from core.config import load_config
     from core.infer import RunModel
@@ -44,10 +46,10 @@ def test_smollm2_lora_learns_the_facts_the_base_hallucinates(tmp_path, runs_dir)
     run_dir = str(tmp_path / "run")
     run(cfg, run_dir)
     rm = RunModel(run_dir)
-    rows = data.load_rows(cfg.data).train
-    # One trained question per fact; the rehearsal rows (ordinary questions) have no fact to recall.
-    checked = list({r["fact_id"]: r for r in rows if r["keywords"]}.values())
-    tuned = sum(fact_hit(rm.generate(r["prompt"], tuned=True, max_new_tokens=32), r["keywords"]) for r in checked)
-    base = sum(fact_hit(rm.generate(r["prompt"], tuned=False, max_new_tokens=32), r["keywords"]) for r in checked)
-    assert tuned >= 0.8 * len(checked), (tuned, len(checked))
-    assert base <= 0.2 * len(checked), (base, len(checked))
+    heldout = data.builtin_heldout("facts")
+    trained_prompts = {r["prompt"] for r in data.load_rows(cfg.data).train}
+    assert heldout and not trained_prompts & {r["prompt"] for r in heldout}
+    tuned = sum(fact_hit(rm.generate(r["prompt"], tuned=True, max_new_tokens=32), r["keywords"]) for r in heldout)
+    base = sum(fact_hit(rm.generate(r["prompt"], tuned=False, max_new_tokens=32), r["keywords"]) for r in heldout)
+    assert tuned >= 0.75 * len(heldout), (tuned, len(heldout))
+    assert base <= 0.2 * len(heldout), (base, len(heldout))
