@@ -101,15 +101,52 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in text.lower() or "DefaultCPUAllocator: can't allocate" in text
 
 
+DISK_FULL_HINT = "free some disk space (delete old runs or uploads), or ask the server's admin"
+READ_ONLY_HINT = "the server's admin must make the runs folder writable (PLAYGROUND_RUNS_DIR)"
+MESSAGE_CHARS = 300  # a value quoted in a message is cut to this: a 20 KB link is no message
+
+
+def shorten(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """One readable line: a long value is cut in the middle, saying how much was left out."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 30, 20)
+    return f"{text[: keep * 2 // 3]} … ({len(text) - keep:,} characters left out) … {text[-(keep // 3):]}"
+
+
+def _os_cause(exc: BaseException) -> tuple[str, str] | None:
+    """The real cause of a failure that is an OSError somewhere in its chain (disk full, read-only
+    folder, missing file), or None."""
+    import errno
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            where = os.path.basename(str(exc.filename or "").rstrip("/")) if exc.filename else ""
+            at = f" ({where})" if where else ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return f"the disk is full: a file could not be written{at}", DISK_FULL_HINT
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return f"the server's folder is read-only or not writable{at}", READ_ONLY_HINT
+            if exc.errno == errno.ENOENT:
+                return f"a file the run needs does not exist{at}", "check that the run or data file still exists"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def explain_failure(exc: BaseException) -> tuple[str, str]:
     """(message, hint) in plain words for a run that raised."""
     if isinstance(exc, ConfigError):
-        return str(exc), ""
+        return shorten(str(exc), 1000), ""
+    os_cause = _os_cause(exc)
+    if os_cause is not None:
+        return os_cause
     if _is_oom(exc):
         return "out of memory: the model, batch and sequence length did not fit", OOM_HINT
     if isinstance(exc, NonFiniteLoss) or _NONFINITE.search(str(exc)):
         return "the loss became NaN or infinite (training diverged)", NAN_HINT
-    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    detail = shorten(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"training failed: {type(exc).__name__}: {detail}".rstrip(": "), GENERIC_HINT
 
 
@@ -140,10 +177,30 @@ def _as_dict(result: Any) -> dict:
 def _default_run_fn(cfg, run_dir, on_event, stop):
     from core.train import run  # lazy: importing torch/transformers costs seconds and memory
 
+    limits.check_fits_now(cfg)  # the previous run has freed its memory: is there enough now?
+
     def checked(event: dict) -> None:
         limits.check_event(event)  # raises into the trainer: the run fails, naming the step limit
         on_event(event)
     return run(cfg, run_dir, checked, stop, write_metrics=False)  # the manager writes metrics.jsonl
+
+
+def _memory_guard(job: "Job"):
+    """A MemoryWatchdog around one run (PLAYGROUND_MEMORY_GUARD_*): an OOM in one run must not
+    let the kernel kill the server with every visitor's session."""
+    import contextlib
+
+    from core import memory
+    limit = limits.memory_guard_bytes()
+    if not limit:
+        return contextlib.nullcontext()
+
+    def trip(used: int) -> None:
+        job.oom_message = (f"ran out of memory: the server's memory reached {memory.gb(used)}, above its guard of "
+                           f"{memory.gb(limit)} (PLAYGROUND_MEMORY_GUARD_PERCENT / _MB), so this run was stopped")
+        job.stop_reason = job.oom_message
+        job.stop.set()
+    return memory.MemoryWatchdog(limit, trip)
 
 
 def _fold_progress(progress: dict, event: dict) -> None:
@@ -178,6 +235,7 @@ class Job:
     warning: str = ""
     resume_from: Optional[str] = None
     event_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    oom_message: str = ""  # set by the memory guard: the run failed, it was not stopped by a person
 
 
 def trainer_nice() -> int:
@@ -302,10 +360,13 @@ class JobManager:
             timer.daemon = True
             timer.start()
         try:
-            result = self._run_fn(job.cfg, job.dir, lambda event: self._on_event(job, event), job.stop)
+            with _memory_guard(job):
+                result = self._run_fn(job.cfg, job.dir, lambda event: self._on_event(job, event), job.stop)
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a library must not kill the worker
             with self._lock:
-                if job.stop.is_set():
+                if job.oom_message:
+                    self._finish(job, "failed", job.oom_message, OOM_HINT)
+                elif job.stop.is_set():
                     # A trainer may raise on its way out after a stop; the user asked for it.
                     self._finish(job, "stopped", job.stop_reason or "stopped", "")
                 else:
@@ -329,7 +390,9 @@ class JobManager:
                 log.warning("job %s: could not write summary.json: %s", job.id, e)
         with self._lock:
             job.summary = summary
-            if job.stop.is_set():
+            if job.oom_message:  # the trainer stopped at the flag before the exception reached it
+                self._finish(job, "failed", job.oom_message, OOM_HINT)
+            elif job.stop.is_set():
                 self._finish(job, "stopped", job.stop_reason or "stopped", "")
             else:
                 self._finish(job, "completed", "", "")

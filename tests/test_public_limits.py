@@ -1,0 +1,147 @@
+"""Limits for a public Space (issue 25, part 2): memory refusal and guard, chat limits, disk hygiene.
+
+Each test reproduces a defect the issue found (it failed before the fix), with tiny models.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+
+import pytest
+
+from core import jobs, limits, memory, runs
+from core.config import ConfigError, RunConfig
+
+BIG = {"model": {"name": "minilm"}, "data": {"source": "builtin:sentiment", "task": "classification",
+                                            "max_length": 512},
+       "method": {"name": "lora", "params": {"r": 8}}, "train": {"epochs": 1, "batch_size": 1024}}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path, monkeypatch):
+    for var in ("PLAYGROUND_MEMORY_GUARD_MB", "PLAYGROUND_MEMORY_GUARD_PERCENT", "PLAYGROUND_MEMORY_MARGIN_MB",
+                "PLAYGROUND_MAX_LENGTH", "PLAYGROUND_MAX_PROMPT_CHARS", "PLAYGROUND_MAX_PROMPT_TOKENS",
+                "PLAYGROUND_CHAT_PER_MINUTE", "PLAYGROUND_UPLOAD_QUOTA_MB", "PLAYGROUND_UPLOAD_MAX_AGE_HOURS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PLAYGROUND_RUNS_DIR", str(tmp_path / "runs"))
+    jobs.reset_manager()
+    yield
+    jobs.reset_manager()
+
+
+def _wait(mgr, job_id, states, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snap = mgr.snapshot(job_id, events=False)
+        if snap["state"] in states:
+            return snap
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} stuck in {mgr.snapshot(job_id, events=False)['state']}")
+
+
+# ------------------------------------------------------------------------------------ memory
+
+def test_the_oom_setting_is_refused_before_anything_loads(tmp_path):
+    """/train?bs=1024&len=512 on MiniLM: the card said hundreds of GB and Start stayed enabled."""
+    def never(*_):
+        raise AssertionError("a run that cannot fit was started")
+    mgr = jobs.JobManager(never)
+    try:
+        with pytest.raises(limits.LimitExceeded) as caught:
+            mgr.submit(RunConfig.from_dict(BIG), "student-a")
+    finally:
+        mgr.shutdown()
+    message = str(caught.value)
+    assert "GB of memory" in message and "this server can give" in message
+    assert "batch size (now 1024)" in message and "max length (now 512)" in message
+    assert not os.path.exists(tmp_path / "runs") or os.listdir(tmp_path / "runs") == []
+
+
+def test_the_first_evaluation_batch_is_counted(monkeypatch):
+    """Memory reached 23 GB while scoring the untouched model: the eval batch is max(bs, 32) rows,
+    and a language model's eval keeps fp32 logits of every token."""
+    cfg = {"model": {"name": "smollm2-135m-instruct"}, "data": {"source": "builtin:facts", "task": "sft",
+                                                                 "max_length": 1024},
+           "method": {"name": "lora", "params": {"r": 8}}, "train": {"epochs": 1, "batch_size": 1}}
+    peak = memory.estimate_peak(cfg, memory.model_config("smollm2-135m-instruct"))
+    assert peak["eval"] > peak["train"] and peak["eval_batch"] == 32
+    between = (peak["train"] + peak["eval"]) // 2 + limits.memory_margin_bytes()
+    monkeypatch.setattr(memory, "ram_capacity", lambda: between)
+    with pytest.raises(limits.LimitExceeded, match="the first evaluation"):
+        limits.check_run(RunConfig.from_dict(cfg))
+
+
+def test_max_length_above_the_models_limit_names_both_numbers():
+    """len=1024 on MiniLM (512 positions) was allowed and died in a raw PyTorch RuntimeError."""
+    d = {**BIG, "data": {**BIG["data"], "max_length": 1024}, "train": {"epochs": 1, "batch_size": 8}}
+    with pytest.raises(limits.LimitExceeded) as caught:
+        limits.check_run(RunConfig.from_dict(d))
+    assert "data.max_length=1024" in str(caught.value) and "512 tokens" in str(caught.value)
+
+
+def test_a_small_run_still_fits():
+    d = {**BIG, "data": {**BIG["data"], "max_length": 128}, "train": {"epochs": 1, "batch_size": 8}}
+    limits.check_run(RunConfig.from_dict(d))
+
+
+def test_watchdog_interrupts_a_busy_thread():
+    seen = []
+
+    def spin():
+        try:
+            with memory.MemoryWatchdog(100, seen.append, interval_s=0.02, rss=lambda: 200):
+                deadline = time.time() + 10
+                while time.time() < deadline:
+                    sum(range(1000))
+        except memory.MemoryExceeded:
+            seen.append("raised")
+    thread = threading.Thread(target=spin)
+    t0 = time.time()
+    thread.start()
+    thread.join(5)
+    assert seen == [200, "raised"] and time.time() - t0 < 3
+
+
+def test_a_run_past_the_memory_guard_fails_and_the_next_one_runs(tmp_path, monkeypatch, tiny_bert,
+                                                                   sentiment_file):
+    """An OOM in one run killed the server; now the guard stops the run and the manager serves on."""
+    monkeypatch.setenv("PLAYGROUND_ALLOW_LOCAL_DATA", "1")
+    d = {"model": {"name": tiny_bert}, "data": {"source": sentiment_file, "task": "classification",
+                                                  "max_length": 32},
+         "method": {"name": "lora", "params": {"r": 4}}, "train": {"batch_size": 4, "max_steps": 400,
+                                                                    "eval_steps": 1000}}
+    mgr = jobs.get_manager()
+    monkeypatch.setenv("PLAYGROUND_MEMORY_GUARD_MB", "1")  # far below any process: trips at once
+    first = mgr.submit(RunConfig.from_dict(d), "student-a")
+    snap = _wait(mgr, first, ("failed", "completed", "stopped"))
+    assert snap["state"] == "failed", snap
+    assert snap["error"].startswith("ran out of memory") and "PLAYGROUND_MEMORY_GUARD" in snap["error"]
+    assert "batch size" in snap["hint"]
+    assert runs.read_status(runs.run_dir_for(first))["state"] == "failed"
+    monkeypatch.delenv("PLAYGROUND_MEMORY_GUARD_MB")
+    d["train"]["max_steps"] = 2
+    second = mgr.submit(RunConfig.from_dict(d), "student-a")
+    assert _wait(mgr, second, ("failed", "completed", "stopped"))["state"] == "completed"
+
+
+# ------------------------------------------------------------------------------------ messages
+
+@pytest.mark.parametrize("exc, words", [
+    (OSError(errno.ENOSPC, "No space left on device", "/srv/runs/x/adapter/model.safetensors"),
+     "the disk is full"),
+    (OSError(errno.EROFS, "Read-only file system", "/srv/runs/x/status.json"), "read-only"),
+    (PermissionError(errno.EACCES, "Permission denied", "/srv/runs"), "read-only or not writable"),
+])
+def test_failures_name_their_real_cause(exc, words):
+    message, hint = jobs.explain_failure(exc)
+    assert words in message and "/srv" not in message and "smaller model" not in hint
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = exc
+    assert words in jobs.explain_failure(wrapped)[0]
+
+
+def test_long_values_in_messages_are_shortened():
+    message, _ = jobs.explain_failure(ValueError("bad link " + "x" * 20_000))
+    assert len(message) < 400 and "characters left out" in message
