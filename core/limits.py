@@ -155,7 +155,7 @@ def check_event(event: dict) -> None:
 # ------------------------------------------------------------------------- public Space (issue 25)
 # Every request has a cost ceiling checked before the work starts. Environment (read at call time;
 # an unusable value means the default):
-#   PLAYGROUND_MAX_PROMPT_CHARS    default 2000  characters in one chat prompt or text to classify
+#   PLAYGROUND_MAX_PROMPT_CHARS    default 2000  characters in one chat prompt (5x for a text to classify)
 #   PLAYGROUND_MAX_PROMPT_TOKENS   default 512   tokens of one chat request (history + prompt)
 #   PLAYGROUND_CHAT_PER_MINUTE     default 12    chat sends per session per minute
 #   PLAYGROUND_GENERATION_SECONDS  default 60    time budget of one answer (it stops there)
@@ -223,8 +223,11 @@ def upload_max_age_seconds() -> float:
     return _env_limit("PLAYGROUND_UPLOAD_MAX_AGE_HOURS", DEFAULT_UPLOAD_MAX_AGE_HOURS) * 3600.0
 
 
-def check_prompt_chars(text: str, what: str = "the prompt") -> None:
-    limit = max_prompt_chars()
+CLASSIFY_CHARS_FACTOR = 5  # a text to classify is cut to max_length tokens anyway: reviews may be long
+
+
+def check_prompt_chars(text: str, what: str = "the prompt", factor: int = 1) -> None:
+    limit = max_prompt_chars() * factor
     if len(text) > limit:
         raise LimitExceeded(f"{what} is {len(text):,} characters long; this server takes at most {limit:,} "
                             "(PLAYGROUND_MAX_PROMPT_CHARS): shorten it")

@@ -145,3 +145,128 @@ def test_failures_name_their_real_cause(exc, words):
 def test_long_values_in_messages_are_shortened():
     message, _ = jobs.explain_failure(ValueError("bad link " + "x" * 20_000))
     assert len(message) < 400 and "characters left out" in message
+
+
+# ------------------------------------------------------------------------------------ chat
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory, tiny_llama):
+    import json as _json
+
+    from core.infer import RunModel
+    from core.train import run
+    folder = tmp_path_factory.mktemp("chat")
+    facts = folder / "facts.jsonl"
+    facts.write_text("".join(_json.dumps({"prompt": f"Who founded Quillmere number {i}?",
+                                          "response": f"It was founded by Odile {i}."}) + "\n" for i in range(12)))
+    cfg = RunConfig.from_dict({"model": {"name": tiny_llama}, "data": {"source": str(facts), "task": "sft",
+                                                                        "max_length": 32},
+                               "method": {"name": "lora", "params": {"r": 4}},
+                               "train": {"batch_size": 4, "max_steps": 2, "eval_steps": 100}})
+    old = os.environ.get("PLAYGROUND_RUNS_DIR")
+    os.environ["PLAYGROUND_RUNS_DIR"] = str(folder / "runs")
+    try:
+        run(cfg, str(folder / "run"))
+    finally:
+        if old is None:
+            os.environ.pop("PLAYGROUND_RUNS_DIR", None)
+        else:
+            os.environ["PLAYGROUND_RUNS_DIR"] = old
+    return RunModel(str(folder / "run"))
+
+
+@pytest.fixture
+def slow_model(chat_model):
+    """20 ms per forward pass: a tiny model that answers at a small CPU's pace."""
+    from core import chat_gate
+    chat_gate.reset()
+    hook = chat_model.model.get_base_model().register_forward_pre_hook(lambda *_: time.sleep(0.02))
+    yield chat_model
+    hook.remove()
+    chat_gate.reset()
+
+
+def _ask(model, session: str, prompt: str, max_new_tokens: int = 64) -> str:
+    """What the Compare page does for one send (core part): rate limit, one in flight, stream."""
+    from core import chat_gate
+    model.check_prompt(prompt)
+    chat_gate.check_rate(session)
+    cancel = chat_gate.begin(session)
+    try:
+        return "".join(model.generate_stream(prompt, max_new_tokens=max_new_tokens, cancel=cancel))
+    finally:
+        chat_gate.end(session, cancel)
+
+
+def test_over_long_prompts_are_refused_naming_the_limit(chat_model, monkeypatch):
+    with pytest.raises(limits.LimitExceeded, match="PLAYGROUND_MAX_PROMPT_CHARS") as caught:
+        chat_model.generate("x" * 20_000)
+    assert "20,000 characters" in str(caught.value) and "2,000" in str(caught.value)
+    monkeypatch.setenv("PLAYGROUND_MAX_PROMPT_TOKENS", "20")
+    with pytest.raises(limits.LimitExceeded, match="PLAYGROUND_MAX_PROMPT_TOKENS"):
+        chat_model.check_prompt("who founded quillmere " * 10)
+    with pytest.raises(limits.LimitExceeded, match="PLAYGROUND_MAX_PROMPT_CHARS"):
+        chat_model.classify("y" * 50_000) if chat_model.task != "sft" else limits.check_prompt_chars("y" * 50_000)
+
+
+def test_a_flood_from_one_session_does_not_starve_another(slow_model):
+    """Session A: a 20k prompt and 30 rapid sends; session B's "hi" is answered within seconds."""
+    from core import chat_gate
+    outcomes: list = []
+
+    def flood(i: int) -> None:
+        try:
+            outcomes.append(("answer", _ask(slow_model, "A", f"flood {i}")))
+        except ConfigError as exc:
+            outcomes.append(("refused", str(exc)))
+    with pytest.raises(ConfigError):
+        _ask(slow_model, "A", "z" * 20_000)
+    threads = [threading.Thread(target=flood, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    answer = _ask(slow_model, "B", "hi", max_new_tokens=8)
+    waited = time.time() - t0
+    for t in threads:
+        t.join(30)
+    assert waited < 4.0, f"session B waited {waited:.1f} s"
+    assert isinstance(answer, str)
+    assert len(outcomes) == 30, "every send gets an answer or a refusal: none dropped silently"
+    refused = [text for kind, text in outcomes if kind == "refused"]
+    assert len(refused) >= 30 - limits.chat_per_minute()
+    assert all("PLAYGROUND_CHAT_PER_MINUTE" in t or "busy" in t for t in refused), refused[:3]
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "playground-generate")
+    assert not chat_gate.in_flight("A") and not chat_gate.in_flight("B")
+
+
+def test_an_answer_stops_when_its_reader_goes_away(slow_model):
+    stream = slow_model.generate_stream("tell me everything", max_new_tokens=200)
+    next(stream)
+    t0 = time.time()
+    stream.close()  # what a closed tab or a superseded script run does to the generator
+    assert time.time() - t0 < 1.0
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "playground-generate")
+    with slow_model.view(True):  # the lock is free again
+        pass
+
+
+def test_an_answer_has_a_time_budget(slow_model, monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_GENERATION_SECONDS", "1")
+    t0 = time.time()
+    text = "".join(slow_model.generate_stream("tell me everything", max_new_tokens=200))
+    assert time.time() - t0 < 2.5
+    assert "PLAYGROUND_GENERATION_SECONDS" in text
+
+
+def test_a_busy_model_says_so_within_the_wait(slow_model, monkeypatch):
+    from core.infer import ModelBusy
+    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
+    holder = threading.Thread(target=lambda: slow_model.generate("hold it", max_new_tokens=150))
+    holder.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    with pytest.raises(ModelBusy, match="busy"):
+        slow_model.generate("me too", max_new_tokens=4)
+    assert time.time() - t0 < 2.0
+    holder.join(30)
