@@ -24,7 +24,7 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-from core import limits, runs
+from core import limits, runs, uploads
 from core.config import ConfigError
 from core.runs import NotFound  # noqa: F401 - re-exported so pages catch jobs.NotFound
 
@@ -516,7 +516,17 @@ class JobManager:
             self._jobs.pop(run_id, None)
             if run_id in self._finished_order:
                 self._finished_order.remove(run_id)
-        return runs.delete_run(run_id)  # outside the lock: removing big weights takes a while
+        try:
+            config = runs.get_run(run_id).config
+        except (ConfigError, OSError):
+            config = {}
+        deleted = runs.delete_run(run_id)  # outside the lock: removing big weights takes a while
+        if deleted:
+            try:
+                uploads.release(config)  # its uploaded data goes with it, unless another run uses it
+            except OSError as e:
+                log.warning("run %s: could not delete its uploads: %s", run_id, e)
+        return deleted
 
     def weights_zip(self, run_id: str, requester: Optional[str], admin: bool = False) -> bytes:
         """The run's weights as zip bytes, for its owner or an admin."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import time
 
@@ -270,3 +271,139 @@ def test_a_busy_model_says_so_within_the_wait(slow_model, monkeypatch):
         slow_model.generate("me too", max_new_tokens=4)
     assert time.time() - t0 < 2.0
     holder.join(30)
+
+
+# ------------------------------------------------------------------------------------ disk
+
+ROWS = "".join(f'{{"text": "review {i}", "label": "{"pos" if i % 2 else "neg"}"}}\n' for i in range(20)).encode()
+
+
+@pytest.fixture
+def uploads_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "uploads"
+    monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(folder))
+    return folder
+
+
+def _all_files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_a_disk_full_upload_leaves_no_part_file(uploads_dir, monkeypatch):
+    from core import data, uploads
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, _):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+    with pytest.raises(data.DataError) as caught:
+        uploads.save_for("student-a", ROWS, "my reviews.jsonl")
+    assert "my reviews.jsonl" in str(caught.value) and "disk is full" in str(caught.value)
+    assert _all_files(uploads_dir) == []
+
+
+def test_a_refused_upload_is_deleted_and_messages_name_the_users_file(uploads_dir):
+    from core import data, uploads
+    with pytest.raises(data.DataError) as caught:
+        uploads.save_for("student-a", b'{"text": "ok"}\n{broken\n', "holiday notes.jsonl")
+    assert "holiday notes.jsonl" in str(caught.value)
+    assert not re.search(r"[0-9a-f]{32}", str(caught.value)), "the server's <uuid> name is shown"
+    assert _all_files(uploads_dir) == []
+    path = uploads.save_for("student-a", ROWS, "good.jsonl")
+    with open(path, "ab") as fh:
+        fh.write(b"{not json\n")
+    with pytest.raises(data.DataError) as caught:
+        data.check_table(path)
+    assert "good.jsonl" in str(caught.value) and os.path.basename(path) not in str(caught.value)
+
+
+def test_uploads_have_a_per_session_quota(uploads_dir, monkeypatch):
+    from core import data, uploads
+    monkeypatch.setenv("PLAYGROUND_UPLOAD_QUOTA_MB", "1")
+    big = ROWS * (600_000 // len(ROWS))
+    first = uploads.save_for("student-a", big, "one.jsonl")
+    # used by a run: it stays, so the second does not fit
+    runs.create_run(RunConfig.from_dict({**BIG, "data": {"source": first, "task": "classification",
+                                                         "max_length": 64}}), "student-a")
+    with pytest.raises(data.DataError, match="PLAYGROUND_UPLOAD_QUOTA_MB"):
+        uploads.save_for("student-a", big, "two.jsonl")
+    assert os.path.exists(first)
+    uploads.save_for("student-b", big, "other.jsonl")  # another visitor has a quota of their own
+
+
+def test_uploads_go_with_their_runs_and_with_age(uploads_dir, monkeypatch):
+    from core import uploads
+    path = uploads.save_for("student-a", ROWS, "mine.jsonl")
+    cfg = RunConfig.from_dict({**BIG, "data": {"source": path, "task": "classification", "max_length": 64}})
+    run_a = os.path.basename(runs.create_run(cfg, "student-a"))
+    run_b = os.path.basename(runs.create_run(cfg, "student-a"))
+    for run_id in (run_a, run_b):
+        runs.write_status(runs.run_dir_for(run_id), "completed")
+    mgr = jobs.JobManager(lambda *a: {})
+    try:
+        mgr.delete(run_a, "student-a")
+        assert os.path.exists(path), "another run still uses it"
+        mgr.delete(run_b, "student-a")
+        assert not os.path.exists(path) and _all_files(uploads_dir) == []
+    finally:
+        mgr.shutdown()
+    old = uploads.save_for("student-a", ROWS, "old.jsonl")
+    monkeypatch.setenv("PLAYGROUND_UPLOAD_MAX_AGE_HOURS", "1")
+    assert uploads.sweep(now=time.time() + 1800) == 0 and os.path.exists(old)
+    assert uploads.sweep(now=time.time() + 7200) == 1 and not os.path.exists(old)
+
+
+def test_a_failed_weights_save_fails_the_run_and_leaves_no_half_adapter(tmp_path, monkeypatch, tiny_bert,
+                                                                         sentiment_file):
+    """peft writes README.md first: a full disk after it left an adapter/ that counted as weights."""
+    import peft
+    monkeypatch.setenv("PLAYGROUND_ALLOW_LOCAL_DATA", "1")
+
+    def full_disk(self, folder, *a, **k):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "README.md"), "w") as fh:
+            fh.write("# model card\n")
+        raise OSError(errno.ENOSPC, "No space left on device", os.path.join(folder, "adapter_model.safetensors"))
+    monkeypatch.setattr(peft.PeftModel, "save_pretrained", full_disk)
+    d = {"model": {"name": tiny_bert}, "data": {"source": sentiment_file, "task": "classification",
+                                                  "max_length": 32},
+         "method": {"name": "lora", "params": {"r": 4}}, "train": {"batch_size": 4, "max_steps": 2,
+                                                                    "eval_steps": 100}}
+    mgr = jobs.get_manager()
+    job = mgr.submit(RunConfig.from_dict(d), "student-a")
+    snap = _wait(mgr, job, ("failed", "completed", "stopped"))
+    assert snap["state"] == "failed" and snap["error"] == "could not save weights: disk full", snap
+    folder = runs.run_dir_for(job)
+    assert not os.path.exists(os.path.join(folder, "adapter"))
+    assert not [n for n in os.listdir(folder) if n.startswith(".saving")]
+    assert not runs.get_run(job).has_weights
+
+
+def test_an_adapter_folder_with_only_a_readme_is_not_saved_weights(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "README.md").write_text("# card")
+    assert runs.weights_dir(str(tmp_path)) is None
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    assert runs.weights_dir(str(tmp_path)) == str(tmp_path / "adapter")
+
+
+def test_generate_on_a_missing_run_says_so(tmp_path, capsys):
+    from core import generate
+    assert generate.main(["--run", str(tmp_path / "nope"), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "training failed" not in err
+    (tmp_path / "empty").mkdir()
+    assert generate.main(["--run", str(tmp_path / "empty"), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run folder" in err and "training failed" not in err
