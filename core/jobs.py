@@ -62,6 +62,7 @@ class PermissionDenied(ConfigError):
 
 
 from core.errors import NonFiniteLoss  # noqa: E402  (raised by the trainer's callback)
+from core.errors import shorten  # noqa: E402,F401  (long values in messages; re-exported)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -103,18 +104,6 @@ def _is_oom(exc: BaseException) -> bool:
 
 DISK_FULL_HINT = "free some disk space (delete old runs or uploads), or ask the server's admin"
 READ_ONLY_HINT = "the server's admin must make the runs folder writable (PLAYGROUND_RUNS_DIR)"
-MESSAGE_CHARS = 300  # a value quoted in a message is cut to this: a 20 KB link is no message
-
-
-def shorten(text: str, limit: int = MESSAGE_CHARS) -> str:
-    """One readable line: a long value is cut in the middle, saying how much was left out."""
-    text = " ".join(str(text).split())
-    if len(text) <= limit:
-        return text
-    keep = max(limit - 30, 20)
-    return f"{text[: keep * 2 // 3]} … ({len(text) - keep:,} characters left out) … {text[-(keep // 3):]}"
-
-
 def _os_cause(exc: BaseException) -> tuple[str, str] | None:
     """The real cause of a failure that is an OSError somewhere in its chain (disk full, read-only
     folder, missing file), or None."""

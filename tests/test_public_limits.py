@@ -407,3 +407,10 @@ def test_generate_on_a_missing_run_says_so(tmp_path, capsys):
     assert generate.main(["--run", str(tmp_path / "empty"), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
     assert "is not a run folder" in err and "training failed" not in err
+
+
+def test_a_20kb_bad_link_value_is_not_echoed_back():
+    from core import urlstate
+    _, warnings = urlstate.decode({"lr": "9" * 20_000 + "x", "name": "n" * 20_000}, RunConfig())
+    assert len(warnings) == 2 and all(len(w) < 400 for w in warnings), warnings
+    assert all("characters left out" in w for w in warnings)
