@@ -414,3 +414,24 @@ def test_a_20kb_bad_link_value_is_not_echoed_back():
     _, warnings = urlstate.decode({"lr": "9" * 20_000 + "x", "name": "n" * 20_000}, RunConfig())
     assert len(warnings) == 2 and all(len(w) < 400 for w in warnings), warnings
     assert all("characters left out" in w for w in warnings)
+
+
+def test_the_train_page_disables_start_for_the_oom_setting(tmp_path, monkeypatch):
+    """/train?bs=1024&len=512: the card said hundreds of GB and Start stayed enabled."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.chdir(root)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    at.query_params.update({"bs": "1024", "len": "512"})
+    at.switch_page("pages/train.py")
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("GB of memory" in e and "batch size (now 1024)" in e for e in errors), errors
+    assert at.button(key="tr_start").disabled
+    at.query_params.clear()
