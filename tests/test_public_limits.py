@@ -435,3 +435,45 @@ def test_the_train_page_disables_start_for_the_oom_setting(tmp_path, monkeypatch
     assert any("GB of memory" in e and "batch size (now 1024)" in e for e in errors), errors
     assert at.button(key="tr_start").disabled
     at.query_params.clear()
+
+
+def test_compare_keeps_refused_sends_on_screen(tmp_path, monkeypatch, tiny_llama, facts_file):
+    """99 of 100 sends were dropped without a word: a refused send now says why and stays shown."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import chat_gate, train
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(root)
+    config = RunConfig.from_dict({"model": {"name": tiny_llama},
+                                  "data": {"source": facts_file, "task": "sft", "max_length": 32},
+                                  "method": {"name": "lora"}, "train": {"max_steps": 1, "batch_size": 4}})
+    run_dir = runs.create_run(config, owner="")
+    runs.write_status(run_dir, train.run(config, run_dir)["state"])
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    chat_gate.reset()
+    monkeypatch.setenv("PLAYGROUND_CHAT_PER_MINUTE", "1")
+    at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    at.session_state["compare_run"] = os.path.basename(run_dir)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.slider(key="cmp_max_new").set_value(8)
+    at.text_input(key="cmp_prompt").input("Who founded Quillmere?")
+    at.button(key="cmp_send").click().run()
+    assert not at.exception and not [w for w in at.warning if w.value.startswith("Not sent")]
+    at.text_input(key="cmp_prompt").input("And when?")
+    at.button(key="cmp_send").click().run()
+    warnings = [w.value for w in at.warning]
+    assert any("And when?" in w and "PLAYGROUND_CHAT_PER_MINUTE" in w for w in warnings), warnings
+    chat_gate.reset()
+    # The prompt box stops typing at the cap; an example button (or a crafted request) does not
+    monkeypatch.setenv("PLAYGROUND_MAX_PROMPT_CHARS", "10")
+    at.button(key="cmp_ex_0").click().run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("Not sent") and "PLAYGROUND_MAX_PROMPT_CHARS" in w for w in warnings), warnings
+    user_turns = [m for m in at.get("chat_message") if m.name == "user"]
+    assert len(user_turns) == 2, "only the admitted send is in the chat (once per pane)"
+    chat_gate.reset()
