@@ -241,18 +241,30 @@ def check_prompt_tokens(n_tokens: int) -> None:
                             "or clear the chat or turn off Remember chat")
 
 
-def _device_of(d: dict) -> str:
-    wanted = str((d.get("model") or {}).get("device") or "auto")
-    from core import memory
-    if wanted == "cpu" or memory.gpu_free() is None:
-        return "cpu"
-    return "cuda"
+def _compute(d: dict) -> dict:
+    """Device, dtype and autocast as the run will train: the Train page's estimate card makes the
+    same choice, so the refusal and the card show the same figure."""
+    try:
+        from core import memory, models
+        from core.methods import get_method
+        model = d.get("model") or {}
+        device = models.pick_device(str(model.get("device") or "auto"))
+        wanted = str(model.get("dtype") or "auto")
+        flags = models.mixed_precision(device, wanted, get_method((d.get("method") or {}).get("name")).quantized_base)
+        dtype = str(models.pick_dtype(device, wanted)).removeprefix("torch.")
+        on_gpu = device != "cpu" and memory.gpu_free() is not None
+        return {"device": "cuda" if on_gpu else "cpu", "dtype": dtype, "autocast": bool(flags["bf16"] or flags["fp16"])}
+    except Exception:  # an odd machine or config: plain fp32 on a CPU, the largest figure
+        return {"device": "cpu", "dtype": "float32", "autocast": False}
 
 
 def _what_to_lower(d: dict) -> str:
     data, train = d.get("data") or {}, d.get("train") or {}
+    method = (d.get("method") or {}).get("name")
+    other = {"full": "use LoRA or QLoRA, or a smaller model", "lora": "use QLoRA or a smaller model"}.get(
+        method, "use a smaller model")
     return (f"lower the batch size (now {train.get('batch_size')}) or max length (now {data.get('max_length')}), "
-            "or use LoRA/QLoRA or a smaller model")
+            f"or {other}")
 
 
 def check_fits(cfg: Any, available: int | None = None) -> None:
@@ -271,7 +283,8 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
     if length is not None and context is not None and length > context:
         raise LimitExceeded(f"data.max_length={int(length)} is above what {name} can read: {context} tokens "
                             f"(its max_position_embeddings); use a max length of {context} or less")
-    device = _device_of(d)
+    compute = _compute(d)
+    device = compute["device"]
     if available is None:
         if device == "cuda":
             gpu = memory.gpu_free()
@@ -281,7 +294,7 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
     if not available:
         return
     try:
-        peak = memory.estimate_peak(d, model_cfg, device)
+        peak = memory.estimate_peak(d, model_cfg, device, compute["dtype"], compute["autocast"])
     except (ConfigError, ValueError, TypeError, KeyError):
         return  # an option the estimator does not model: no refusal on a guess
     budget = available - memory_margin_bytes()
@@ -298,7 +311,7 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
 def check_fits_now(cfg: Any) -> None:
     """check_fits against the memory free at this moment (the worker, just before a run loads)."""
     from core import memory
-    if _device_of(_cfg_dict(cfg)) == "cuda":
+    if _compute(_cfg_dict(cfg))["device"] == "cuda":
         gpu = memory.gpu_free()
         available = gpu[0] if gpu else None
     else:

@@ -153,7 +153,8 @@ def estimate_method(method: dict) -> tuple[str, dict]:
     return name, kwargs
 
 
-def estimate_peak(cfg: dict, model_cfg: dict, device: str = "cpu") -> dict[str, int]:
+def estimate_peak(cfg: dict, model_cfg: dict, device: str = "cpu", dtype: str = "float32",
+                  autocast: bool = False) -> dict[str, int]:
     """{"train", "eval", "peak"} bytes for a run config dict: the training step, and the evaluation
     batch (forward only, but max(batch, 32) rows: one block's intermediates and, for a language
     model, the fp32 logits of every token)."""
@@ -161,10 +162,9 @@ def estimate_peak(cfg: dict, model_cfg: dict, device: str = "cpu") -> dict[str, 
     bs, seq = int(train.get("batch_size") or 8), int(data.get("max_length") or 256)
     task = data.get("task") or "classification"
     method, kwargs = estimate_method(cfg.get("method") or {})
-    dtype = (cfg.get("model") or {}).get("dtype") or "float32"
-    dtype = "float32" if dtype == "auto" else dtype
     where = "cpu" if device == "cpu" else "cuda"
-    common = dict(dtype=dtype, task=task, flash_attention=True, device=where)
+    common = dict(dtype=dtype, task=task, flash_attention=True, device=where,
+                  autocast=autocast and method != "qlora")
     trained = estimate.memory_estimate(model_cfg, method, batch_size=bs, seq_len=seq, **common, **kwargs)
     eval_bs = max(bs, EVAL_MIN_BATCH)
     one_block = estimate.workspace_bytes(model_cfg, "linear_head", 0, batch_size=eval_bs, seq_len=seq,
