@@ -340,7 +340,9 @@ class JobManager:
                               message="")
         except OSError as e:
             with self._lock:
-                self._finish(job, "failed", f"could not write to the runs folder: {e}", "free some disk space")
+                message, hint = _os_cause(e) or (f"could not write to the runs folder: {e.strerror or e}",
+                                                 DISK_FULL_HINT)
+                self._finish(job, "failed", message, hint)
             return
         timer = None
         limit = max_run_seconds()
