@@ -10,6 +10,7 @@ eval or anything that runs code from the data.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -232,14 +233,55 @@ def save_upload(data: bytes, filename: str, uploads_dir: str) -> str:
         _decode_utf8(data, shown)
         if fmt != "json":
             _check_line_lengths(data, shown)
-    os.makedirs(uploads_dir, exist_ok=True)
     path = os.path.join(uploads_dir, f"{uuid.uuid4().hex}.{fmt}")
     part = path + ".part"
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(part, path)  # readers never see a half-written file
+    try:
+        os.makedirs(uploads_dir, exist_ok=True)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        # The user's own file name, for messages: never the server's <uuid>.csv
+        with open(path + NAME_SUFFIX, "w", encoding="utf-8") as fh:
+            fh.write(shown)
+        os.replace(part, path)  # readers never see a half-written file
+    except OSError as exc:
+        for leftover in (part, path + NAME_SUFFIX):  # a full disk must not keep half a file
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        raise DataError(f"{shown} could not be stored: {_os_reason(exc)}") from None
     return path
+
+
+NAME_SUFFIX = ".name"  # beside an upload: the file name its visitor gave
+
+
+def _os_reason(exc: OSError) -> str:
+    import errno
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the server's disk is full; try again later or ask the server's admin"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the server's uploads folder is read-only; ask the server's admin (PLAYGROUND_UPLOADS_DIR)"
+    return exc.strerror or type(exc).__name__
+
+
+def shown_name(path: str) -> str:
+    """The name a visitor knows a file by: the one they uploaded it as, else its own base name."""
+    try:
+        with open(str(path) + NAME_SUFFIX, encoding="utf-8") as fh:
+            name = fh.read(200).strip()
+    except OSError:
+        name = ""
+    return _display_name(name) if name else os.path.basename(path)
+
+
+def display_name(filename: str) -> str:
+    """A visitor's file name as a message may show it: its base name, no control characters, short."""
+    return _display_name(filename)
+
+
+def check_table(path: str) -> int:
+    """Rows of a stored file, read as a run would read it; DataError (naming the user's file) if unusable."""
+    return len(_read_file(path).rows)
 
 
 def load_rows(spec: DataSpec, uploads_dir: str | None = None, seed: int = 42) -> LoadedData:
@@ -409,8 +451,8 @@ def _resolve_path(source: str, uploads_dir: str) -> str:
 
 
 def _read_file(path: str) -> _Table:
-    name = os.path.basename(path)
-    fmt = _format_of(name)
+    fmt = _format_of(os.path.basename(path))
+    name = shown_name(path)
     limit = max_upload_bytes()
     size = os.path.getsize(path)
     if size > limit:

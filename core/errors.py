@@ -12,3 +12,13 @@ class TrainingStopped(Exception):
 class RunInterrupted(RuntimeError):
     """The machine or process running a run went away (e.g. a Ray node died): the run ends
     `interrupted`, not `failed`, keeping the metrics it had; its settings were not at fault."""
+MESSAGE_CHARS = 300  # a value quoted in a message is cut to this: a 20 KB link is no message
+
+
+def shorten(text: object, limit: int = MESSAGE_CHARS) -> str:
+    """One readable line: a long value is cut in the middle, saying how much was left out."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 30, 20)
+    return f"{text[: keep * 2 // 3]} … ({len(text) - keep:,} characters left out) … {text[-(keep // 3):]}"

@@ -131,11 +131,46 @@ def _adapter_disabled(peft_model):
             p.requires_grad_(flag)
 
 
+class _AnyEvent:
+    """is_set() of either of two flags (one may be None)."""
+
+    def __init__(self, *events):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+class ModelBusy(ConfigError):
+    """Another session has used this run's model for longer than PLAYGROUND_MODEL_WAIT_SECONDS."""
+
+
+def _stop_when(cancel: threading.Event | None, deadline: float, timed_out: list):
+    """A StoppingCriteria checked after every new token: the caller went away (its session closed or
+    its script run was superseded: `cancel`), or the answer used its time budget."""
+    from transformers import StoppingCriteria
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kw):
+            late = time.monotonic() > deadline
+            if late and not timed_out:
+                timed_out.append(True)
+            stop = late or (cancel is not None and cancel.is_set())
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+    return _Stop()
+
+
 class RunModel:
     def __init__(self, run_dir: str):
         from core import models
         from core.train import build_model
         self.run_dir = run_dir
+        if not os.path.isdir(run_dir):
+            raise ConfigError(f"run folder {os.path.basename(os.path.normpath(run_dir)) or run_dir} does not exist; "
+                              "give a folder under runs/ (the Runs page lists them)")
+        if not os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise ConfigError(f"{os.path.basename(os.path.normpath(run_dir)) or run_dir} is not a run folder (it has no "
+                              "config.json); give a folder under runs/ (the Runs page lists them)")
         with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
             self.cfg = RunConfig.from_dict(json.load(fh))
         path = os.path.join(run_dir, "weights.json")
@@ -185,9 +220,22 @@ class RunModel:
         return cls.from_pretrained(folder, trust_remote_code=False).to(device)
 
     @contextlib.contextmanager
+    def _locked(self):
+        # A bounded wait: a visitor hears "busy" in seconds instead of a thread parked on the lock.
+        from core import limits
+        wait = limits.model_wait_seconds()
+        if not self.lock.acquire(timeout=wait):
+            raise ModelBusy(f"this model is busy answering another visitor (waited {wait} s, "
+                            "PLAYGROUND_MODEL_WAIT_SECONDS); send again in a few seconds")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    @contextlib.contextmanager
     def view(self, tuned: bool):
         """The model as tuned, or as it was before training."""
-        with self.lock:
+        with self._locked():
             if tuned or self.format == "none":
                 yield self.model
             elif self.format == "peft":
@@ -210,6 +258,8 @@ class RunModel:
     def classify(self, text: str, tuned: bool = True) -> dict[str, float]:
         if not text.strip():
             raise ConfigError("the text is empty; type a sentence to classify")
+        from core import limits
+        limits.check_prompt_chars(text, "the text", factor=limits.CLASSIFY_CHARS_FACTOR)
         with self.view(tuned) as model:
             if self.kind == "causal" and not hasattr(self._inner(model), "score"):
                 probs = label_word_probs(model, self.tokenizer, [text], self.label_names,
@@ -226,16 +276,33 @@ class RunModel:
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     # -- generation -------------------------------------------------------------------------
+    def check_prompt(self, prompt: str, history: list[dict] | None = None) -> None:
+        """Refuse, before waiting for the model, a prompt above the server's caps (chars, tokens)."""
+        from core import limits
+        limits.check_prompt_chars(prompt)
+        limits.check_prompt_tokens(int(self._chat_ids(list(history or []) + [{"role": "user", "content": prompt}])
+                                       .shape[1]))
+
     def generate_stream(self, prompt: str, tuned: bool = True, max_new_tokens: int = 64,
-                        temperature: float = 0.0, history: list[dict] | None = None) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+                        temperature: float = 0.0, history: list[dict] | None = None,
+                        cancel: threading.Event | None = None) -> Iterator[str]:
+        """The answer, piece by piece. It stops early when `cancel` is set, when the consumer stops
+        reading (the generator is closed), or at PLAYGROUND_GENERATION_SECONDS (then says so)."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        from core import limits
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
             raise ConfigError("the prompt is empty; type a question")
+        limits.check_prompt_chars(prompt)  # before tokenising: a 100k-character prompt costs seconds
         messages = list(history or []) + [{"role": "user", "content": prompt}]
         ids = self._chat_ids(messages)
+        limits.check_prompt_tokens(int(ids.shape[1]))
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        budget = limits.generation_seconds()
+        timed_out: list = []
+        stop_flag = threading.Event()  # set when the consumer leaves: the thread must not run on
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                       streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
                       do_sample=temperature > 0, repetition_penalty=REPETITION_PENALTY)
@@ -245,6 +312,12 @@ class RunModel:
         with self.view(tuned) as model:
             kwargs["input_ids"] = ids.to(model.device)
             kwargs["attention_mask"] = kwargs["attention_mask"].to(model.device)
+            # The clock starts once the model is ours: waiting for it is bounded separately.
+            either = _AnyEvent(cancel, stop_flag)
+            if either.is_set():
+                return  # replaced by a newer send while it waited for the model: nothing to answer
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_when(either, time.monotonic() + budget,
+                                                                           timed_out)])
 
             def work():
                 try:
@@ -254,13 +327,21 @@ class RunModel:
                     errors.append(exc)
                     streamer.end()
 
-            thread = threading.Thread(target=work, daemon=True)
+            thread = threading.Thread(target=work, daemon=True, name="playground-generate")
             thread.start()
-            for piece in streamer:
-                yield piece
-            thread.join()
+            try:
+                for piece in streamer:
+                    yield piece
+            finally:
+                # Closed early (a new send, a closed tab): stop at the next token, and keep the model
+                # locked until the thread is done with it.
+                stop_flag.set()
+                thread.join()
         if errors:
             raise errors[0]
+        if timed_out:
+            yield (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
+                   "PLAYGROUND_GENERATION_SECONDS)_")
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()

@@ -31,7 +31,7 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-from core import limits, runs, workers
+from core import limits, runs, uploads, workers
 from core.config import ConfigError
 from core.runs import NotFound  # noqa: F401 - re-exported so pages catch jobs.NotFound
 
@@ -80,6 +80,7 @@ class PermissionDenied(ConfigError):
 
 
 from core.errors import NonFiniteLoss, RunInterrupted  # noqa: E402  (raised by the trainer's callback / Ray backend)
+from core.errors import shorten  # noqa: E402,F401  (long values in messages; re-exported)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -183,17 +184,42 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in text.lower() or "DefaultCPUAllocator: can't allocate" in text
 
 
+DISK_FULL_HINT = "free some disk space (delete old runs or uploads), or ask the server's admin"
+READ_ONLY_HINT = "the server's admin must make the runs folder writable (PLAYGROUND_RUNS_DIR)"
+def _os_cause(exc: BaseException) -> tuple[str, str] | None:
+    """The real cause of a failure that is an OSError somewhere in its chain (disk full, read-only
+    folder, missing file), or None."""
+    import errno
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            where = os.path.basename(str(exc.filename or "").rstrip("/")) if exc.filename else ""
+            at = f" ({where})" if where else ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return f"the disk is full: a file could not be written{at}", DISK_FULL_HINT
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                return f"the server's folder is read-only or not writable{at}", READ_ONLY_HINT
+            if exc.errno == errno.ENOENT:
+                return f"a file the run needs does not exist{at}", "check that the run or data file still exists"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def explain_failure(exc: BaseException) -> tuple[str, str]:
     """(message, hint) in plain words for a run that raised."""
     if isinstance(exc, ConfigError):
-        return str(exc), ""
+        return shorten(str(exc), 1000), ""
     if isinstance(exc, RunInterrupted):
         return str(exc), "submit it again (or resume it from its last checkpoint on Runs)"
+    os_cause = _os_cause(exc)
+    if os_cause is not None:
+        return os_cause
     if _is_oom(exc):
         return "out of memory: the model, batch and sequence length did not fit", OOM_HINT
     if isinstance(exc, NonFiniteLoss) or _NONFINITE.search(str(exc)):
         return "the loss became NaN or infinite (training diverged)", NAN_HINT
-    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    detail = shorten(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"training failed: {type(exc).__name__}: {detail}".rstrip(": "), GENERIC_HINT
 
 
@@ -224,10 +250,30 @@ def _as_dict(result: Any) -> dict:
 def _default_run_fn(cfg, run_dir, on_event, stop):
     from core.train import run  # lazy: importing torch/transformers costs seconds and memory
 
+    limits.check_fits_now(cfg)  # the previous run has freed its memory: is there enough now?
+
     def checked(event: dict) -> None:
         limits.check_event(event)  # raises into the trainer: the run fails, naming the step limit
         on_event(event)
     return run(cfg, run_dir, checked, stop, write_metrics=False)  # the manager writes metrics.jsonl
+
+
+def _memory_guard(job: "Job"):
+    """A MemoryWatchdog around one run (PLAYGROUND_MEMORY_GUARD_*): an OOM in one run must not
+    let the kernel kill the server with every visitor's session."""
+    import contextlib
+
+    from core import memory
+    limit = limits.memory_guard_bytes()
+    if not limit:
+        return contextlib.nullcontext()
+
+    def trip(used: int) -> None:
+        job.oom_message = (f"ran out of memory: the server's memory reached {memory.gb(used)}, above its guard of "
+                           f"{memory.gb(limit)} (PLAYGROUND_MEMORY_GUARD_PERCENT / _MB), so this run was stopped")
+        job.stop_reason = job.oom_message
+        job.stop.set()
+    return memory.MemoryWatchdog(limit, trip)
 
 
 def _fold_progress(progress: dict, event: dict) -> None:
@@ -265,6 +311,7 @@ class Job:
     nickname: str = ""
     experiment: str = ""
     duration_key: tuple = ()
+    oom_message: str = ""  # set by the memory guard: the run failed, it was not stopped by a person
 
 
 def trainer_nice() -> int:
@@ -539,7 +586,9 @@ class JobManager:
                               message="")
         except OSError as e:
             with self._lock:
-                self._finish(job, "failed", f"could not write to the runs folder: {e}", "free some disk space")
+                message, hint = _os_cause(e) or (f"could not write to the runs folder: {e.strerror or e}",
+                                                 DISK_FULL_HINT)
+                self._finish(job, "failed", message, hint)
             return
         timer = None
         limit = max_run_seconds()
@@ -548,10 +597,13 @@ class JobManager:
             timer.daemon = True
             timer.start()
         try:
-            result = self._run_fn(job.cfg, job.dir, lambda event: self._on_event(job, event), job.stop)
+            with _memory_guard(job):
+                result = self._run_fn(job.cfg, job.dir, lambda event: self._on_event(job, event), job.stop)
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a library must not kill the worker
             with self._lock:
-                if job.stop.is_set():
+                if job.oom_message:
+                    self._finish(job, "failed", job.oom_message, OOM_HINT)
+                elif job.stop.is_set():
                     # A trainer may raise on its way out after a stop; the user asked for it.
                     self._finish(job, "stopped", job.stop_reason or "stopped", "")
                 else:
@@ -576,7 +628,9 @@ class JobManager:
                 log.warning("job %s: could not write summary.json: %s", job.id, e)
         with self._lock:
             job.summary = summary
-            if job.stop.is_set():
+            if job.oom_message:  # the trainer stopped at the flag before the exception reached it
+                self._finish(job, "failed", job.oom_message, OOM_HINT)
+            elif job.stop.is_set():
                 self._finish(job, "stopped", job.stop_reason or "stopped", "")
             else:
                 self._finish(job, "completed", "", "")
@@ -700,7 +754,17 @@ class JobManager:
             self._jobs.pop(run_id, None)
             if run_id in self._finished_order:
                 self._finished_order.remove(run_id)
-        return runs.delete_run(run_id)  # outside the lock: removing big weights takes a while
+        try:
+            config = runs.get_run(run_id).config
+        except (ConfigError, OSError):
+            config = {}
+        deleted = runs.delete_run(run_id)  # outside the lock: removing big weights takes a while
+        if deleted:
+            try:
+                uploads.release(config)  # its uploaded data goes with it, unless another run uses it
+            except OSError as e:
+                log.warning("run %s: could not delete its uploads: %s", run_id, e)
+        return deleted
 
     def weights_zip(self, run_id: str, requester: Optional[str], admin: bool = False) -> bytes:
         """The run's weights as zip bytes, for its owner or an admin."""

@@ -17,6 +17,7 @@ Environment (read at call time; an unusable value falls back to the default, nev
                                          models only. Embedded models are always allowed; local
                                          folders follow PLAYGROUND_ALLOW_LOCAL_MODELS.
 Upload size, row count and queue length live with the code they guard (core.data, core.jobs).
+Limits for a public Space (issue 25), read here too: see the section "public Space" below.
 """
 from __future__ import annotations
 
@@ -139,6 +140,7 @@ def check_run(cfg: Any) -> None:
     name = (d.get("model") or {}).get("name")
     if isinstance(name, str):
         check_model_allowed(name)
+        check_fits(d)
 
 
 def check_event(event: dict) -> None:
@@ -148,3 +150,171 @@ def check_event(event: dict) -> None:
         raise LimitExceeded(f"this run needs {int(total)} optimizer steps (epochs × rows ÷ batch size); this "
                             f"server allows at most {max_steps()} per run (PLAYGROUND_MAX_STEPS): use fewer "
                             "epochs or rows (n_samples), or a larger batch size")
+
+
+# ------------------------------------------------------------------------- public Space (issue 25)
+# Every request has a cost ceiling checked before the work starts. Environment (read at call time;
+# an unusable value means the default):
+#   PLAYGROUND_MAX_PROMPT_CHARS    default 2000  characters in one chat prompt (5x for a text to classify)
+#   PLAYGROUND_MAX_PROMPT_TOKENS   default 512   tokens of one chat request (history + prompt)
+#   PLAYGROUND_CHAT_PER_MINUTE     default 12    chat sends per session per minute
+#   PLAYGROUND_GENERATION_SECONDS  default 60    time budget of one answer (it stops there)
+#   PLAYGROUND_MODEL_WAIT_SECONDS  default 5     how long a request waits for a busy model
+#   PLAYGROUND_MEMORY_MARGIN_MB    default 1024  kept free when judging whether a run fits
+#   PLAYGROUND_MEMORY_GUARD_PERCENT default 85   a training run is stopped when the server's RSS
+#                                                passes this share of the RAM (or container limit)
+#   PLAYGROUND_MEMORY_GUARD_MB     default unset the same guard as an absolute figure (wins)
+#   PLAYGROUND_UPLOAD_QUOTA_MB     default 50    uploads kept per session
+#   PLAYGROUND_UPLOAD_MAX_AGE_HOURS default 48   uploads older than this are deleted
+
+DEFAULT_MAX_PROMPT_CHARS = 2000
+DEFAULT_MAX_PROMPT_TOKENS = 512
+DEFAULT_CHAT_PER_MINUTE = 12
+DEFAULT_GENERATION_SECONDS = 60
+DEFAULT_MODEL_WAIT_SECONDS = 5
+DEFAULT_MEMORY_MARGIN_MB = 1024
+DEFAULT_MEMORY_GUARD_PERCENT = 85
+DEFAULT_UPLOAD_QUOTA_MB = 50
+DEFAULT_UPLOAD_MAX_AGE_HOURS = 48
+
+
+def max_prompt_chars() -> int:
+    return _env_limit("PLAYGROUND_MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS)
+
+
+def max_prompt_tokens() -> int:
+    return _env_limit("PLAYGROUND_MAX_PROMPT_TOKENS", DEFAULT_MAX_PROMPT_TOKENS)
+
+
+def chat_per_minute() -> int:
+    return _env_limit("PLAYGROUND_CHAT_PER_MINUTE", DEFAULT_CHAT_PER_MINUTE)
+
+
+def generation_seconds() -> int:
+    return _env_limit("PLAYGROUND_GENERATION_SECONDS", DEFAULT_GENERATION_SECONDS)
+
+
+def model_wait_seconds() -> int:
+    return _env_limit("PLAYGROUND_MODEL_WAIT_SECONDS", DEFAULT_MODEL_WAIT_SECONDS)
+
+
+def memory_margin_bytes() -> int:
+    return _env_limit("PLAYGROUND_MEMORY_MARGIN_MB", DEFAULT_MEMORY_MARGIN_MB) * 2**20
+
+
+def memory_guard_bytes() -> int | None:
+    """The RSS above which a training run is stopped; None when the machine's RAM is unknown."""
+    from core import memory
+    fixed = _env_limit("PLAYGROUND_MEMORY_GUARD_MB", 0)
+    if fixed:
+        return fixed * 2**20
+    capacity = memory.ram_capacity()
+    if not capacity:
+        return None
+    percent = min(_env_limit("PLAYGROUND_MEMORY_GUARD_PERCENT", DEFAULT_MEMORY_GUARD_PERCENT), 99)
+    return capacity * percent // 100
+
+
+def upload_quota_bytes() -> int:
+    return _env_limit("PLAYGROUND_UPLOAD_QUOTA_MB", DEFAULT_UPLOAD_QUOTA_MB) * 2**20
+
+
+def upload_max_age_seconds() -> float:
+    return _env_limit("PLAYGROUND_UPLOAD_MAX_AGE_HOURS", DEFAULT_UPLOAD_MAX_AGE_HOURS) * 3600.0
+
+
+CLASSIFY_CHARS_FACTOR = 5  # a text to classify is cut to max_length tokens anyway: reviews may be long
+
+
+def check_prompt_chars(text: str, what: str = "the prompt", factor: int = 1) -> None:
+    limit = max_prompt_chars() * factor
+    if len(text) > limit:
+        raise LimitExceeded(f"{what} is {len(text):,} characters long; this server takes at most {limit:,} "
+                            "(PLAYGROUND_MAX_PROMPT_CHARS): shorten it")
+
+
+def check_prompt_tokens(n_tokens: int) -> None:
+    limit = max_prompt_tokens()
+    if n_tokens > limit:
+        raise LimitExceeded(f"this request is {n_tokens:,} tokens long (the prompt and the chat history); this "
+                            f"server takes at most {limit:,} (PLAYGROUND_MAX_PROMPT_TOKENS): shorten the prompt, "
+                            "or clear the chat or turn off Remember chat")
+
+
+def _compute(d: dict) -> dict:
+    """Device, dtype and autocast as the run will train: the Train page's estimate card makes the
+    same choice, so the refusal and the card show the same figure."""
+    try:
+        from core import memory, models
+        from core.methods import get_method
+        model = d.get("model") or {}
+        device = models.pick_device(str(model.get("device") or "auto"))
+        wanted = str(model.get("dtype") or "auto")
+        flags = models.mixed_precision(device, wanted, get_method((d.get("method") or {}).get("name")).quantized_base)
+        dtype = str(models.pick_dtype(device, wanted)).removeprefix("torch.")
+        on_gpu = device != "cpu" and memory.gpu_free() is not None
+        return {"device": "cuda" if on_gpu else "cpu", "dtype": dtype, "autocast": bool(flags["bf16"] or flags["fp16"])}
+    except Exception:  # an odd machine or config: plain fp32 on a CPU, the largest figure
+        return {"device": "cpu", "dtype": "float32", "autocast": False}
+
+
+def _what_to_lower(d: dict) -> str:
+    data, train = d.get("data") or {}, d.get("train") or {}
+    method = (d.get("method") or {}).get("name")
+    other = {"full": "use LoRA or QLoRA, or a smaller model", "lora": "use QLoRA or a smaller model"}.get(
+        method, "use a smaller model")
+    return (f"lower the batch size (now {train.get('batch_size')}) or max length (now {data.get('max_length')}), "
+            f"or {other}")
+
+
+def check_fits(cfg: Any, available: int | None = None) -> None:
+    """Refuse, before anything loads, a max length above the model's own limit and a run whose
+    estimated peak memory (the training step or the evaluation batch) is above what this machine
+    can give: its RAM (or container limit, or free GPU memory) minus PLAYGROUND_MEMORY_MARGIN_MB.
+    `available` (bytes) replaces the machine's capacity: the worker passes what is free right now."""
+    from core import memory
+    d = _cfg_dict(cfg)
+    name = (d.get("model") or {}).get("name")
+    model_cfg = memory.model_config(name) if isinstance(name, str) else None
+    if model_cfg is None:
+        return  # no estimate: loading the model will say what is wrong, if anything
+    length = _number((d.get("data") or {}).get("max_length"))
+    context = memory.context_length(model_cfg)
+    if length is not None and context is not None and length > context:
+        raise LimitExceeded(f"data.max_length={int(length)} is above what {name} can read: {context} tokens "
+                            f"(its max_position_embeddings); use a max length of {context} or less")
+    compute = _compute(d)
+    device = compute["device"]
+    if available is None:
+        if device == "cuda":
+            gpu = memory.gpu_free()
+            available = gpu[1] if gpu else None
+        else:
+            available = memory.ram_capacity()
+    if not available:
+        return
+    try:
+        peak = memory.estimate_peak(d, model_cfg, device, compute["dtype"], compute["autocast"])
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return  # an option the estimator does not model: no refusal on a guess
+    budget = available - memory_margin_bytes()
+    if peak["peak"] > budget:
+        part = ("the first evaluation (batch of %d rows, before training)" % peak["eval_batch"]
+                if peak["eval"] >= peak["train"] else "one training step")
+        where = "GPU memory" if device == "cuda" else "memory"
+        raise LimitExceeded(f"this run needs about {memory.gb(peak['peak'])} of {where} for {part}; this server "
+                            f"can give {memory.gb(max(budget, 0))} ({memory.gb(available)} minus a "
+                            f"{memory.gb(memory_margin_bytes())} margin, PLAYGROUND_MEMORY_MARGIN_MB): "
+                            + _what_to_lower(d))
+
+
+def check_fits_now(cfg: Any) -> None:
+    """check_fits against the memory free at this moment (the worker, just before a run loads)."""
+    from core import memory
+    if _compute(_cfg_dict(cfg))["device"] == "cuda":
+        gpu = memory.gpu_free()
+        available = gpu[0] if gpu else None
+    else:
+        available = memory.ram_available()
+    if available:
+        check_fits(cfg, available=available)

@@ -341,9 +341,25 @@ def read_metrics(run_dir: str) -> list[dict]:
 def weights_dir(run_dir: str) -> str | None:
     for name in WEIGHTS_DIRS:
         path = os.path.join(run_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path) and os.listdir(path):
+        if os.path.isdir(path) and not os.path.islink(path) and holds_weights(path):
             return path
     return None
+
+
+WEIGHT_FILE_ENDINGS = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def holds_weights(folder: str) -> bool:
+    """A folder with a weights file in it: a save that died after README.md or the config is not one."""
+    try:
+        for dirpath, _, names in os.walk(folder):  # peft puts a named adapter in a subfolder
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if name.endswith(WEIGHT_FILE_ENDINGS) and not os.path.islink(path) and os.path.getsize(path) > 0:
+                    return True
+    except OSError:
+        return False
+    return False
 
 
 def latest_checkpoint(run_dir: str) -> str | None:

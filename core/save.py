@@ -7,9 +7,13 @@ weights.json says which, so core.infer knows how to rebuild.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
+import uuid
 
 from core import runs
+from core.config import ConfigError
 from core.distributed import is_main_process, shards_parameters
 
 
@@ -23,7 +27,49 @@ def weights_format(method) -> str:
     return "none"
 
 
+_DISK_FULL = re.compile(r"no space left|StorageFull|os error 28|disk quota", re.IGNORECASE)
+
+
+class SaveFailed(ConfigError):
+    """The weights could not be written; the message says why (disk full, read-only folder)."""
+
+
+def _cause(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the runs folder is read-only"
+    return exc.strerror or type(exc).__name__
+
+
 def save_weights(p, run_dir: str, model) -> str:
+    """_save_weights into a temporary folder, renamed into place only when complete: a failed save
+    (a full disk) leaves no half adapter/ that would count as saved weights."""
+    import shutil
+    if not is_main_process():
+        return _save_weights(p, run_dir, model)  # writes nothing
+    tmp = os.path.join(run_dir, f".saving-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(tmp)
+        fmt = _save_weights(p, tmp, model)
+        # weights.json last: it is what says "these weights load"
+        for name in sorted(os.listdir(tmp), key=lambda n: n == "weights.json"):
+            target = os.path.join(run_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)  # an older save of the same run (a resumed one)
+            os.replace(os.path.join(tmp, name), target)
+    except Exception as exc:
+        cause = _cause(exc) if isinstance(exc, OSError) else (
+            "disk full" if _DISK_FULL.search(str(exc)) else None)  # safetensors' Rust errors are no OSError
+        if cause is None:
+            raise
+        raise SaveFailed(f"could not save weights: {cause}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fmt
+
+
+def _save_weights(p, run_dir: str, model) -> str:
     from safetensors.torch import save_model
 
     from core.heads import PooledClassifier

@@ -15,6 +15,7 @@ import math
 from typing import Any, Iterable
 
 from core.config import ConfigError, RunConfig
+from core.errors import shorten
 
 # (section, field) -> URL key. Method hyperparameters are under ("method", <param>).
 KEYS: dict[tuple[str, str], str] = {
@@ -155,6 +156,11 @@ def _first(value: Any) -> str:
     return str(value)
 
 
+def _shown(value: str) -> str:
+    # A 20 KB value in a link is echoed as its start and end, not in full
+    return repr(value) if len(value) <= 80 else repr(shorten(value, 80))
+
+
 def _try(cfg: dict) -> str:
     """'' if cfg is a valid RunConfig, else the reason."""
     try:
@@ -187,11 +193,11 @@ def decode(params: dict | Iterable, base: RunConfig | dict) -> tuple[dict, list[
         try:
             setter(trial)
         except ValueError as exc:
-            warnings.append(f"{key}={text!r} in the link {exc}; kept the default")
+            warnings.append(f"{key}={_shown(text)} in the link {shorten(exc, 200)}; kept the default")
             return
         reason = _try(trial)
         if reason:
-            warnings.append(f"{key}={text!r} in the link was not used: {reason}")
+            warnings.append(f"{key}={_shown(text)} in the link was not used: {shorten(reason, 200)}")
             return
         cfg.clear()
         cfg.update(trial)
@@ -228,7 +234,7 @@ def decode(params: dict | Iterable, base: RunConfig | dict) -> tuple[dict, list[
             method_keys = {k for (sec, n), k in KEYS.items() if sec == "method" and n != "name"}
             for key in params:
                 if (key in method_keys or key.startswith(_METHOD_PREFIX)) and key not in used:
-                    warnings.append(f"{key}={params[key]!r} in the link does not apply to method "
+                    warnings.append(f"{key}={_shown(params[key])} in the link does not apply to method "
                                     f"{cfg['method']['name']}; ignored")
     return RunConfig.from_dict(cfg).to_dict(), warnings
 
@@ -315,7 +321,7 @@ def decode_learn(params: dict, choices: dict[str, Iterable] | None = None) -> tu
                 if key in allowed and value not in allowed[key]:
                     raise ValueError(f"is not one of {list(allowed[key])[:12]}")
         except ValueError as exc:
-            warnings.append(f"{key}={text!r} in the link {exc}; kept the default")
+            warnings.append(f"{key}={_shown(text)} in the link {shorten(exc, 200)}; kept the default")
             continue
         out[key] = value
     return out, warnings

@@ -10,8 +10,8 @@ import os
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import lessons, runs, urlstate
-from pages.ui import error_text, lesson_box, md_escape, query_params, run_label, show_error
+from core import chat_gate, lessons, limits, runs, urlstate
+from pages.ui import error_text, lesson_box, md_escape, owner_id, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
 WANTED_KEY = "compare_run"         # set by other pages (Train: "Compare base vs tuned")
@@ -25,6 +25,8 @@ PANES = (("base", False, "Base model", "before fine-tuning"), ("tuned", True, "F
 PROBE_SOURCES = ("builtin:facts", "builtin:facts-mini")
 PROBE_FILE = "probe.json"          # in the run folder: the probe runs once per run
 PROBE_TOKENS = 40
+NOTICES_KEY = "_compare_notices"   # sends the server refused: shown until the next answer
+SUPERSEDED = "_(stopped: a newer message replaced this one before it was answered)_"
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -119,11 +121,17 @@ def chat(model, info) -> None:
             col.button(label, key=f"cmp_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
 
     with st.form("cmp_form", clear_on_submit=True):
-        typed = st.text_input("Prompt", key="cmp_prompt", placeholder="Ask both models the same question…")
+        typed = st.text_input("Prompt", key="cmp_prompt", placeholder="Ask both models the same question…",
+                              max_chars=limits.max_prompt_chars())
         sent = st.form_submit_button("Send", key="cmp_send", type="primary")
     prompt = typed.strip() if sent and typed and typed.strip() else st.session_state.pop(PENDING_KEY, None)
     if sent and not (typed or "").strip():
         st.warning("The prompt is empty: type a question, then press Send.")
+
+    if prompt:
+        prompt = _admit(model, prompt, [chat_state[p][-HISTORY_MESSAGES:] if remember else [] for p, *_ in PANES])
+    for notice in st.session_state.get(NOTICES_KEY, []):
+        st.warning(notice)
 
     panes = st.columns(2)
     for col, (pane, _, title, sub) in zip(panes, PANES):
@@ -135,31 +143,66 @@ def chat(model, info) -> None:
                     st.markdown(msg["content"] or NO_ANSWER)
 
     if prompt:
-        for col, (pane, tuned, _, _) in zip(panes, PANES):
-            history = chat_state[pane][-HISTORY_MESSAGES:] if remember else []
-            with col:
-                with st.chat_message("user"):
-                    st.markdown(prompt)
-                with st.chat_message("assistant"):
-                    try:
-                        answer = st.write_stream(model.generate_stream(
-                            prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature,
-                            history=history))
-                    except Exception as exc:  # the model call must never show a traceback
-                        show_error(exc)
-                        st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
-                        continue
-                    if not isinstance(answer, str):
-                        answer = "".join(str(a) for a in answer)
-                    answer = answer.strip()
-                    if not answer:
-                        st.markdown(NO_ANSWER)
-            chat_state[pane] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        # One answer in flight per session: this send cancels the one before it (whose script run
+        # Streamlit has replaced with this one), and a closed tab cancels it too (its generator closes).
+        cancel = chat_gate.begin(owner_id())
+        try:
+            for col, (pane, tuned, _, _) in zip(panes, PANES):
+                history = chat_state[pane][-HISTORY_MESSAGES:] if remember else []
+                with col:
+                    _answer_pane(model, chat_state[pane], prompt, tuned, history, max_new, temperature, cancel)
+        finally:
+            chat_gate.end(owner_id(), cancel)
 
     if any(chat_state.values()):
         if st.button("Clear both chats", key="cmp_clear"):
             chats[info.id] = {"base": [], "tuned": []}
             st.rerun()
+
+
+def _admit(model, prompt: str, histories: list[list]) -> str | None:
+    """The prompt if this server will answer it now; else None, with the reason kept on screen."""
+    notices = st.session_state.setdefault(NOTICES_KEY, [])
+    try:
+        for history in histories:  # the longer history decides whether the token cap holds
+            model.check_prompt(prompt, history)
+        chat_gate.check_rate(owner_id())
+    except Exception as exc:
+        notices.append(f"Not sent: “{md_escape(_short(prompt, 60))}” — {error_text(exc)}")
+        del notices[:-3]
+        return None
+    notices.clear()
+    return prompt
+
+
+def _answer_pane(model, messages: list, prompt: str, tuned: bool, history: list, max_new: int,
+                 temperature: float, cancel) -> None:
+    """Stream one pane's answer and record it; a failed or superseded answer is recorded as such."""
+    answer = None
+    try:
+        with st.chat_message("user"):
+            st.markdown(prompt)
+        with st.chat_message("assistant"):
+            try:
+                answer = st.write_stream(model.generate_stream(
+                    prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature, history=history,
+                    cancel=cancel))
+            except Exception as exc:  # the model call must never show a traceback
+                show_error(exc)
+                st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
+                answer = f"_(not answered: {md_escape(error_text(exc))})_"
+                return
+            if not isinstance(answer, str):
+                answer = "".join(str(a) for a in answer)
+            answer = answer.strip()
+            if cancel.is_set():
+                answer = (answer + "\n\n" if answer else "") + SUPERSEDED
+            if not answer:
+                st.markdown(NO_ANSWER)
+    finally:
+        # Also when Streamlit stops this script run mid-answer (a newer send): never dropped silently.
+        messages += [{"role": "user", "content": prompt},
+                     {"role": "assistant", "content": SUPERSEDED if answer is None else answer}]
 
 
 # ------------------------------------------------------------------------------ hallucination probe

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, lessons, limits, models, presets, runs, urlstate
+from core import estimate, lessons, limits, models, presets, runs, uploads, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
 from pages.ui import (
@@ -387,7 +387,8 @@ def _upload_source(draft: dict) -> str:
         if uploaded.file_id not in saved:
             try:
                 # The user's filename only picks the format; the server names the stored file.
-                path = core_data.save_upload(uploaded.getvalue(), uploaded.name, core_data.default_uploads_dir())
+                # Within this visitor's quota; a file that cannot be read is deleted at once.
+                path = uploads.save_for(owner_id(), uploaded.getvalue(), uploaded.name)
             except Exception as exc:
                 show_error(exc)
                 return ""

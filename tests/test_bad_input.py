@@ -201,6 +201,17 @@ CASES: list[Case] = [
     Case("run-resume-climb", "run", ("resume", "../../etc"), "is not a run id"),
     Case("run-resume-missing", "run", ("resume", A_RUN_ID), "does not exist"),
     Case("run-owner-empty", "run", ("submit-no-owner", ""), "an owner id is needed"),
+    # --------------------------------------- public-Space limits (issue 25: memory, chat, uploads, runs)
+    Case("memory-oom-setting", "config", {"data.max_length": 512, "train.batch_size": 1024},
+         "GB of memory for one training step"),
+    Case("length-above-model", "config", {"data.max_length": 1024},
+         "data.max_length=1024 is above what minilm can read: 512 tokens"),
+    Case("prompt-20k-chars", "limit", ("prompt", "x" * 20_000), "at most 2,000 (PLAYGROUND_MAX_PROMPT_CHARS)"),
+    Case("prompt-too-many-tokens", "limit", ("tokens", 5000), "(PLAYGROUND_MAX_PROMPT_TOKENS)"),
+    Case("chat-flood", "limit", ("rate", 30), "(PLAYGROUND_CHAT_PER_MINUTE)"),
+    Case("upload-over-quota", "limit", ("quota", b'{"text": "a", "label": "b"}\n' * 50_000),
+         "(PLAYGROUND_UPLOAD_QUOTA_MB)", env={"PLAYGROUND_UPLOAD_QUOTA_MB": "1"}),
+    Case("generate-missing-run", "limit", ("generate", "runs/nope"), "run folder runs/nope does not exist"),
 ]
 
 
@@ -285,7 +296,28 @@ def _attempt(case: Case, root, mgr: jobs.JobManager) -> Callable[[], Any]:
             "submit-no-owner": lambda: mgr.submit(RunConfig.from_dict(BASE), value),
         }
         return calls[op]
+    if case.kind == "limit":
+        return _limit_attempt(*case.arg)
     raise AssertionError(f"unknown case kind {case.kind}")
+
+
+def _limit_attempt(op: str, value: Any) -> Callable[[], Any]:
+    """`limit` cases: a chat, upload or CLI call against a public-Space limit (issue 25)."""
+    from core import chat_gate, generate, limits, uploads
+    if op == "prompt":
+        return lambda: limits.check_prompt_chars(value)
+    if op == "tokens":
+        return lambda: limits.check_prompt_tokens(value)
+    if op == "rate":
+        chat_gate.reset()
+        for _ in range(limits.chat_per_minute()):
+            chat_gate.check_rate("flooder")  # the sends the minute allows, before the snapshot
+        return lambda: chat_gate.check_rate("flooder")
+    if op == "quota":
+        return lambda: uploads.save_for("student-a", value, "big.jsonl")
+    if op == "generate":
+        return lambda: generate.generate(value, "hi")
+    raise AssertionError(f"unknown limit case {op}")
 
 
 def check_case(case: Case, root, mgr: jobs.JobManager, monkeypatch) -> str:
@@ -310,7 +342,7 @@ def test_table_is_big_and_covers_every_kind():
     assert len(CASES) >= 40
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
     kinds = {c.kind for c in CASES}
-    assert kinds == {"config", "model", "upload", "rows", "run"}
+    assert kinds >= {"config", "model", "upload", "rows", "run", "limit"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

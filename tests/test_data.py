@@ -370,7 +370,9 @@ def test_save_upload_never_uses_the_filename_as_a_path(tmp_path):
     path = data.save_upload(_jsonl(SENT), "../../etc/evil name.JSONL", str(up))
     assert os.path.dirname(path) == str(up)
     assert os.path.basename(path)[:-len(".jsonl")].isalnum() and path.endswith(".jsonl")
-    assert os.listdir(up) == [os.path.basename(path)]
+    # beside it only the name the visitor gave, for messages (as text, never as a path)
+    assert sorted(os.listdir(up)) == [os.path.basename(path), os.path.basename(path) + data.NAME_SUFFIX]
+    assert data.shown_name(path) == "evil name.JSONL"
     assert len(_load(path, val_share=0).train) == 12
 
 
