@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import lessons, runs, urlstate
-from pages.ui import error_text, lesson_box, md_escape, query_params, run_label, show_error
+from core.textsafe import md_text, plotly_text
+from pages.ui import error_text, is_admin, lesson_box, md_escape, owner_id, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
 WANTED_KEY = "compare_run"         # set by other pages (Train: "Compare base vs tuned")
@@ -65,6 +66,35 @@ def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]
     return [str(r[key]) for r in data.without_rehearsal(rows) if r.get(key)][:3]
 
 
+def may_show_examples(info) -> bool:
+    """Rows of a run's data are shown as examples only when they are public (the lesson's built-in
+    data in assets/data) or the visitor owns the run: an upload is its owner's alone."""
+    source = str(((info.config or {}).get("data") or {}).get("source", ""))
+    return source.startswith("builtin:") or info.owned_by(owner_id()) or is_admin()
+
+
+def shown_examples(info, task: str, seed: int) -> list[str]:
+    if not may_show_examples(info):
+        return []
+    return examples_for(info.id, (info.config or {}).get("data") or {}, task, seed)
+
+
+def _escaped_stream(chunks, raw: list[str]):
+    """Model output, streamed as inert text: a model tuned on someone's data may answer with a
+    markdown image or link. Trailing letters wait for the next chunk, so 'www' is never split
+    between two chunks and escaped on neither; `raw` collects the text as generated."""
+    held = ""
+    for chunk in chunks:
+        raw.append(str(chunk))
+        text = held + str(chunk)
+        cut = len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"))
+        held = text[cut:]
+        if cut:
+            yield md_text(text[:cut], max_len=None, multiline=True)
+    if held:
+        yield md_text(held, max_len=None, multiline=True)
+
+
 def _general_question() -> str | None:
     from core import data
     try:
@@ -105,7 +135,7 @@ def chat(model, info) -> None:
 
     data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
-    examples = examples_for(info.id, data_cfg, "sft", seed)
+    examples = shown_examples(info, "sft", seed)
     general = _general_question()
     if examples or general:
         st.caption("Try one: questions from the run's own data"
@@ -115,7 +145,8 @@ def chat(model, info) -> None:
         buttons = examples + ([general] if general else [])
         cols = st.columns(len(buttons))
         for i, (col, text) in enumerate(zip(cols, buttons)):
-            label = ("General: " if text == general and i == len(buttons) - 1 else "") + _short(text, 70)
+            # A button label renders markdown: an image in a row would load in this visitor's browser.
+            label = ("General: " if text == general and i == len(buttons) - 1 else "") + md_text(_short(text, 70))
             col.button(label, key=f"cmp_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
 
     with st.form("cmp_form", clear_on_submit=True):
@@ -132,26 +163,25 @@ def chat(model, info) -> None:
             st.caption(sub)
             for msg in chat_state[pane]:
                 with st.chat_message(msg["role"]):
-                    st.markdown(msg["content"] or NO_ANSWER)
+                    st.markdown(md_text(msg["content"], max_len=None, multiline=True) or NO_ANSWER)
 
     if prompt:
         for col, (pane, tuned, _, _) in zip(panes, PANES):
             history = chat_state[pane][-HISTORY_MESSAGES:] if remember else []
             with col:
                 with st.chat_message("user"):
-                    st.markdown(prompt)
+                    st.markdown(md_text(prompt, max_len=None, multiline=True))
                 with st.chat_message("assistant"):
+                    raw: list[str] = []
                     try:
-                        answer = st.write_stream(model.generate_stream(
+                        st.write_stream(_escaped_stream(model.generate_stream(
                             prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature,
-                            history=history))
+                            history=history), raw))
                     except Exception as exc:  # the model call must never show a traceback
                         show_error(exc)
                         st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
                         continue
-                    if not isinstance(answer, str):
-                        answer = "".join(str(a) for a in answer)
-                    answer = answer.strip()
+                    answer = "".join(raw).strip()  # as generated: it goes back to the model as history
                     if not answer:
                         st.markdown(NO_ANSWER)
             chat_state[pane] += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
@@ -270,9 +300,10 @@ def _prob_figure(probs: dict[str, float], title: str) -> go.Figure:
     values = [float(probs[k]) for k in labels]
     best = max(range(len(values)), key=values.__getitem__) if values else -1
     colours = ["#e67e22" if i == best else "#95a5a6" for i in range(len(values))]
+    labels = [plotly_text(k) for k in labels]  # the run's own label names: Plotly renders their HTML
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
                            text=[f"{v:.0%}" for v in values], textposition="auto"))
-    fig.update_layout(title=dict(text=title, x=0.0), height=120 + 36 * len(labels),
+    fig.update_layout(title=dict(text=plotly_text(title), x=0.0), height=120 + 36 * len(labels),
                       margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(range=[0, 1], tickformat=".0%"),
                       yaxis=dict(autorange="reversed"))
     return fig
@@ -282,14 +313,14 @@ def classify(model, info) -> None:
     results = st.session_state.setdefault(CLS_KEY, {})
     data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
-    examples = examples_for(info.id, data_cfg, "classification", seed)
+    examples = shown_examples(info, "classification", seed)
     if data_cfg.get("source") == "builtin:sentiment":
         examples = examples + ["I expected to hate it, and somehow I loved every minute."]
     if examples:
         st.caption("Try one: texts from the run's validation data")
         cols = st.columns(len(examples))
         for i, (col, text) in enumerate(zip(cols, examples)):
-            col.button(_short(text), key=f"cmp_cls_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
+            col.button(md_text(_short(text)), key=f"cmp_cls_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
 
     pending = st.session_state.pop(PENDING_KEY, None)
     if pending:
@@ -313,7 +344,7 @@ def classify(model, info) -> None:
     result = results.get(info.id)
     if not result:
         return
-    st.markdown(f"> {_short(result['text'], 300)}")
+    st.markdown(f"> {md_text(result['text'], 300)}")
     cols = st.columns(2)
     for col, (pane, _, title, _) in zip(cols, PANES):
         probs = result[pane]
@@ -356,8 +387,9 @@ info = by_id[run_id]
 
 cfg = info.config
 final = (info.summary or {}).get("final") or {}
-facts = [f"**{(cfg.get('method') or {}).get('name', '?')}** on `{_short_path((cfg.get('model') or {}).get('name'))}`",
-         f"data `{_short_path((cfg.get('data') or {}).get('source'))}`"]
+facts = [f"**{md_text((cfg.get('method') or {}).get('name', '?'))}** on "
+         f"{md_text(_short_path((cfg.get('model') or {}).get('name')))}",
+         f"data {md_text(_short_path((cfg.get('data') or {}).get('source')))}"]
 if "eval_accuracy" in final:
     facts.append(f"validation accuracy {final['eval_accuracy']:.1%}")
 elif "eval_loss" in final:
