@@ -138,10 +138,14 @@ def chat(model, info) -> None:
     examples = shown_examples(info, "sft", seed)
     general = _general_question()
     if examples or general:
-        st.caption("Try one: questions from the run's own data"
-                   + (" (held-out rephrasings — watch the base model make things up)"
-                      if data_cfg.get("source") == "builtin:facts" else "")
-                   + ", and a general question to check that nothing else broke.")
+        if not examples:  # e.g. another session's upload: its rows are not ours to show
+            st.caption("Try one: a general question (a run's uploaded data is shown only to the session "
+                       "that started it).")
+        else:
+            st.caption("Try one: questions from the run's own data"
+                       + (" (held-out rephrasings — watch the base model make things up)"
+                          if data_cfg.get("source") == "builtin:facts" else "")
+                       + ", and a general question to check that nothing else broke.")
         buttons = examples + ([general] if general else [])
         cols = st.columns(len(buttons))
         for i, (col, text) in enumerate(zip(cols, buttons)):

@@ -45,6 +45,7 @@ def _jsonl(rows: list[dict]) -> bytes:
 
 
 GOOD_ROWS = [{"text": f"review number {i}", "label": "pos" if i % 2 else "neg"} for i in range(12)]
+HOSTILE_RUNS = {"PLAYGROUND_RUNS_DIR": "runs-hostile"}  # relative to the sandbox (the working directory)
 
 
 @dataclass
@@ -201,6 +202,27 @@ CASES: list[Case] = [
     Case("run-resume-climb", "run", ("resume", "../../etc"), "is not a run id"),
     Case("run-resume-missing", "run", ("resume", A_RUN_ID), "does not exist"),
     Case("run-owner-empty", "run", ("submit-no-owner", ""), "an owner id is needed"),
+    # ------------------------------------- issue 25, part 1: run files are untrusted, downloads are the owner's
+    # `runfile`: (file, JSON text) written over a finished run's file, then read as every page reads a run;
+    # `download`: another session's run asked for through a core download function. Both in their own
+    # runs folder (HOSTILE_RUNS), so the table's runs folder stays empty.
+    Case("runfile-owner-number", "runfile", ("status.json", '{"state": "completed", "owner": 12345}'),
+         "status.json: owner is a number, not a text", env=HOSTILE_RUNS),
+    Case("runfile-final-text", "runfile", ("summary.json", '{"final": "0.99"}'),
+         "summary.json: final is a text, not an object", env=HOSTILE_RUNS),
+    Case("runfile-accuracy-text", "runfile", ("summary.json", '{"final": {"eval_accuracy": "99%"}}'),
+         "summary.json: final.eval_accuracy='99%' is not a number", env=HOSTILE_RUNS),
+    Case("runfile-config-list", "runfile", ("config.json", "[1, 2]"), "config.json holds a list, not an object",
+         env=HOSTILE_RUNS),
+    Case("runfile-status-garbage", "runfile", ("status.json", "\x00\xff{"), "status.json is not valid JSON",
+         env=HOSTILE_RUNS),
+    Case("runfile-summary-huge", "runfile", ("summary.json", lambda: " " * (runs.MAX_RUN_JSON_BYTES + 1) + "{}"),
+         "more than a run file may hold", env=HOSTILE_RUNS),
+    Case("download-weights-not-owner", "download", "weights_zip", "belongs to another session", env=HOSTILE_RUNS),
+    Case("download-config-not-owner", "download", "config_yaml", "belongs to another session", env=HOSTILE_RUNS),
+    Case("download-script-not-owner", "download", "script_for", "belongs to another session", env=HOSTILE_RUNS),
+    Case("download-merged-not-owner", "download", "merged_zip_for", "belongs to another session",
+         env=HOSTILE_RUNS),
 ]
 
 
@@ -285,7 +307,32 @@ def _attempt(case: Case, root, mgr: jobs.JobManager) -> Callable[[], Any]:
             "submit-no-owner": lambda: mgr.submit(RunConfig.from_dict(BASE), value),
         }
         return calls[op]
+    if case.kind == "runfile":
+        file, text = case.arg
+        run_dir = _finished_run("student-a")
+        with open(os.path.join(run_dir, file), "w", encoding="utf-8") as fh:
+            fh.write(_payload(text))
+        return lambda: runs.read_run_files(run_dir)
+    if case.kind == "download":
+        from core import export
+        run_id = os.path.basename(_finished_run("student-b"))
+        calls = {"weights_zip": lambda: mgr.weights_zip(run_id, "student-a"),
+                 "config_yaml": lambda: mgr.config_yaml(run_id, "student-a"),
+                 "script_for": lambda: export.script_for(run_id, "student-a"),
+                 "merged_zip_for": lambda: export.merged_zip_for(run_id, "student-a")}
+        return calls[case.arg]
     raise AssertionError(f"unknown case kind {case.kind}")
+
+
+def _finished_run(owner: str) -> str:
+    """A completed run folder with a saved adapter, written by hand (no training)."""
+    run_dir = runs.create_run(BASE, owner)
+    runs.write_summary(run_dir, {"final": {"eval_accuracy": 0.5}})
+    os.makedirs(os.path.join(run_dir, "adapter"))
+    with open(os.path.join(run_dir, "adapter", "adapter_config.json"), "w") as fh:
+        fh.write("{}")
+    runs.write_status(run_dir, "completed")
+    return run_dir
 
 
 def check_case(case: Case, root, mgr: jobs.JobManager, monkeypatch) -> str:
@@ -310,7 +357,7 @@ def test_table_is_big_and_covers_every_kind():
     assert len(CASES) >= 40
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
     kinds = {c.kind for c in CASES}
-    assert kinds == {"config", "model", "upload", "rows", "run"}
+    assert {"config", "model", "upload", "rows", "run", "runfile", "download"} <= kinds
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
