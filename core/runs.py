@@ -429,7 +429,7 @@ def _kind(value: Any) -> str:
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -463,7 +463,7 @@ def _check_fields(name: str, data: dict, text: tuple = (), numbers: tuple = (), 
         if data.get(key) is not None and not isinstance(data[key], str):
             raise Unreadable(f"{name}: {key} is {_kind(data[key])}, not a text")
     for key in numbers:
-        if data.get(key) is not None and not _is_number(data[key]):
+        if data.get(key) is not None and not is_finite_number(data[key]):
             raise Unreadable(f"{name}: {key}={str(data[key])[:40]!r} is not a number")
     for key in objects:
         if data.get(key) is not None and not isinstance(data[key], dict):
@@ -489,7 +489,7 @@ def validate_summary(summary: dict) -> dict:
                   objects=("final", "initial"))
     for part in ("final", "initial"):
         for key, value in (summary.get(part) or {}).items():
-            if value is not None and not _is_number(value):
+            if value is not None and not is_finite_number(value):
                 raise Unreadable(f"summary.json: {part}.{key}={str(value)[:40]!r} is not a number")
     return summary
 
@@ -509,7 +509,7 @@ def _unreadable_info(run_id: str, run_dir: str, problem: str) -> RunInfo:
     except Unreadable:
         raw = {}
     owner = raw.get("owner") if isinstance(raw.get("owner"), str) else ""
-    created = raw.get("created") if _is_number(raw.get("created")) else 0.0
+    created = raw.get("created") if is_finite_number(raw.get("created")) else 0.0
     return RunInfo(id=run_id, dir=run_dir, state=UNREADABLE, status={"owner": owner, "message": problem},
                    created=float(created), problem=problem)
 

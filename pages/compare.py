@@ -206,8 +206,21 @@ def _read_probe(run_dir: str) -> dict | None:
     except (OSError, ValueError):
         return None
     result = saved.get("result") if isinstance(saved, dict) else None
-    ok = isinstance(result, dict) and all(isinstance(result.get(v), dict) for v in ("base", "tuned"))
-    return saved if ok else None
+    ok = isinstance(result, dict) and all(_probe_part_ok(result.get(v)) for v in ("base", "tuned"))
+    return saved if ok else None  # a malformed file is computed again, never a traceback
+
+
+def _probe_part_ok(view) -> bool:
+    """probe.json is a run file like any other: check every field the section formats."""
+    if not isinstance(view, dict):
+        return False
+    for part in ("facts", "general"):
+        p = view.get(part)
+        if not (isinstance(p, dict) and all(runs.is_finite_number(p.get(k)) for k in ("hits", "n", "score"))
+                and isinstance(p.get("items"), list)
+                and all(isinstance(i, dict) and {"prompt", "answer", "hit"} <= set(i) for i in p["items"])):
+            return False
+    return True
 
 
 def _run_probe(model, info, dataset: str) -> dict | None:
