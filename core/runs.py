@@ -673,5 +673,6 @@ def config_yaml(run_dir: str) -> str:
 
 
 def headless_command(run_id: str) -> str:
-    """The command that reruns a run, with its config's path relative to the runs folder."""
-    return f"python -m core.train --config {os.path.join(os.path.basename(run_dir_for(run_id)), 'config.json')}"
+    """The command that reruns a run, run from the app's folder; `runs/` stands for the runs folder
+    (PLAYGROUND_RUNS_DIR), whose real path a visitor is not shown."""
+    return f"python -m core.train --config runs/{os.path.basename(run_dir_for(run_id))}/config.json"

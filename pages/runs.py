@@ -371,8 +371,9 @@ def details(info, me: str, admin: bool) -> None:
         else:
             st.caption("Only the session that started this run can download its config.")
 
-    st.markdown("**Re-run it headless** (same config, same seed), from the runs folder:")
+    st.markdown("**Re-run it headless** (same config, same seed), from the app's folder:")
     st.code(runs.headless_command(info.id), language="bash")
+    st.caption("`runs/` stands for the runs folder (PLAYGROUND_RUNS_DIR).")
 
     if info.owned_by(me) or admin:
         if info.state in runs.ACTIVE_STATES:

@@ -74,7 +74,7 @@ def test_the_config_download_and_the_headless_command_hold_no_server_path(upload
     assert not os.path.isabs(source) and source.endswith(".jsonl") and "/" not in source, source
     assert runs.runs_root() not in text and os.path.dirname(tiny_bert) not in text
     assert cfg["model"]["name"] == os.path.basename(tiny_bert)
-    assert runs.headless_command(uploaded_run) == f"python -m core.train --config {uploaded_run}/config.json"
+    assert runs.headless_command(uploaded_run) == f"python -m core.train --config runs/{uploaded_run}/config.json"
     script = export.script_for(uploaded_run, "owner-a")
     assert runs.runs_root() not in script and os.environ["PLAYGROUND_UPLOADS_DIR"] not in script
     # The name kept is the one data.load_rows finds again in the uploads folder.
@@ -107,4 +107,4 @@ def test_no_page_shows_the_runs_folder_or_the_repository_path(uploaded_run, view
         at.selectbox(key="runs_detail").set_value(run_id).run()
         text = page_text(at)
         assert not at.exception and not any(s in text for s in secrets), run_id
-        assert f"python -m core.train --config {run_id}/config.json" in text
+        assert f"python -m core.train --config runs/{run_id}/config.json" in text
