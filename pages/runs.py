@@ -438,7 +438,7 @@ st.dataframe(
     })
 
 st.header("Curves")
-with_metrics = [i.id for i in infos if metrics(i.dir)]
+with_metrics = [i.id for i in infos if i.state != runs.UNREADABLE and metrics(i.dir)]
 if not with_metrics:
     st.caption("No run has logged any metrics yet.")
 else:
