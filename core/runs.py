@@ -187,9 +187,24 @@ def owner_tag(owner: str) -> str:
 
 def is_owner(status: dict, requester: str | None) -> bool:
     tag = (status or {}).get("owner") or ""
+    if not isinstance(tag, str):  # a malformed status.json: nobody's (compare_digest would raise)
+        return False
     mine = owner_tag(requester or "")
     # An empty owner (a CLI run) belongs to nobody, so an empty requester never matches it.
     return bool(tag) and bool(mine) and hmac.compare_digest(tag, mine)
+
+
+class NotOwner(ConfigError):
+    """The run belongs to another session and the caller is not admin."""
+
+
+def require_owner(run_id: str, requester: str | None, admin: bool, verb: str) -> "RunInfo":
+    """The run, if the requester owns it or is admin; else NotOwner (what JobManager checks too)."""
+    info = get_run(run_id)
+    if not (admin or is_owner(info.status, requester)):
+        raise NotOwner(f"you cannot {verb} run {run_id}: it belongs to another session "
+                       "(only its owner or an admin can)")
+    return info
 
 
 # ----------------------------------------------------------------------------------- process
@@ -232,6 +247,7 @@ class RunInfo:
     has_weights: bool = False
     created: float = 0.0
     resumable: bool = False
+    problem: str = ""  # why the folder is "unreadable" (a malformed file); "" for a sound run
 
     @property
     def name(self) -> str:
@@ -320,20 +336,34 @@ def append_metric(run_dir: str, event: dict) -> None:
 
 
 def read_metrics(run_dir: str) -> list[dict]:
+    """The run's events, oldest first. Garbage lines (a torn last line, a hand edit, binary) and
+    lines longer than MAX_METRIC_LINE_BYTES are skipped; of a huge file only the last
+    MAX_METRICS_BYTES are read, so one file cannot exhaust the server's memory."""
     out: list[dict] = []
     try:
-        with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8", errors="replace") as fh:
-            for line in fh:
+        with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - MAX_METRICS_BYTES))
+            if size > MAX_METRICS_BYTES:
+                fh.readline()  # the first line read is cut: skip it
+            while True:
+                line = fh.readline(MAX_METRIC_LINE_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_METRIC_LINE_BYTES:
+                    while line and not line.endswith(b"\n"):  # drop the rest of the overlong line
+                        line = fh.readline(MAX_METRIC_LINE_BYTES)
+                    continue
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # the torn line a crash leaves behind
+                    event = json.loads(line.decode("utf-8", errors="replace"))
+                except (ValueError, RecursionError):
+                    continue  # the torn line a crash leaves behind, or garbage
                 if isinstance(event, dict):
                     out.append(event)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         pass
     return out
 
@@ -390,15 +420,133 @@ def resume_checkpoint(run_dir: str) -> str | None:
         return None
 
 
+# ------------------------------------------------------------------------- validating reader
+# Every file in a run folder is untrusted input: a hand edit, a half-restored backup, another
+# tool, or a visitor who found a way to write one. The pages only ever see what passed these
+# checks; a folder that fails them is listed as "unreadable" with the reason, never a traceback.
+
+UNREADABLE = "unreadable"
+MAX_RUN_JSON_BYTES = 4 * 1024 * 1024     # config/status/summary: a few KB normally (anatomy: ~100 KB)
+MAX_METRICS_BYTES = 64 * 1024 * 1024     # read from the end beyond this: the newest events matter
+MAX_METRIC_LINE_BYTES = 1024 * 1024
+_NUMERIC_SUMMARY = ("trainable_params", "total_params", "trainable_percent", "n_train", "n_val", "threads",
+                    "train_time_s", "wall_time_s", "samples_per_second", "steps", "peak_rss_mb",
+                    "peak_cuda_mb", "latency_ms_per_sample")
+_TEXT_STATUS = ("owner", "name", "state", "message", "hint", "method", "model", "run_id", "resume_from")
+_TEXT_SUMMARY = ("state", "model", "method", "task", "device", "precision")
+
+
+class Unreadable(ConfigError):
+    """A run file is malformed; the message names the file and what is wrong with it."""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a text", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _load_object(path: str, required: bool) -> dict:
+    name = os.path.basename(path)
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        if required:
+            raise Unreadable(f"{name} is missing") from None
+        return {}
+    except OSError as e:
+        raise Unreadable(f"{name} cannot be read ({e.strerror or e})") from None
+    if size > MAX_RUN_JSON_BYTES:
+        raise Unreadable(f"{name} is {size / 1e6:.1f} MB, more than a run file may hold "
+                         f"({MAX_RUN_JSON_BYTES / 1e6:.0f} MB)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (ValueError, RecursionError) as e:
+        raise Unreadable(f"{name} is not valid JSON ({str(e)[:80]})") from None
+    except OSError as e:
+        raise Unreadable(f"{name} cannot be read ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        raise Unreadable(f"{name} holds {_kind(data)}, not an object")
+    return data
+
+
+def _check_fields(name: str, data: dict, text: tuple = (), numbers: tuple = (), objects: tuple = ()) -> None:
+    for key in text:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise Unreadable(f"{name}: {key} is {_kind(data[key])}, not a text")
+    for key in numbers:
+        if data.get(key) is not None and not is_finite_number(data[key]):
+            raise Unreadable(f"{name}: {key}={str(data[key])[:40]!r} is not a number")
+    for key in objects:
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise Unreadable(f"{name}: {key} is {_kind(data[key])}, not an object")
+
+
+def validate_status(status: dict) -> dict:
+    _check_fields("status.json", status, text=_TEXT_STATUS, numbers=("created", "updated", "finished", "duration_s"))
+    return status
+
+
+def validate_config(config: dict) -> dict:
+    _check_fields("config.json", config, text=("name", "experiment"),
+                  objects=("model", "data", "method", "train"))
+    _check_fields("config.json: model", config.get("model") or {}, text=("name",))
+    _check_fields("config.json: data", config.get("data") or {}, text=("source", "task", "eval_source"))
+    _check_fields("config.json: method", config.get("method") or {}, text=("name",), objects=("params",))
+    return config
+
+
+def validate_summary(summary: dict) -> dict:
+    _check_fields("summary.json", summary, text=_TEXT_SUMMARY, numbers=_NUMERIC_SUMMARY,
+                  objects=("final", "initial"))
+    for part in ("final", "initial"):
+        for key, value in (summary.get(part) or {}).items():
+            if value is not None and not is_finite_number(value):
+                raise Unreadable(f"summary.json: {part}.{key}={str(value)[:40]!r} is not a number")
+    return summary
+
+
+def read_run_files(run_dir: str) -> tuple[dict, dict, dict]:
+    """(status, config, summary) of a run folder, each checked; raises Unreadable naming the fault."""
+    status = validate_status(_load_object(os.path.join(run_dir, "status.json"), required=True))
+    config = validate_config(_load_object(os.path.join(run_dir, "config.json"), required=False))
+    summary = validate_summary(_load_object(os.path.join(run_dir, "summary.json"), required=False))
+    return status, config, summary
+
+
+def _unreadable_info(run_id: str, run_dir: str, problem: str) -> RunInfo:
+    # Keep the owner when it is sound, so its owner can still delete the broken run.
+    try:
+        raw = _load_object(os.path.join(run_dir, "status.json"), required=False)
+    except Unreadable:
+        raw = {}
+    owner = raw.get("owner") if isinstance(raw.get("owner"), str) else ""
+    created = raw.get("created") if is_finite_number(raw.get("created")) else 0.0
+    return RunInfo(id=run_id, dir=run_dir, state=UNREADABLE, status={"owner": owner, "message": problem},
+                   created=float(created), problem=problem)
+
+
 def _run_info(run_id: str, run_dir: str) -> RunInfo:
-    status = read_status(run_dir)
+    try:
+        status, config, summary = read_run_files(run_dir)
+    except Unreadable as e:
+        log.warning("run %s is unreadable: %s", run_id, e)
+        return _unreadable_info(run_id, run_dir, str(e))
+    return _sound_run_info(run_id, run_dir, status, config, summary)
+
+
+def _sound_run_info(run_id: str, run_dir: str, status: dict, config: dict, summary: dict) -> RunInfo:
     state = status.get("state") if status.get("state") in STATES else "unknown"
     created = status.get("created")
     if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
         created = 0.0
     return RunInfo(
-        id=run_id, dir=run_dir, state=state, config=read_config(run_dir),
-        summary=read_summary(run_dir), status=status, has_weights=weights_dir(run_dir) is not None,
+        id=run_id, dir=run_dir, state=state, config=config,
+        summary=summary, status=status, has_weights=weights_dir(run_dir) is not None,
         created=float(created),
         resumable=state == "interrupted" and latest_checkpoint(run_dir) is not None,
     )
@@ -507,6 +655,40 @@ def zip_weights(run_dir: str) -> bytes:
     return buf.getvalue()
 
 
-def config_yaml(run_dir: str) -> str:
+def shown_path(path: str) -> str:
+    """A server path as a visitor may see it: relative to the runs folder when inside it, else only
+    its last part (an upload's <id>.jsonl, which data.load_rows finds in the uploads folder again)."""
+    text = str(path)
+    if not (os.path.isabs(text) or text.startswith("~")):
+        return text
+    full, root = os.path.abspath(os.path.expanduser(text)), runs_root()
+    if full == root or full.startswith(root + os.sep):
+        return os.path.relpath(full, root)
+    return os.path.basename(full.rstrip("/\\")) or "."
+
+
+def public_config(config: dict) -> dict:
+    """A copy of a run's config fit to show or download: every absolute path made a shown_path."""
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):  # label_map holds the visitor's labels, not paths
+            return {k: v if k == "label_map" else scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return shown_path(value) if isinstance(value, str) else value
+    return scrub(config)
+
+
+def public_yaml(config: dict) -> str:
+    """A config as YAML to show or download, without any absolute server path (public_config)."""
     import yaml
-    return yaml.safe_dump(read_config(run_dir), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(public_config(config), sort_keys=False, allow_unicode=True)
+
+
+def config_yaml(run_dir: str) -> str:
+    return public_yaml(read_config(run_dir))
+
+
+def headless_command(run_id: str) -> str:
+    """The command that reruns a run, run from the app's folder; `runs/` stands for the runs folder
+    (PLAYGROUND_RUNS_DIR), whose real path a visitor is not shown."""
+    return f"python -m core.train --config runs/{os.path.basename(run_dir_for(run_id))}/config.json"

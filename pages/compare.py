@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import chat_gate, lessons, limits, runs, urlstate
-from pages.ui import error_text, lesson_box, md_escape, owner_id, query_params, run_label, show_error
+from core.textsafe import md_text, plotly_text
+from pages.ui import error_text, is_admin, lesson_box, md_escape, owner_id, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
 WANTED_KEY = "compare_run"         # set by other pages (Train: "Compare base vs tuned")
@@ -67,6 +68,35 @@ def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]
     return [str(r[key]) for r in data.without_rehearsal(rows) if r.get(key)][:3]
 
 
+def may_show_examples(info) -> bool:
+    """Rows of a run's data are shown as examples only when they are public (the lesson's built-in
+    data in assets/data) or the visitor owns the run: an upload is its owner's alone."""
+    source = str(((info.config or {}).get("data") or {}).get("source", ""))
+    return source.startswith("builtin:") or info.owned_by(owner_id()) or is_admin()
+
+
+def shown_examples(info, task: str, seed: int) -> list[str]:
+    if not may_show_examples(info):
+        return []
+    return examples_for(info.id, (info.config or {}).get("data") or {}, task, seed)
+
+
+def _escaped_stream(chunks, raw: list[str]):
+    """Model output, streamed as inert text: a model tuned on someone's data may answer with a
+    markdown image or link. Trailing letters wait for the next chunk, so 'www' is never split
+    between two chunks and escaped on neither; `raw` collects the text as generated."""
+    held = ""
+    for chunk in chunks:
+        raw.append(str(chunk))
+        text = held + str(chunk)
+        cut = len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"))
+        held = text[cut:]
+        if cut:
+            yield md_text(text[:cut], max_len=None, multiline=True)
+    if held:
+        yield md_text(held, max_len=None, multiline=True)
+
+
 def _general_question() -> str | None:
     from core import data
     try:
@@ -107,17 +137,22 @@ def chat(model, info) -> None:
 
     data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
-    examples = examples_for(info.id, data_cfg, "sft", seed)
+    examples = shown_examples(info, "sft", seed)
     general = _general_question()
     if examples or general:
-        st.caption("Try one: questions from the run's own data"
-                   + (" (held-out rephrasings — watch the base model make things up)"
-                      if data_cfg.get("source") == "builtin:facts" else "")
-                   + ", and a general question to check that nothing else broke.")
+        if not examples:  # e.g. another session's upload: its rows are not ours to show
+            st.caption("Try one: a general question (a run's uploaded data is shown only to the session "
+                       "that started it).")
+        else:
+            st.caption("Try one: questions from the run's own data"
+                       + (" (held-out rephrasings — watch the base model make things up)"
+                          if data_cfg.get("source") == "builtin:facts" else "")
+                       + ", and a general question to check that nothing else broke.")
         buttons = examples + ([general] if general else [])
         cols = st.columns(len(buttons))
         for i, (col, text) in enumerate(zip(cols, buttons)):
-            label = ("General: " if text == general and i == len(buttons) - 1 else "") + _short(text, 70)
+            # A button label renders markdown: an image in a row would load in this visitor's browser.
+            label = ("General: " if text == general and i == len(buttons) - 1 else "") + md_text(_short(text, 70))
             col.button(label, key=f"cmp_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
 
     with st.form("cmp_form", clear_on_submit=True):
@@ -140,7 +175,7 @@ def chat(model, info) -> None:
             st.caption(sub)
             for msg in chat_state[pane]:
                 with st.chat_message(msg["role"]):
-                    st.markdown(msg["content"] or NO_ANSWER)
+                    st.markdown(_shown(msg["content"]))
 
     if prompt:
         # One answer in flight per session: this send cancels the one before it (whose script run
@@ -175,26 +210,41 @@ def _admit(model, prompt: str, histories: list[list]) -> str | None:
     return prompt
 
 
+def _not_answered(exc: BaseException) -> str:
+    return f"_(not answered: {md_escape(error_text(exc))})_"
+
+
+def _shown(content: str) -> str:
+    """A chat message as markdown: the model's or visitor's text escaped; the page's own notes
+    (NO_ANSWER, SUPERSEDED, not answered), which end the text, keep their italics."""
+    for note in (SUPERSEDED, NO_ANSWER):
+        if content.endswith(note):
+            body = content[: -len(note)].strip()
+            return (md_text(body, max_len=None, multiline=True) + "\n\n" if body else "") + note
+    if content.startswith("_(not answered: ") and content.endswith(")_"):
+        return content  # built by _not_answered from an escaped error text
+    return md_text(content, max_len=None, multiline=True) or NO_ANSWER
+
+
 def _answer_pane(model, messages: list, prompt: str, tuned: bool, history: list, max_new: int,
                  temperature: float, cancel) -> None:
     """Stream one pane's answer and record it; a failed or superseded answer is recorded as such."""
     answer = None
     try:
         with st.chat_message("user"):
-            st.markdown(prompt)
+            st.markdown(md_text(prompt, max_len=None, multiline=True))
         with st.chat_message("assistant"):
+            raw: list[str] = []
             try:
-                answer = st.write_stream(model.generate_stream(
+                st.write_stream(_escaped_stream(model.generate_stream(
                     prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature, history=history,
-                    cancel=cancel))
+                    cancel=cancel), raw))
             except Exception as exc:  # the model call must never show a traceback
                 show_error(exc)
                 st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
-                answer = f"_(not answered: {md_escape(error_text(exc))})_"
+                answer = _not_answered(exc)
                 return
-            if not isinstance(answer, str):
-                answer = "".join(str(a) for a in answer)
-            answer = answer.strip()
+            answer = "".join(raw).strip()  # as generated: it goes back to the model as history
             if cancel.is_set():
                 answer = (answer + "\n\n" if answer else "") + SUPERSEDED
             if not answer:
@@ -215,8 +265,21 @@ def _read_probe(run_dir: str) -> dict | None:
     except (OSError, ValueError):
         return None
     result = saved.get("result") if isinstance(saved, dict) else None
-    ok = isinstance(result, dict) and all(isinstance(result.get(v), dict) for v in ("base", "tuned"))
-    return saved if ok else None
+    ok = isinstance(result, dict) and all(_probe_part_ok(result.get(v)) for v in ("base", "tuned"))
+    return saved if ok else None  # a malformed file is computed again, never a traceback
+
+
+def _probe_part_ok(view) -> bool:
+    """probe.json is a run file like any other: check every field the section formats."""
+    if not isinstance(view, dict):
+        return False
+    for part in ("facts", "general"):
+        p = view.get(part)
+        if not (isinstance(p, dict) and all(runs.is_finite_number(p.get(k)) for k in ("hits", "n", "score"))
+                and isinstance(p.get("items"), list)
+                and all(isinstance(i, dict) and {"prompt", "answer", "hit"} <= set(i) for i in p["items"])):
+            return False
+    return True
 
 
 def _run_probe(model, info, dataset: str) -> dict | None:
@@ -313,9 +376,10 @@ def _prob_figure(probs: dict[str, float], title: str) -> go.Figure:
     values = [float(probs[k]) for k in labels]
     best = max(range(len(values)), key=values.__getitem__) if values else -1
     colours = ["#e67e22" if i == best else "#95a5a6" for i in range(len(values))]
+    labels = [plotly_text(k) for k in labels]  # the run's own label names: Plotly renders their HTML
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=colours,
                            text=[f"{v:.0%}" for v in values], textposition="auto"))
-    fig.update_layout(title=dict(text=title, x=0.0), height=120 + 36 * len(labels),
+    fig.update_layout(title=dict(text=plotly_text(title), x=0.0), height=120 + 36 * len(labels),
                       margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(range=[0, 1], tickformat=".0%"),
                       yaxis=dict(autorange="reversed"))
     return fig
@@ -325,14 +389,14 @@ def classify(model, info) -> None:
     results = st.session_state.setdefault(CLS_KEY, {})
     data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
-    examples = examples_for(info.id, data_cfg, "classification", seed)
+    examples = shown_examples(info, "classification", seed)
     if data_cfg.get("source") == "builtin:sentiment":
         examples = examples + ["I expected to hate it, and somehow I loved every minute."]
     if examples:
         st.caption("Try one: texts from the run's validation data")
         cols = st.columns(len(examples))
         for i, (col, text) in enumerate(zip(cols, examples)):
-            col.button(_short(text), key=f"cmp_cls_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
+            col.button(md_text(_short(text)), key=f"cmp_cls_ex_{i}", on_click=_set_pending, args=(text,), width="stretch")
 
     pending = st.session_state.pop(PENDING_KEY, None)
     if pending:
@@ -356,7 +420,7 @@ def classify(model, info) -> None:
     result = results.get(info.id)
     if not result:
         return
-    st.markdown(f"> {_short(result['text'], 300)}")
+    st.markdown(f"> {md_text(result['text'], 300)}")
     cols = st.columns(2)
     for col, (pane, _, title, _) in zip(cols, PANES):
         probs = result[pane]
@@ -399,8 +463,9 @@ info = by_id[run_id]
 
 cfg = info.config
 final = (info.summary or {}).get("final") or {}
-facts = [f"**{(cfg.get('method') or {}).get('name', '?')}** on `{_short_path((cfg.get('model') or {}).get('name'))}`",
-         f"data `{_short_path((cfg.get('data') or {}).get('source'))}`"]
+facts = [f"**{md_text((cfg.get('method') or {}).get('name', '?'))}** on "
+         f"{md_text(_short_path((cfg.get('model') or {}).get('name')))}",
+         f"data {md_text(_short_path((cfg.get('data') or {}).get('source')))}"]
 if "eval_accuracy" in final:
     facts.append(f"validation accuracy {final['eval_accuracy']:.1%}")
 elif "eval_loss" in final:

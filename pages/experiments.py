@@ -15,6 +15,7 @@ import streamlit as st
 
 from core import experiments, lessons, presets, urlstate
 from core.config import ConfigError, RunConfig
+from core.textsafe import csv_cell, plotly_text
 from pages.ui import (
     error_text,
     fmt_params,
@@ -205,7 +206,7 @@ def _num(value):
 def results_frame(rows: list[dict], varied: list[str]) -> pd.DataFrame:
     table = []
     for r in rows:
-        row = {"Run": (r["name"].split(": ", 1)[-1] if r.get("name") else r["run"]), "Status": r["state"],
+        row = {"Run": csv_cell(r["name"].split(": ", 1)[-1] if r.get("name") else r["run"]), "Status": r["state"],
                "Method": r["method"]}
         for axis in varied:
             if axis != "method":
@@ -236,7 +237,8 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
     points = [r for r in done if _num(r.get(metric)) is not None and (r.get("trainable_params") or 0) > 0]
     if points:
         fig = px.scatter(pd.DataFrame([{"trainable parameters": r["trainable_params"], metric_label: r[metric],
-                                        "method": r["method"], "run": r["name"].split(": ", 1)[-1]}
+                                        "method": plotly_text(r["method"]),
+                                        "run": plotly_text(r["name"].split(": ", 1)[-1])}
                                        for r in points]),
                          x="trainable parameters", y=metric_label, color="method", log_x=True, hover_data=["run"],
                          title=f"{metric_label.capitalize()} vs trainable parameters")
@@ -256,7 +258,7 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
                 groups.setdefault(_group_label(r, others), []).append(r)
         for label, members in groups.items():
             fig.add_trace(go.Scatter(x=[x_of(r) for r in members], y=[r[metric] for r in members],
-                                     mode="lines+markers", name=label))
+                                     mode="lines+markers", name=plotly_text(label)))
         x_title = "training rows N" if x_axis == "n_samples" else AXIS_LABELS.get(x_axis, x_axis)
         fig.update_layout(title=dict(text=f"{metric_label.capitalize()} vs {x_title}", x=0.0), xaxis_title=x_title,
                           yaxis_title=metric_label, **layout)
@@ -265,14 +267,14 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
         if metric == "accuracy":
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
         figs.append(("by_axis", fig))
-    names = [r["name"].split(": ", 1)[-1] for r in done]
+    names = [plotly_text(r["name"].split(": ", 1)[-1]) for r in done]
     times = go.Figure(go.Bar(x=names, y=[_num(r.get("train_time_s")) for r in done], marker_color="#2980b9",
                              text=[fmt_seconds(r.get("train_time_s")) for r in done], textposition="auto"))
     times.update_layout(title=dict(text="Training time (s)", x=0.0), yaxis_title="seconds", **layout)
     figs.append(("time", times))
     lat = [r for r in done if _num(r.get("latency_ms")) is not None]
     if lat:
-        latency = go.Figure(go.Bar(x=[r["name"].split(": ", 1)[-1] for r in lat], y=[r["latency_ms"] for r in lat],
+        latency = go.Figure(go.Bar(x=[plotly_text(r["name"].split(": ", 1)[-1]) for r in lat], y=[r["latency_ms"] for r in lat],
                                    marker_color="#e67e22", text=[f"{r['latency_ms']:.1f}" for r in lat],
                                    textposition="auto"))
         latency.update_layout(title=dict(text="Inference latency (ms per example, batch 1)", x=0.0),

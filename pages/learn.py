@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import estimate, lessons, urlstate
+from core.textsafe import md_text
 from pages.ui import fmt_bytes, fmt_params, query_params, show_error, sync_query_params
 
 METHOD_LABELS = {
@@ -172,7 +173,7 @@ def load_url() -> dict:
         fresh, warnings = urlstate.decode_learn(query_params(), {"model": list(estimate.list_models()),
                                                                  "method": list(METHOD_LABELS)})
         for text in warnings:
-            st.warning(f"This link could not be used in full: {text}.")
+            st.warning(f"This link could not be used in full: {md_text(text)}.")  # a link anyone can craft
         saved.update(fresh)
     for url_key, (state_key, default, _) in urlstate.LEARN_FIELDS.items():
         if state_key in st.session_state:
@@ -270,7 +271,7 @@ defaults = estimate.default_targets(cfg)
 p1, p2 = st.columns(2)
 if st.session_state.get("learn_layer", 0) > dims.layers - 1:
     if "layer" in url_values:
-        st.warning(f"This link could not be used in full: layer={url_values['layer']} does not exist in "
+        st.warning(f"This link could not be used in full: layer={md_text(url_values['layer'], 40)} does not exist in "
                    f"{model_key} (layers 0–{dims.layers - 1}).")
     st.session_state["learn_layer"] = 0  # the previous model had more layers
 with p1:
@@ -279,7 +280,7 @@ with p2:
     default_module = next((m for m in modules if m.endswith(defaults[0])), modules[0])
     if st.session_state.get("learn_module") not in modules:
         if url_values.get("module"):
-            st.warning(f"This link could not be used in full: module={url_values['module']!r} is not a weight "
+            st.warning(f"This link could not be used in full: module={md_text(repr(url_values['module']), 60)} is not a weight "
                        f"matrix of {model_key}; choose one of {modules}.")
         st.session_state["learn_module"] = next((m for m in modules if m.endswith(defaults[0])), modules[0])
     module = st.selectbox("Weight matrix", modules, key="learn_module")

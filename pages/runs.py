@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import runs
 from core.config import ConfigError
+from core.textsafe import csv_row, md_text, plotly_text
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -101,6 +102,17 @@ def table_rows(infos: list, me: str) -> list[dict]:
     return rows
 
 
+def table_frame(rows: list[dict]) -> pd.DataFrame:
+    """The table as shown: its CSV download (the table's toolbar) must not carry a formula."""
+    return pd.DataFrame([csv_row(r) for r in rows])
+
+
+def chart_frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows for Plotly, whose labels and hover text render HTML: every text made inert."""
+    return pd.DataFrame([{k: plotly_text(v) if isinstance(v, str) and k != "id" else v for k, v in r.items()}
+                         for r in rows])
+
+
 # ------------------------------------------------------------------------------------ charts
 
 def _series(events: list[dict], key: str, kind: str, x_key: str) -> tuple[list, list]:
@@ -122,7 +134,7 @@ def curves_figures(selected: list, labels: dict[str, str], x_key: str) -> tuple[
     for i, info in enumerate(selected):
         events = metrics(info.dir)
         colour = COLOURS[i % len(COLOURS)]
-        name = labels[info.id]
+        name = plotly_text(labels[info.id])
         tx, ty = _series(events, "loss", "log", x_key)
         if tx:
             loss.add_trace(go.Scatter(x=tx, y=ty, mode="lines", name=f"{name} · train",
@@ -206,20 +218,39 @@ def _resume(info, me: str, admin: bool) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _script(run_dir: str, mtime: float) -> str:
-    """The exported script, made when first asked for (it reads the run's data), once per run."""
-    from core import export
+def _cached_script(run_id: str, mtime: float) -> str:
+    # Only ever reached through _script, after the owner check.
     try:
-        return export.export_script(run_dir)
+        from core import export
+        return export.script_for(run_id, None, admin=True)
     except Exception as exc:  # the download still succeeds, and says why
         return f"# This run could not be exported as a script: {error_text(exc)}\n"
 
 
+def _script(run_id: str, me: str, admin: bool, mtime: float) -> str:
+    """The exported script, made when first asked for (it reads the run's data), once per run."""
+    if not manager().can_access(run_id, me, admin):
+        return "# Only the session that started this run (or an admin) can export its script.\n"
+    return _cached_script(run_id, mtime)
+
+
+def _config_yaml(run_id: str, me: str, admin: bool) -> str:
+    try:
+        return manager().config_yaml(run_id, me, admin)
+    except Exception as exc:
+        return f"# The config could not be read: {error_text(exc)}\n"
+
+
+def allowed_config(info, me: str, admin: bool) -> bool:
+    try:
+        return manager().can_access(info.id, me, admin)
+    except OSError:
+        return False
+
+
 def _merged(run_id: str, me: str, admin: bool) -> bytes:
     from core import export
-    if not manager().can_access(run_id, me, admin):
-        raise PermissionError("only the session that started this run can download its model")
-    return export.merged_zip(runs.run_dir_for(run_id))
+    return export.merged_zip_for(run_id, me, admin)
 
 
 def _trains(info) -> bool:
@@ -234,14 +265,10 @@ def export_section(info, me: str, admin: bool) -> None:
     """A standalone training script for any run; the merged model where it is reasonable."""
     from core import export
     st.markdown("**Take it home**")
-    builtin = str(((info.config or {}).get("data") or {}).get("source", "")).startswith(("builtin:", "hub:"))
-    try:
-        allowed = manager().can_access(info.id, me, admin)
-    except OSError:  # the run's status file is unreadable: offer nothing that needs ownership
-        allowed = False
+    allowed = allowed_config(info, me, admin)
     e1, e2 = st.columns(2)
     with e1:
-        if not (allowed or builtin):
+        if not allowed:
             # The script embeds the training rows: someone else's uploaded data is not ours to hand out.
             st.caption("The training script embeds this run's data: only the session that started it can "
                        "download it.")
@@ -254,7 +281,7 @@ def export_section(info, me: str, admin: bool) -> None:
                 mtime = os.path.getmtime(os.path.join(info.dir, "summary.json"))
             except OSError:
                 mtime = 0.0
-            st.download_button("Training script (Python)", data=lambda: _script(info.dir, mtime),
+            st.download_button("Training script (Python)", data=lambda: _script(info.id, me, admin, mtime),
                                file_name=f"train_{info.id}.py", mime="text/x-python", key="runs_dl_script",
                                help="transformers + peft only, nothing of this app: the same rows, seed and "
                                     "settings; it prints the final training loss to compare with this run's")
@@ -277,14 +304,28 @@ def export_section(info, me: str, admin: bool) -> None:
                                     "ordinary model, no peft needed to run it, no extra latency")
 
 
+def unreadable_details(info, me: str, admin: bool) -> None:
+    st.warning(f"This run's files are unreadable: {md_text(info.problem, 400)}. Nothing of it can be shown "
+               "or downloaded; the other runs are not affected.")
+    if info.owned_by(me) or admin:
+        x1, x2 = st.columns([3, 1])
+        confirm = x1.checkbox("Yes, delete this unreadable run for good", key="runs_confirm_delete")
+        if x2.button("Delete run", key="runs_delete", disabled=not confirm, type="primary"):
+            _delete(info.id, me, admin)
+
+
 def details(info, me: str, admin: bool) -> None:
+    if info.state == runs.UNREADABLE:
+        unreadable_details(info, me, admin)
+        return
     s = info.summary or {}
     status = info.status or {}
     if info.state == "failed":
-        st.error(f"This run failed: {status.get('message') or 'no message'}"
-                 + (f" — {status['hint']}" if status.get("hint") else ""))
+        # Shown to every visitor, and it may quote the run's own data (a file name, a column).
+        st.error(f"This run failed: {md_text(status.get('message') or 'no message', 600)}"
+                 + (f" — {md_text(status['hint'], 300)}" if status.get("hint") else ""))
     elif info.state in ("interrupted", "cancelled", "stopped") and status.get("message"):
-        st.info(f"{info.state.capitalize()}: {status['message']}")
+        st.info(f"{info.state.capitalize()}: {md_text(status['message'], 600)}")
     if info.resumable:
         if info.owned_by(me) or admin:
             if st.button("Resume from last checkpoint", key="runs_resume", type="primary",
@@ -325,16 +366,15 @@ def details(info, me: str, admin: bool) -> None:
             else:
                 st.info("Only the session that started this run can download its weights.")
     with d2:
-        try:
-            config_text = runs.config_yaml(info.dir)
-        except Exception as exc:
-            show_error(exc)
+        if allowed_config(info, me, admin):
+            st.download_button("Download config (YAML)", data=lambda: _config_yaml(info.id, me, admin),
+                               file_name=f"{info.id}.yaml", mime="text/yaml", key="runs_dl_config")
         else:
-            st.download_button("Download config (YAML)", data=config_text, file_name=f"{info.id}.yaml",
-                               mime="text/yaml", key="runs_dl_config")
+            st.caption("Only the session that started this run can download its config.")
 
-    st.markdown("**Re-run it headless** (same config, same seed):")
-    st.code(f"python -m core.train --config {os.path.join(info.dir, 'config.json')}", language="bash")
+    st.markdown("**Re-run it headless** (same config, same seed), from the app's folder:")
+    st.code(runs.headless_command(info.id), language="bash")
+    st.caption("`runs/` stands for the runs folder (PLAYGROUND_RUNS_DIR).")
 
     if info.owned_by(me) or admin:
         if info.state in runs.ACTIVE_STATES:
@@ -378,7 +418,13 @@ if st.toggle("My runs only", key="runs_mine", help="Runs started from this brows
         st.stop()
 by_id = {i.id: i for i in infos}
 labels = {i.id: run_label(i) for i in infos}
-df = pd.DataFrame(table_rows(infos, me))
+rows = table_rows(infos, me)
+df, chart_df = table_frame(rows), chart_frame(rows)
+broken = [i for i in infos if i.state == runs.UNREADABLE]
+if broken:
+    st.warning(f"{len(broken)} run folder(s) could not be read and are listed as unreadable: "
+               + "; ".join(f"{i.id}: {md_text(i.problem, 200)}" for i in broken[:5])
+               + (" …" if len(broken) > 5 else ""))
 
 st.caption(f"{len(infos)} run(s), newest first. Click a column header to sort.")
 st.dataframe(
@@ -399,7 +445,7 @@ st.dataframe(
     })
 
 st.header("Curves")
-with_metrics = [i.id for i in infos if metrics(i.dir)]
+with_metrics = [i.id for i in infos if i.state != runs.UNREADABLE and metrics(i.dir)]
 if not with_metrics:
     st.caption("No run has logged any metrics yet.")
 else:
@@ -419,12 +465,13 @@ else:
             st.plotly_chart(loss_fig, key="runs_loss")
 
 st.header("Methods compared")
-models_present = sorted({m for m in df["Model"].dropna()})
+models_present = sorted({r["Model"] for r in rows if r["Model"]})
 scope = st.selectbox("Model", ["All models"] + models_present, key="runs_cmp_model",
                      help="Compare methods on one model, as in the OPT-350m study")
-done = df[df["Status"].isin(["completed", "stopped"])]
+done = chart_df[chart_df["Status"].isin(["completed", "stopped"])]
 if scope != "All models":
-    done = done[done["Model"] == scope]
+    done = done[pd.Series([r["Model"] == scope for r in rows if r["Status"] in ("completed", "stopped")],
+                          index=done.index, dtype=bool)]
 figures = method_figures(done)
 if not figures:
     st.caption("Finish a few runs with different methods to compare them here.")

@@ -17,6 +17,7 @@ from core import data as core_data
 from core import estimate, lessons, limits, models, presets, runs, uploads, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
+from core.textsafe import md_text
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -144,7 +145,7 @@ def load_url() -> None:
 def lesson_header() -> None:
     """Bad-link warnings, the lesson's info box and the lesson-mode toggle."""
     for text in st.session_state.pop(URL_WARNINGS_KEY, []):
-        st.warning(f"This link could not be used in full: {text}.")
+        st.warning(f"This link could not be used in full: {md_text(text)}.")
     state = _url_state()
     lesson = lessons.get(state["lesson"]) if state["lesson"] else None
     if lesson is not None:
@@ -688,7 +689,7 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> 
     if cfg is not None:
         with st.expander("Same run from the command line"):
             st.code("python -m core.train --config run.yaml", language="bash")
-            st.code(cfg.to_yaml(), language="yaml")
+            st.code(runs.public_yaml(cfg.to_dict()), language="yaml")  # no server path of the upload
 
 
 def _submit(cfg: RunConfig) -> None:
@@ -887,14 +888,15 @@ def result_block(job_id: str, snap: dict, events: list[dict]) -> None:
     state = snap["state"]
     if state == "failed":
         message = snap.get("error") or snap.get("message") or "the run failed"
-        st.error(message + (f". Hint: {snap['hint']}" if snap.get("hint") else ""))
+        # The job followed may be another visitor's, and its message may quote their data.
+        st.error(md_text(message, 600) + (f". Hint: {md_text(snap['hint'])}" if snap.get("hint") else ""))
         return
     if state in ("cancelled", "interrupted"):
-        st.warning(snap.get("message") or state)
+        st.warning(md_text(snap.get("message") or state, 600))
         return
     summary = snap.get("summary") or {}
     if state == "stopped":
-        st.info(snap.get("message") or "stopped")
+        st.info(md_text(snap.get("message") or "stopped", 600))
     if not summary:
         return
     summary_card(summary, events)

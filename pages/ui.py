@@ -22,6 +22,7 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.jobs import OPENMP_SPINCOUNT
+from core.textsafe import md_text
 
 # libgomp reads it once, when torch loads: set here, before any page imports torch.
 os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
@@ -185,8 +186,10 @@ def _short_model(model: str) -> str:
 
 
 def md_escape(text: Any) -> str:
-    """User text (run names, file names) shown inside st.markdown without turning into links or bold."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$])", r"\\\1", str(text))
+    """User text (run names, file names) shown inside st.markdown without turning into links or bold.
+
+    core.textsafe.md_text does the work (also for core's messages); this name stays for the pages."""
+    return md_text(text, max_len=None)
 
 
 # --------------------------------------------------------------------------------------- units

@@ -45,6 +45,7 @@ def _jsonl(rows: list[dict]) -> bytes:
 
 
 GOOD_ROWS = [{"text": f"review number {i}", "label": "pos" if i % 2 else "neg"} for i in range(12)]
+HOSTILE_RUNS = {"PLAYGROUND_RUNS_DIR": "runs-hostile"}  # relative to the sandbox (the working directory)
 
 
 @dataclass
@@ -212,6 +213,27 @@ CASES: list[Case] = [
     Case("upload-over-quota", "limit", ("quota", b'{"text": "a", "label": "b"}\n' * 50_000),
          "(PLAYGROUND_UPLOAD_QUOTA_MB)", env={"PLAYGROUND_UPLOAD_QUOTA_MB": "1"}),
     Case("generate-missing-run", "limit", ("generate", "runs/nope"), "run folder runs/nope does not exist"),
+    # ------------------------------------- issue 25, part 1: run files are untrusted, downloads are the owner's
+    # `runfile`: (file, JSON text) written over a finished run's file, then read as every page reads a run;
+    # `download`: another session's run asked for through a core download function. Both in their own
+    # runs folder (HOSTILE_RUNS), so the table's runs folder stays empty.
+    Case("runfile-owner-number", "runfile", ("status.json", '{"state": "completed", "owner": 12345}'),
+         "status.json: owner is a number, not a text", env=HOSTILE_RUNS),
+    Case("runfile-final-text", "runfile", ("summary.json", '{"final": "0.99"}'),
+         "summary.json: final is a text, not an object", env=HOSTILE_RUNS),
+    Case("runfile-accuracy-text", "runfile", ("summary.json", '{"final": {"eval_accuracy": "99%"}}'),
+         "summary.json: final.eval_accuracy='99%' is not a number", env=HOSTILE_RUNS),
+    Case("runfile-config-list", "runfile", ("config.json", "[1, 2]"), "config.json holds a list, not an object",
+         env=HOSTILE_RUNS),
+    Case("runfile-status-garbage", "runfile", ("status.json", "\x00\xff{"), "status.json is not valid JSON",
+         env=HOSTILE_RUNS),
+    Case("runfile-summary-huge", "runfile", ("summary.json", lambda: " " * (runs.MAX_RUN_JSON_BYTES + 1) + "{}"),
+         "more than a run file may hold", env=HOSTILE_RUNS),
+    Case("download-weights-not-owner", "download", "weights_zip", "belongs to another session", env=HOSTILE_RUNS),
+    Case("download-config-not-owner", "download", "config_yaml", "belongs to another session", env=HOSTILE_RUNS),
+    Case("download-script-not-owner", "download", "script_for", "belongs to another session", env=HOSTILE_RUNS),
+    Case("download-merged-not-owner", "download", "merged_zip_for", "belongs to another session",
+         env=HOSTILE_RUNS),
 ]
 
 
@@ -298,6 +320,20 @@ def _attempt(case: Case, root, mgr: jobs.JobManager) -> Callable[[], Any]:
         return calls[op]
     if case.kind == "limit":
         return _limit_attempt(*case.arg)
+    if case.kind == "runfile":
+        file, text = case.arg
+        run_dir = _finished_run("student-a")
+        with open(os.path.join(run_dir, file), "w", encoding="utf-8") as fh:
+            fh.write(_payload(text))
+        return lambda: runs.read_run_files(run_dir)
+    if case.kind == "download":
+        from core import export
+        run_id = os.path.basename(_finished_run("student-b"))
+        calls = {"weights_zip": lambda: mgr.weights_zip(run_id, "student-a"),
+                 "config_yaml": lambda: mgr.config_yaml(run_id, "student-a"),
+                 "script_for": lambda: export.script_for(run_id, "student-a"),
+                 "merged_zip_for": lambda: export.merged_zip_for(run_id, "student-a")}
+        return calls[case.arg]
     raise AssertionError(f"unknown case kind {case.kind}")
 
 
@@ -318,6 +354,17 @@ def _limit_attempt(op: str, value: Any) -> Callable[[], Any]:
     if op == "generate":
         return lambda: generate.generate(value, "hi")
     raise AssertionError(f"unknown limit case {op}")
+
+
+def _finished_run(owner: str) -> str:
+    """A completed run folder with a saved adapter, written by hand (no training)."""
+    run_dir = runs.create_run(BASE, owner)
+    runs.write_summary(run_dir, {"final": {"eval_accuracy": 0.5}})
+    os.makedirs(os.path.join(run_dir, "adapter"))
+    with open(os.path.join(run_dir, "adapter", "adapter_config.json"), "w") as fh:
+        fh.write("{}")
+    runs.write_status(run_dir, "completed")
+    return run_dir
 
 
 def check_case(case: Case, root, mgr: jobs.JobManager, monkeypatch) -> str:
@@ -342,7 +389,7 @@ def test_table_is_big_and_covers_every_kind():
     assert len(CASES) >= 40
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
     kinds = {c.kind for c in CASES}
-    assert kinds >= {"config", "model", "upload", "rows", "run", "limit"}
+    assert {"config", "model", "upload", "rows", "run", "limit", "runfile", "download"} <= kinds
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
