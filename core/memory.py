@@ -11,7 +11,6 @@ Pure arithmetic and /proc reads: no torch import here (GPU figures only when tor
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import sys
@@ -177,35 +176,16 @@ def estimate_peak(cfg: dict, model_cfg: dict, device: str = "cpu", dtype: str = 
 
 # ------------------------------------------------------------------------------ the guard
 
-class MemoryExceeded(BaseException):
-    """Raised inside a training thread by MemoryWatchdog. A BaseException, so that a library's
-    `except Exception` does not swallow it; the job manager catches it and reads job.oom_message."""
-
-
-def _raise_in_thread(thread_id: int, exc_type: type) -> bool:
-    # CPython delivers it at the thread's next bytecode: between two torch calls (every layer of a
-    # forward is one), so a run stuck in one huge evaluation batch stops too, not only at step end.
-    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
-    if done > 1:  # more than one thread state changed: undo, as the C API asks
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
-        return False
-    return done == 1
-
-
 class MemoryWatchdog:
-    """Polls the process's RSS while `thread_id` trains; above `limit_bytes` it calls on_trip once
-    (the job manager sets the stop flag and the message) and raises MemoryExceeded in the thread.
-
-    Use as a context manager around the training call only: leaving it (under its lock) ends the
-    window in which the exception may be sent, so it never lands in the manager's own code.
-    """
+    """Polls the process's RSS while a run trains; above `limit_bytes` it calls on_trip once (the
+    job manager sets the stop flag and the message). Use as a context manager around the training
+    call only: leaving it (under its lock) ends the window in which it may trip."""
 
     def __init__(self, limit_bytes: int, on_trip: Callable[[int], None], interval_s: float = 0.2,
-                 thread_id: Optional[int] = None, rss: Callable[[], Optional[int]] = process_rss):
+                 rss: Callable[[], Optional[int]] = process_rss):
         self.limit = int(limit_bytes)
         self.on_trip = on_trip
         self.interval = interval_s
-        self.thread_id = thread_id or threading.get_ident()
         self.rss = rss
         self.tripped_at: Optional[int] = None
         self._lock = threading.Lock()
@@ -222,8 +202,6 @@ class MemoryWatchdog:
     def __exit__(self, *exc: Any) -> None:
         with self._lock:
             self._inside = False
-            if self.tripped_at is not None:  # sent but not yet delivered: it must not fire later
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
         self._done.set()
         if self._thread is not None:
             self._thread.join(2.0)
@@ -237,8 +215,8 @@ class MemoryWatchdog:
                 if not self._inside or self.tripped_at is not None:
                     return
                 self.tripped_at = used
-                try:
-                    self.on_trip(used)
-                finally:
-                    _raise_in_thread(self.thread_id, MemoryExceeded)
+                # Sets the run's stop flag: the trainer stops at its next step. An exception sent
+                # into the training thread from outside (PyThreadState_SetAsyncExc) was tried and
+                # dropped: landing inside an import, it left the module lock held and hung the server.
+                self.on_trip(used)
             return

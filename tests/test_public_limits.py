@@ -87,22 +87,18 @@ def test_a_small_run_still_fits():
     limits.check_run(RunConfig.from_dict(d))
 
 
-def test_watchdog_interrupts_a_busy_thread():
+def test_watchdog_trips_once_and_only_while_inside():
     seen = []
-
-    def spin():
-        try:
-            with memory.MemoryWatchdog(100, seen.append, interval_s=0.02, rss=lambda: 200):
-                deadline = time.time() + 10
-                while time.time() < deadline:
-                    sum(range(1000))
-        except memory.MemoryExceeded:
-            seen.append("raised")
-    thread = threading.Thread(target=spin)
-    t0 = time.time()
-    thread.start()
-    thread.join(5)
-    assert seen == [200, "raised"] and time.time() - t0 < 3
+    with memory.MemoryWatchdog(100, seen.append, interval_s=0.02, rss=lambda: 200):
+        deadline = time.time() + 3
+        while not seen and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # a second poll above the limit must not trip again
+    assert seen == [200]
+    quiet = []
+    with memory.MemoryWatchdog(100, quiet.append, interval_s=0.02, rss=lambda: 50):
+        time.sleep(0.1)
+    assert quiet == []
 
 
 def test_a_run_past_the_memory_guard_fails_and_the_next_one_runs(tmp_path, monkeypatch, tiny_bert,
@@ -466,7 +462,7 @@ def test_compare_keeps_refused_sends_on_screen(tmp_path, monkeypatch, tiny_llama
     at.text_input(key="cmp_prompt").input("And when?")
     at.button(key="cmp_send").click().run()
     warnings = [w.value for w in at.warning]
-    assert any("And when?" in w and "PLAYGROUND_CHAT_PER_MINUTE" in w for w in warnings), warnings
+    assert any("And when" in w and "PLAYGROUND_CHAT_PER_MINUTE" in w for w in warnings), warnings
     chat_gate.reset()
     # The prompt box stops typing at the cap; an example button (or a crafted request) does not
     monkeypatch.setenv("PLAYGROUND_MAX_PROMPT_CHARS", "10")
