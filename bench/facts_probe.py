@@ -33,6 +33,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--answers", action="store_true", help="print every answer")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training and answering (0: default)")
+    ap.add_argument("--no-dev", action="store_true", help="skip the dev sets (the ones the preset was tuned on)")
     ap.add_argument("--name", default="facts_probe")
     args = ap.parse_args(argv)
     from core import data
@@ -42,6 +44,10 @@ def main(argv=None) -> dict:
     from core.train import run
     cfg = load_config(args.config)
     sets = list(args.set) + (["train.max_steps=8"] if args.quick else [])
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+        sets.append(f"train.torch_threads={args.threads}")
     if sets:
         cfg = cfg.with_overrides(sets)
     source = cfg.data.source.split(":", 1)[1]
@@ -54,13 +60,15 @@ def main(argv=None) -> dict:
         model = RunModel(run_dir)
         t0 = time.perf_counter()
         test = probe(model, facts=probe_facts(source), general=probe_general(), max_new_tokens=tokens, limit=limit)
-        dev = probe(model, facts=data.builtin_heldout(source), general=data.builtin_general_questions(),
-                    max_new_tokens=tokens, limit=limit)
+        dev = None if args.no_dev else probe(model, facts=data.builtin_heldout(source),
+                                             general=data.builtin_general_questions(), max_new_tokens=tokens, limit=limit)
         probe_s = time.perf_counter() - t0
     rows = []
     for split, result, parts in (("test", test, (("facts", "fresh paraphrases"), ("general", "broad general"))),
                                  ("dev (tuned on)", dev, (("facts", "older held-out paraphrases"),
                                                           ("general", "20 general questions")))):
+        if result is None:
+            continue
         for part, label in parts:
             b, t = result["base"][part], result["tuned"][part]
             rows.append({"split": split, "set": label, "n": b["n"], "base": f"{b['hits']}/{b['n']} ({b['score']:.0%})",
@@ -80,6 +88,8 @@ def main(argv=None) -> dict:
     print(md, flush=True)
     if args.answers:
         for split, result in (("test", test), ("dev", dev)):
+            if result is None:
+                continue
             for view in ("base", "tuned"):
                 for part in ("facts", "general"):
                     for item in result[view][part]["items"]:

@@ -31,7 +31,7 @@ def build_config(config: str, sets: list[str], folder: str):
     cfg = load_config(config)
     dev = splits.write_imdb_dev(folder)
     # the validation share comes out of dev too (val_share of the shipped config)
-    return cfg.with_overrides([f"data.source={dev}", "data.eval_source="] + list(sets))
+    return cfg.with_overrides([f"data.source={dev}", "data.eval_source=''"] + list(sets))
 
 
 def main(argv=None) -> dict:

@@ -25,6 +25,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="examples/lora_imdb.yaml")
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, output labelled NOT A RESULT")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the engine's default); on a "
+                    "crowded machine 1 avoids OpenMP barrier stalls")
     ap.add_argument("--name", default="imdb_report")
     args = ap.parse_args(argv)
     from core.config import load_config
@@ -35,6 +37,8 @@ def main(argv=None) -> dict:
         if args.quick:
             test = common.write_jsonl(common.read_jsonl(test)[:64], os.path.join(tmp, "test64.jsonl"))
         sets = [f"data.source={dev}", f"data.eval_source={test}"]
+        if args.threads:
+            sets.append(f"train.torch_threads={args.threads}")
         if args.quick:
             sets += ["data.n_samples=64", "data.max_length=32", "train.eval_max_rows=16"]
         cfg = load_config(args.config).with_overrides(sets)

@@ -1,9 +1,13 @@
 """Dev/test discipline: which rows a tuning script may read, and which rows a report is made on.
 
-IMDb (`imdb_train_4000.jsonl` of the shared data folder) is cut in two by content, not by position:
-every review's SHA-256 (of its text, UTF-8) is computed, and the 1,000 reviews with the smallest
-hashes are the **test** part; the other 3,000 are the **dev** part. The cut does not depend on the
-file's order or on any random seed, so it is the same on every machine and for every script.
+IMDb (`imdb_train_4000.jsonl` of the shared data folder) is cut in two by a file, not by position or
+seed: `bench/imdb_test_part.txt` lists the SHA-256 (first 20 hex digits) of the text of the 1,000
+**test** reviews; the other 3,000 are the **dev** part. The 1,000 are the reviews that the shipped
+`examples/lora_imdb.yaml` never read when its values were chosen: its own split (seed 42) holds out
+1,000 rows for validation and trains on 2,000 of the other 3,000, and these are the remaining 1,000
+(computed once with the engine's split code of 2026-12-07; variants tried during tuning with other
+`n_samples` may have trained on some of them, none scored on them). The cut does not depend on the
+file's order, and a changed data file is refused rather than silently re-cut.
 
 - Tuning scripts (`TUNING_SCRIPTS`, e.g. `bench/imdb_defaults.py`) read `imdb_dev()` only. They call
   `tuning_only()` first, after which the test accessors refuse to run in that process.
@@ -67,13 +71,24 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def test_hashes_file() -> str:
+    return os.environ.get("BENCH_IMDB_TEST_HASHES") or os.path.join(ROOT, "bench", "imdb_test_part.txt")
+
+
+def _test_hashes() -> set[str]:
+    with open(test_hashes_file(), encoding="utf-8") as fh:
+        return {line.strip() for line in fh if line.strip() and not line.startswith("#")}
+
+
 def _imdb_parts() -> tuple[list[dict], list[dict]]:
     rows = _read(os.path.join(data_dir(), IMDB_FILE))
-    ranked = sorted(range(len(rows)), key=lambda i: (text_hash(rows[i]["text"]), i))
-    test_idx = set(ranked[:N_TEST])
-    dev = [r for i, r in enumerate(rows) if i not in test_idx]
-    test = [r for i, r in enumerate(rows) if i in test_idx]
-    return dev, test
+    wanted = _test_hashes()
+    is_test = [text_hash(r["text"])[:20] in wanted for r in rows]
+    test = [r for r, t in zip(rows, is_test) if t]
+    if len(test) != len(wanted):
+        raise ValueError(f"{IMDB_FILE} holds {len(test)} of the {len(wanted)} test reviews listed in "
+                         f"{os.path.basename(test_hashes_file())}: not the file the cut was made for")
+    return [r for r, t in zip(rows, is_test) if not t], test
 
 
 def imdb_dev() -> list[dict]:

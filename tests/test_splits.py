@@ -16,22 +16,28 @@ from conftest import ROOT, needs_imdb_sample
 from bench import splits
 
 
-def _write_reviews(folder, n, seed=0):
+def _write_reviews(folder, n, seed=0, n_test=None):
+    """n synthetic reviews in a shuffled file, and a test-hash file naming n_test of them."""
     rows = [{"text": f"review number {i} " + "x" * (i % 7), "label": i % 2} for i in range(n)]
     random.Random(seed).shuffle(rows)
     with open(os.path.join(folder, splits.IMDB_FILE), "w", encoding="utf-8") as fh:
         fh.write("\n".join(json.dumps(r) for r in rows) + "\n")
-    return rows
+    chosen = sorted(rows, key=lambda r: r["text"])[: (n_test or n // 4)]
+    hashes = os.path.join(folder, "test_part.txt")
+    with open(hashes, "w", encoding="utf-8") as fh:
+        fh.write("# comment lines are skipped\n" + "\n".join(splits.text_hash(r["text"])[:20] for r in chosen) + "\n")
+    return rows, hashes
 
 
 def test_imdb_parts_are_disjoint_complete_and_independent_of_file_order(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    rows = _write_reviews(a, 1300, seed=0)
+    rows, hashes = _write_reviews(a, 1300, seed=0)
     _write_reviews(b, 1300, seed=1)  # same reviews, another order
     monkeypatch.setenv("BENCH_DATA_DIR", str(a))
+    monkeypatch.setenv("BENCH_IMDB_TEST_HASHES", hashes)
     dev, test = splits.imdb_dev(), splits.imdb_test()
-    assert len(test) == splits.N_TEST and len(dev) == len(rows) - splits.N_TEST
+    assert len(test) == 325 and len(dev) == 975
     dev_t, test_t = {r["text"] for r in dev}, {r["text"] for r in test}
     assert not dev_t & test_t
     assert dev_t | test_t == {r["text"] for r in rows}
@@ -40,12 +46,37 @@ def test_imdb_parts_are_disjoint_complete_and_independent_of_file_order(tmp_path
     assert splits.fingerprint(splits.imdb_test()) == splits.fingerprint(test)
 
 
+def test_a_changed_data_file_is_refused_not_recut(tmp_path, monkeypatch):
+    _, hashes = _write_reviews(tmp_path, 400)
+    with open(os.path.join(tmp_path, splits.IMDB_FILE), encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    with open(os.path.join(tmp_path, splits.IMDB_FILE), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(line.replace("review number", "a review numbered") for line in lines))
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_IMDB_TEST_HASHES", hashes)
+    with pytest.raises(ValueError, match="not the file the cut was made for"):
+        splits.imdb_dev()
+
+
 @needs_imdb_sample
 def test_the_real_imdb_split_is_the_documented_one():
     dev, test = splits.imdb_dev(), splits.imdb_test()
     assert (len(dev), len(test)) == (3000, 1000)
-    assert sum(r["label"] for r in test) == 501  # balanced by chance, as BENCHMARKS.md says
-    assert splits.fingerprint(test) == "b3684d7fb40a"
+    assert sum(r["label"] for r in test) == 500
+    assert splits.fingerprint(test) == "66084e919a18"
+
+
+@needs_imdb_sample
+def test_the_test_part_is_what_the_shipped_config_never_read():
+    """examples/lora_imdb.yaml's own split (seed 42) trains on 2,000 rows and validates on 1,000:
+    none of them is a test review."""
+    from core import data
+    from core.config import load_config
+    cfg = load_config(os.path.join(ROOT, "examples", "lora_imdb.yaml"))
+    cfg = cfg.with_overrides([f"data.source={os.path.join(splits.data_dir(), splits.IMDB_FILE)}"])
+    loaded = data.load_rows(cfg.data, seed=cfg.train.seed)
+    read = {r["text"] for r in loaded.train} | {r["text"] for r in loaded.val}
+    assert len(read) == 3000 and not read & {r["text"] for r in splits.imdb_test()}
 
 
 def _names_in(path: str) -> set[str]:
@@ -76,11 +107,11 @@ def test_a_report_script_does_name_the_test_part():
 
 @pytest.mark.parametrize("module", ["bench.imdb_defaults", "bench.facts_dev"])
 def test_a_tuning_script_cannot_read_a_test_part_at_run_time(module, tmp_path):
-    _write_reviews(tmp_path, 1100)
+    _, hashes = _write_reviews(tmp_path, 1100, n_test=1000)
     code = (f"import {module}\nfrom bench import splits\n"
             "try:\n    splits.imdb_test()\nexcept splits.TestSplitRefused as e:\n    print('refused:', e)\n"
             "print('dev', len(splits.imdb_dev()))")
-    env = {**os.environ, "BENCH_DATA_DIR": str(tmp_path), "PYTHONPATH": ROOT}
+    env = {**os.environ, "BENCH_DATA_DIR": str(tmp_path), "PYTHONPATH": ROOT, "BENCH_IMDB_TEST_HASHES": hashes}
     env.pop("BENCH_TUNING_ONLY", None)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -88,27 +119,22 @@ def test_a_tuning_script_cannot_read_a_test_part_at_run_time(module, tmp_path):
     assert "dev 100" in out.stdout
 
 
-def test_imdb_defaults_trains_and_validates_on_dev_rows_only(tmp_path):
+def test_imdb_defaults_trains_and_validates_on_dev_rows_only(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
-    _write_reviews(data, 1100)
+    _, hashes = _write_reviews(data, 1100, n_test=1000)
     code = ("import json, sys\nfrom bench import imdb_defaults, splits\n"
             f"cfg = imdb_defaults.build_config('examples/lora_imdb.yaml', [], {str(tmp_path / 'w')!r})\n"
             "print(json.dumps({'source': cfg.data.source, 'eval': cfg.data.eval_source, 'val_share': cfg.data.val_share}))")
-    env = {**os.environ, "BENCH_DATA_DIR": str(data), "PYTHONPATH": ROOT}
+    env = {**os.environ, "BENCH_DATA_DIR": str(data), "PYTHONPATH": ROOT, "BENCH_IMDB_TEST_HASHES": hashes}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = json.loads(out.stdout.strip().splitlines()[-1])
     assert cfg["eval"] == "" and cfg["val_share"] > 0  # validation comes out of the same dev rows
     read = {json.loads(line)["text"] for line in open(cfg["source"], encoding="utf-8") if line.strip()}
-    os.environ["BENCH_DATA_DIR"], old = str(data), os.environ.get("BENCH_DATA_DIR")
-    try:
-        test = {r["text"] for r in splits.imdb_test()}
-    finally:
-        if old is None:
-            os.environ.pop("BENCH_DATA_DIR")
-        else:
-            os.environ["BENCH_DATA_DIR"] = old
+    monkeypatch.setenv("BENCH_DATA_DIR", str(data))
+    monkeypatch.setenv("BENCH_IMDB_TEST_HASHES", hashes)
+    test = {r["text"] for r in splits.imdb_test()}
     assert len(read) == 100 and not read & test
 
 
