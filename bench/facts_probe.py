@@ -76,12 +76,13 @@ def main(argv=None) -> dict:
                          "tuned_score": t["score"],
                          "lost": [i["prompt"] for i, j in zip(b["items"], t["items"]) if i["hit"] and not j["hit"]],
                          "gained": [i["prompt"] for i, j in zip(b["items"], t["items"]) if j["hit"] and not i["hit"]]})
-    md = (common.quick_label(args.quick)
+    record = common.machine_record()
+    md = (common.protocol_header(record, la0, common.loadavg(), quick=args.quick)
           + f"Fix a hallucination (`python bench/facts_probe.py`, {args.config}), base vs tuned, greedy, "
             f"{tokens} new tokens; training {summary['train_time_s']} s ({summary.get('threads')} threads, "
             f"{summary.get('precision')}), load {la0}-{common.loadavg()}\n\n"
           + common.md_table(rows, ["split", "set", "n", "base", "tuned"]))
-    payload = {"quick": args.quick, "config": args.config, "sets": sets, "machine": common.machine_record(),
+    payload = {"quick": args.quick, "config": args.config, "sets": sets, "machine": record,
                "train_time_s": summary["train_time_s"], "probe_s": round(probe_s, 1), "table": rows,
                "answers": {"test": test, "dev": dev}}
     common.save(args.name, payload, md)

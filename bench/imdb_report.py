@@ -50,11 +50,12 @@ def main(argv=None) -> dict:
            "wall_s": round(time.perf_counter() - t0, 1), "loadavg": f"{la0}-{common.loadavg()}",
            "dev_fingerprint": splits.fingerprint(splits.imdb_dev()),
            "test_fingerprint": splits.fingerprint(splits.imdb_test())}
-    label = common.quick_label(args.quick)
-    md = (f"{label}Shipped IMDb default on the test part (`python bench/imdb_report.py`)\n\n"
+    record = common.machine_record()
+    md = (common.protocol_header(record, la0, common.loadavg(), quick=args.quick)
+          + "Shipped IMDb default on the test part (`python bench/imdb_report.py`)\n\n"
           + common.md_table([row], ["config", "test_accuracy", "n_test", "n_train", "precision", "threads",
                                     "train_time_s", "loadavg", "test_fingerprint"]))
-    payload = {"quick": args.quick, "machine": common.machine_record(), "table": [row]}
+    payload = {"quick": args.quick, "machine": record, "table": [row]}
     common.save(args.name, payload, md)
     print(json.dumps(row), flush=True)
     return payload

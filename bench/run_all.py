@@ -187,7 +187,9 @@ def main(argv=None) -> int:
         sections.append(f"## {name}\n\n{body}")
         print(f"[run_all] {name}: {status} in {info['studies'][name]['seconds']} s", file=sys.stderr, flush=True)
     m = info["machine"]
+    flags = ", ".join(k for k, v in common.cpu_flags().items() if v) or "no AVX2/AVX-512/bf16"
     head = (f"# Benchmarks{' (QUICK SMOKE RUN: NOT A RESULT)' if args.quick else ''}\n\n"
+            f"CPU flags: {flags}; versions: {common.versions()}; load average at the end {common.loadavg():.2f}\n\n"
             f"{m['date']} · {m['cpu']} · {m['cores']} cores · {m['ram_gb']} GB RAM · torch {m['torch']} "
             f"({m['torch_threads']} threads by default) · load average at start {m['loadavg'][0]:.2f}\n\n"
             f"fp32 matmul ceiling: {info['matmul']['flops'] / 1e9:.1f} GFLOP/s ({info['matmul']['threads']} threads)\n\n"
