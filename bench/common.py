@@ -1,8 +1,14 @@
-"""Shared helpers for the benchmarks: machine facts, the fp32 matmul ceiling, fresh-subprocess runs
-with their own peak RSS (os.wait4), temp data files, and markdown tables.
+"""Shared helpers for the benchmarks, and the protocol every ratio follows (BENCHMARKS.md, top):
 
-Every figure a benchmark reports carries the load average at the time it was taken: the machine is
-shared, so absolute times are noisy; ratios are measured from alternating A/B runs.
+1. both sides run in this one process tree (fresh children of one parent), alternating A/B, B/A;
+2. at least MIN_PAIRS pairs, reported as median and range (`check_pairs` refuses fewer unless the
+   run is a --quick smoke run, whose tables say "NOT A RESULT");
+3. both sides at the same precision and thread count (`check_same_setting`);
+4. time measured the same way on both sides, and named (`TIMINGS`);
+5. every table records machine, CPU flags, versions and load before/after (`protocol_header`).
+
+Also: machine facts, the fp32 matmul ceiling, fresh-subprocess runs with their own peak RSS
+(os.wait4), temp data files, and markdown tables.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
+# $BENCH_DATA_DIR, else ../shared/data beside the repository (bench/splits.py reads the same place)
+DATA = os.environ.get("BENCH_DATA_DIR") or os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
 OUT = os.path.join(ROOT, "bench", "out")
 PY = os.path.join(ROOT, ".venv", "bin", "python") if os.path.exists(os.path.join(ROOT, ".venv", "bin", "python")) else sys.executable
 
@@ -44,6 +51,107 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "ram_gb": ram, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg": os.getloadavg()}
+
+
+# ------------------------------------------------------------------------------ the protocol
+
+MIN_PAIRS = 5
+# How a side's time is taken; both sides of a ratio must use the same one, and the table names it.
+TIMINGS = {
+    "train_steps": "seconds inside Trainer.train() with no evaluation inside it on either side",
+    "train_call": "seconds inside Trainer.train(), each side's in-training evaluations included",
+    "end_to_end": "whole process, start to exit (imports, loading, training, final evaluation)",
+}
+
+
+class ProtocolError(RuntimeError):
+    """A measurement that would not follow the benchmark protocol."""
+
+
+def check_pairs(pairs: int, quick: bool) -> None:
+    if pairs < MIN_PAIRS and not quick:
+        raise ProtocolError(f"--pairs {pairs}: a ratio needs at least {MIN_PAIRS} alternating pairs "
+                            "(use --quick for a smoke run, labelled as not a result)")
+
+
+def quick_label(quick: bool) -> str:
+    return ("**QUICK SMOKE RUN: NOT A RESULT** (tiny sizes; it checks that the code runs and the "
+            "figures are sane, nothing more)\n\n") if quick else ""
+
+
+def pair_order(pair: int, sides: list[str]) -> list[str]:
+    """A, B on even pairs and B, A on odd ones, so a load trend favours neither side."""
+    return list(sides) if pair % 2 == 0 else list(sides)[::-1]
+
+
+def spread(values: list[float]) -> dict:
+    """Median and range of per-pair figures: what a table reports for a ratio."""
+    import statistics
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": round(statistics.median(vals), 3), "min": round(min(vals), 3),
+            "max": round(max(vals), 3), "n": len(vals)}
+
+
+def spread_text(s: dict) -> str:
+    if not s.get("n"):
+        return "n/a"
+    return f"{s['median']:.3g} ({s['min']:.3g}–{s['max']:.3g}, {s['n']} pairs)"
+
+
+def check_same_setting(a: dict, b: dict, keys=("precision", "threads")) -> None:
+    """Both sides of a ratio at the same precision and thread count, or no ratio."""
+    diff = {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+    if diff:
+        raise ProtocolError("the two sides differ in " + ", ".join(f"{k} ({x!r} vs {y!r})" for k, (x, y) in diff.items())
+                            + ": a ratio needs the same setting on both")
+
+
+def cpu_flags() -> dict:
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags}
+
+
+def versions() -> dict:
+    from importlib import metadata
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "streamlit"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def machine_record() -> dict:
+    """What every table records: machine, CPU flags, versions, load now."""
+    m = machine()
+    return {"cpu": m["cpu"], "cores": m["cores"], "ram_gb": m["ram_gb"], "flags": cpu_flags(),
+            "versions": versions(), "date": m["date"], "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def protocol_header(record: dict, load_before: float, load_after: float, timing: str | None = None,
+                    pairs: int | None = None, quick: bool = False) -> str:
+    f = record["flags"]
+    flag_text = ", ".join(k for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f.get(k)) or "none of avx2/avx512/bf16"
+    v = record["versions"]
+    lines = [quick_label(quick).rstrip()] if quick else []
+    lines.append(f"Machine: {record['cpu']}, {record['cores']} cores, {record['ram_gb']} GB; CPU flags: {flag_text}; "
+                 f"python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}; "
+                 f"{record['date']}; load average before/after: {load_before:.2f} / {load_after:.2f}")
+    if timing:
+        lines.append(f"Time: {timing} ({TIMINGS[timing]})" + (f"; {pairs} alternating pairs" if pairs else ""))
+    return "\n\n".join(lines) + "\n\n"
 
 
 def matmul_flops(n: int = 1024, seconds: float = 2.0, threads: int | None = None) -> dict:
@@ -200,3 +308,52 @@ def _train(self, *a, **kw):
 transformers.Trainer.train = _train
 atexit.register(lambda: print(json.dumps({k: round(v, 3) for k, v in _clock.items()}), flush=True))
 """
+
+
+# Patched into both sides of a race before they train: the same clock on both. "train_steps_s" is
+# wall time inside Trainer.train() less the evaluations run inside it, so a side's evaluation
+# cadence does not count as training; "curve" is (train_steps_s so far, eval accuracy, step) at
+# every evaluation inside train(): what time-to-accuracy is read from.
+STEP_CLOCK = """
+import atexit, json, time, transformers
+_T = transformers.Trainer
+_orig_train, _orig_eval = _T.train, _T.evaluate
+_c = {"train_wall_s": 0.0, "train_cpu_s": 0.0, "eval_in_train_s": 0.0, "evals_in_train": 0}
+_curve, _state = [], {"in_train": False, "t0": 0.0}
+def _train(self, *a, **kw):
+    c0, w0 = time.process_time(), time.perf_counter()
+    _state.update(in_train=True, t0=w0)
+    try:
+        return _orig_train(self, *a, **kw)
+    finally:
+        _state["in_train"] = False
+        _c["train_cpu_s"] += time.process_time() - c0
+        _c["train_wall_s"] += time.perf_counter() - w0
+def _evaluate(self, *a, **kw):
+    if not _state["in_train"]:
+        return _orig_eval(self, *a, **kw)
+    w0 = time.perf_counter()
+    out = _orig_eval(self, *a, **kw)
+    dt = time.perf_counter() - w0
+    steps_so_far = w0 - _state["t0"] - _c["eval_in_train_s"]
+    _c["eval_in_train_s"] += dt
+    _c["evals_in_train"] += 1
+    acc = next((v for k, v in (out or {}).items() if k.endswith("_accuracy")), None)
+    _curve.append([round(steps_so_far, 3), acc, self.state.global_step])
+    return out
+_T.train, _T.evaluate = _train, _evaluate
+def _report():
+    out = {k: round(v, 3) for k, v in _c.items()}
+    out["train_steps_s"] = round(_c["train_wall_s"] - _c["eval_in_train_s"], 3)
+    out["curve"] = _curve
+    print(json.dumps(out), flush=True)
+atexit.register(_report)
+"""
+
+
+def time_to(curve: list, target: float) -> float | None:
+    """Seconds of training (evaluations excluded) at the first evaluation at or above target."""
+    for t, acc, _ in curve or []:
+        if acc is not None and acc >= target:
+            return t
+    return None

@@ -1,131 +1,182 @@
-"""Engine vs the hand-written recipe (bench/tutorial_recipe.py), same job, alternating subprocesses.
+"""Engine vs the hand-written recipe (bench/tutorial_recipe.py), fairly, plus time-to-accuracy.
 
-Same rows (the tutorial's 1,000/1,000 split of the IMDb sample, written to temp jsonl files and fed
-to the engine as data.source + data.eval_source), same hyperparameters (LoRA r=4, alpha=32,
-dropout 0.01, targets=query, batch 4, lr 1e-3, weight decay 0.01, no warmup, max length 256).
-The tutorial truncates on the left (keeps the end of each review); the engine uses head_tail (keeps
-the start and the end), its closest option.
+Protocol (bench/common.py): fresh children of this one process, alternating A/B then B/A, at least
+5 pairs (fewer only with --quick, whose tables say NOT A RESULT), median and range.
 
-    python bench/engine_vs_tutorial.py [--train 1000] [--eval 1000] [--pairs 2] [--variant NAME=k=v,k=v ...]
+Equal terms on both sides:
+- the same rows: the first --train reviews of the IMDb dev part (bench/splits.py) in a fixed shuffle,
+  scored on the first --eval reviews of the test part (the report split), from the same files;
+- the same hyperparameters (LoRA r=4, alpha 32, dropout 0.01 on `query`, batch 4, lr 1e-3, weight
+  decay 0.01, no warm-up, one epoch), the same max length (256) and truncation (keep the start:
+  the engine's `head`, the recipe's `--keep head`);
+- the same torch threads (--threads, default every core) and precision (--precision auto: bf16
+  autocast on both where the CPU has native bf16, fp32 on both otherwise); the script refuses a
+  ratio whose sides report different settings;
+- time = `train_steps`: wall seconds inside Trainer.train() less the evaluations inside it, measured
+  by the same patch (common.STEP_CLOCK) in both children. Both sides evaluate on the same report
+  rows at the same points (--eval-points per epoch); that time is excluded from both. The
+  whole-process (end-to-end) ratio is reported on its own row, named.
 
-samples/s is what each script reports: training rows / seconds inside trainer.train() (both include
-their in-training evaluations: the tutorial's epoch-end one, the engine's start + mid-run ones).
-wall is the whole process, start to exit. Ratios are engine/tutorial from runs taken side by side.
+Time-to-accuracy: seconds of training (as above) until the first evaluation at >= 80 % and >= 85 %
+on the report rows, for both sides and for the engine as shipped (`examples/lora_imdb.yaml`, its own
+hyperparameters, same rows/threads/precision; --no-shipped leaves it out). "not reached" is a result.
+
+    python bench/engine_vs_tutorial.py [--train 1000] [--eval 1000] [--pairs 5] [--threads N]
+                                       [--precision auto|fp32|bf16] [--eval-points 8] [--quick]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import statistics
+import random
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import PY, ROOT, TRAIN_CLOCK, engine_cfg, loadavg, md_table, run_child, save, tutorial_split, write_jsonl  # noqa: E402
+from bench import common, splits  # noqa: E402
+from bench.common import PY, STEP_CLOCK, engine_cfg, md_table, run_child, save, spread, spread_text  # noqa: E402
 
-TUTORIAL = (TRAIN_CLOCK + "\nimport json, runpy, sys, torch; sys.argv = ['tutorial_recipe.py'] + sys.argv[1:]; "
-            "print(json.dumps({'torch_threads': torch.get_num_threads()})); "
+TUTORIAL = (STEP_CLOCK + "\nimport runpy, sys; sys.argv = ['tutorial_recipe.py'] + sys.argv[1:]; "
             "runpy.run_path('bench/tutorial_recipe.py', run_name='__main__')")
+ENGINE = STEP_CLOCK + "\nimport runpy; runpy.run_path('bench/engine_worker.py', run_name='__main__')"
+TARGETS = (0.80, 0.85)
 
 
-def engine_config(train_path: str, eval_path: str, overrides: dict) -> dict:
+def pick_precision(choice: str) -> str:
+    if choice == "auto":
+        f = common.cpu_flags()
+        return "bf16" if f["avx512_bf16"] or f["amx_bf16"] else "fp32"
+    return choice
+
+
+def make_files(tmp: str, n_train: int, n_eval: int) -> tuple[str, str]:
+    dev, test = splits.imdb_dev(), splits.imdb_test()
+    random.Random(0).shuffle(dev)
+    random.Random(0).shuffle(test)
+    return (common.write_jsonl(dev[:n_train], os.path.join(tmp, "train.jsonl")),
+            common.write_jsonl(test[:n_eval], os.path.join(tmp, "report.jsonl")))
+
+
+def every(n_train: int, batch: int, points: int) -> int:
+    steps = math.ceil(n_train / batch)
+    return max(1, math.ceil(steps / points)) if points else 1_000_000
+
+
+def engine_config(train_path: str, eval_path: str, n_train: int, args, precision: str) -> dict:
     cfg = engine_cfg("minilm", "lora", {"r": 4, "alpha": 32, "dropout": 0.01, "targets": "query"},
                      train_path, eval_path, max_length=256, batch_size=4, lr=1e-3, epochs=1,
-                     extra_train={"weight_decay": 0.01, "warmup_ratio": 0.0},
-                     extra_data={"truncation": "head_tail"})
-    for key, value in overrides.items():
-        section, field = key.split(".", 1)
-        cfg[section][field] = value
+                     extra_train={"weight_decay": 0.01, "warmup_ratio": 0.0, "torch_threads": args.threads,
+                                  "eval_steps": every(n_train, 4, args.eval_points), "eval_max_rows": 0},
+                     extra_data={"truncation": "head"})
+    cfg["model"]["dtype"] = "auto" if precision == "bf16" else "float32"
     return cfg
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-    name, _, rest = text.partition("=")
-    overrides = {}
-    for item in filter(None, rest.split(",")):
-        k, v = item.split(":", 1)
-        try:  # numbers, true/false, lists; anything else ("float32") is a plain string
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
-    return name, overrides
+def shipped_config(train_path: str, eval_path: str, n_train: int, args, precision: str) -> dict:
+    from core.config import load_config
+    cfg = load_config(os.path.join(common.ROOT, "examples", "lora_imdb.yaml")).to_dict()
+    cfg["data"].update({"source": train_path, "eval_source": eval_path, "n_samples": 0})
+    cfg["train"].update({"torch_threads": args.threads, "eval_max_rows": 0,
+                         "eval_steps": every(n_train, cfg["train"]["batch_size"], args.eval_points)})
+    cfg["model"]["dtype"] = "auto" if precision == "bf16" else "float32"
+    return cfg
+
+
+def run_side(side: str, train_path: str, eval_path: str, args, precision: str, tmp: str) -> dict:
+    if side == "tutorial":
+        argv = [PY, "-c", TUTORIAL, "--train", str(args.train), "--eval", str(args.eval), "--train-file", train_path,
+                "--eval-file", eval_path, "--keep", "head", "--eval-every", str(every(args.train, 4, args.eval_points)),
+                "--out", os.path.join(tmp, "tut")] + (["--bf16"] if precision == "bf16" else [])
+        return run_child(argv, env={"OMP_NUM_THREADS": str(args.threads)})
+    build = engine_config if side == "engine" else shipped_config
+    cfg = build(train_path, eval_path, args.train, args, precision)
+    return run_child([PY, "-c", ENGINE, json.dumps(cfg)], env={"OMP_NUM_THREADS": str(args.threads)})
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=1000)
     ap.add_argument("--eval", type=int, default=1000)
-    ap.add_argument("--pairs", type=int, default=2)
-    ap.add_argument("--variant", action="append", default=[],
-                    help="engine variant NAME=section.field:value,... (default: the engine as configured now)")
+    ap.add_argument("--pairs", type=int, default=common.MIN_PAIRS)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    ap.add_argument("--eval-points", type=int, default=8, help="evaluations per epoch on the report rows (time excluded)")
+    ap.add_argument("--no-shipped", action="store_true", help="leave the shipped default out of time-to-accuracy")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 pair, labelled NOT A RESULT")
     ap.add_argument("--name", default="engine_vs_tutorial")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads on both sides (0: each side's own default); on a loaded 2-core "
-                         "machine 1 thread avoids OpenMP barrier stalls and is less noisy")
     args = ap.parse_args(argv)
-    variants = [parse_variant(v) for v in args.variant] or [("engine", {})]
+    if args.quick:
+        args.train, args.eval, args.pairs = min(args.train, 24), min(args.eval, 24), min(args.pairs, 1)
+        args.eval_points = min(args.eval_points, 2)
+    common.check_pairs(args.pairs, args.quick)
+    precision = pick_precision(args.precision)
+    record, la0 = common.machine_record(), common.loadavg()
     tmp = tempfile.mkdtemp(prefix="bench-evt-")
-    tr, ev = tutorial_split(args.train, args.eval)
-    train_path, eval_path = write_jsonl(tr, os.path.join(tmp, "train.jsonl")), write_jsonl(ev, os.path.join(tmp, "eval.jsonl"))
+    train_path, eval_path = make_files(tmp, args.train, args.eval)
+    sides = ["tutorial", "engine"] + ([] if args.no_shipped else ["shipped"])
     runs = []
     for i in range(args.pairs):
-        # alternate the order each pair, so a load trend does not favour one side
-        order = [("tutorial", None)] + [(n, o) for n, o in variants]
-        if i % 2:
-            order = order[::-1]
-        for name, overrides in order:
-            if name == "tutorial":
-                r = run_child([PY, "-c", TUTORIAL, "--train", str(args.train), "--eval", str(args.eval),
-                               "--out", os.path.join(tmp, "tut")],
-                              env={"OMP_NUM_THREADS": str(args.threads)} if args.threads else None)
-            else:
-                cfg = engine_config(train_path, eval_path, overrides)
-                if args.threads:
-                    cfg["train"]["torch_threads"] = args.threads
-                r = run_child([PY, "-c", TRAIN_CLOCK + "\nimport runpy, sys; sys.argv = sys.argv[:1] + sys.argv[1:]; "
-                               "runpy.run_path('bench/engine_worker.py', run_name='__main__')", json.dumps(cfg)])
-            r.update({"who": name, "pair": i})
+        for side in common.pair_order(i, sides):
+            r = run_side(side, train_path, eval_path, args, precision, tmp)
+            r.update({"who": side, "pair": i})
             runs.append(r)
-            print(json.dumps({k: r.get(k) for k in ("who", "pair", "train_cpu_s", "train_wall_s", "_cpu_s", "samples_per_second", "accuracy", "_wall_s",
-                                                    "_loadavg", "_rc", "eval_in_train_s", "torch_threads")}),
+            print(json.dumps({k: r.get(k) for k in ("who", "pair", "train_steps_s", "eval_in_train_s", "accuracy",
+                                                    "precision", "torch_threads", "_wall_s", "_loadavg", "_rc")}),
                   file=sys.stderr, flush=True)
             if r["_rc"] != 0:
-                print(r.get("_stderr_tail"), file=sys.stderr)
-    rows = []
-    tut = [r for r in runs if r["who"] == "tutorial" and r["_rc"] == 0]
-    for name, _ in variants:
-        eng = [r for r in runs if r["who"] == name and r["_rc"] == 0]
-        ratios = [e["samples_per_second"] / t["samples_per_second"] for e, t in zip(eng, tut)]
-        wall = [t["_wall_s"] / e["_wall_s"] for e, t in zip(eng, tut)]
-        cpu = [t["train_cpu_s"] / e["train_cpu_s"] for e, t in zip(eng, tut) if e.get("train_cpu_s") and t.get("train_cpu_s")]
-        proc_cpu = [t["_cpu_s"] / e["_cpu_s"] for e, t in zip(eng, tut)]
-        if not ratios:
-            continue
-        rows.append({"variant": name, "overrides": json.dumps(next(o for n, o in variants if n == name)),
-                     "engine_sps": statistics.median(e["samples_per_second"] for e in eng),
-                     "tutorial_sps": statistics.median(t["samples_per_second"] for t in tut),
-                     "ratio": round(statistics.median(ratios), 3), "ratio_runs": [round(x, 3) for x in ratios],
-                     "wall_ratio": round(statistics.median(wall), 3),
-                     "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
-                     "cpu_ratio_runs": [round(x, 3) for x in cpu], "process_cpu_ratio": round(statistics.median(proc_cpu), 3),
-                     "engine_train_cpu_s": statistics.median(e.get("train_cpu_s") or 0 for e in eng),
-                     "tutorial_train_cpu_s": statistics.median(t.get("train_cpu_s") or 0 for t in tut),
-                     "engine_acc": statistics.median(e["accuracy"] for e in eng),
-                     "tutorial_acc": statistics.median(t["accuracy"] for t in tut),
-                     "engine_eval_in_train_s": statistics.median(e["eval_in_train_s"] for e in eng),
-                     "threads": f"{eng[0].get('torch_threads')}/{tut[0].get('torch_threads')}",
-                     "loadavg": f"{min(min(r['_loadavg']) for r in eng + tut):.1f}-{max(max(r['_loadavg']) for r in eng + tut):.1f}"})
-    md = (f"Engine vs hand-written recipe, {args.train} train / {args.eval} eval rows, {args.pairs} alternating pairs\n\n"
-          + md_table(rows, ["variant", "overrides", "engine_train_cpu_s", "tutorial_train_cpu_s", "cpu_ratio", "cpu_ratio_runs",
-                            "process_cpu_ratio", "engine_sps", "tutorial_sps", "ratio", "ratio_runs", "wall_ratio",
-                            "engine_acc", "tutorial_acc", "engine_eval_in_train_s", "threads", "loadavg"],
-                     ["engine variant", "overrides", "engine CPU s in train()", "tutorial CPU s in train()",
-                      "CPU ratio (tut/eng, median)", "CPU ratio per pair", "whole-process CPU ratio", "engine samples/s", "tutorial samples/s", "ratio (median)",
-                      "ratio per pair", "wall ratio", "engine acc", "tutorial acc", "engine eval s in train()",
-                      "threads eng/tut", "load avg"]))
-    payload = {"args": vars(args), "runs": runs, "table": rows, "loadavg_end": loadavg()}
+                raise RuntimeError(f"{side} failed in pair {i}: {(r.get('_stderr_tail') or '')[-1500:]}")
+    by = {s: [r for r in runs if r["who"] == s] for s in sides}
+    for e, t in zip(by["engine"], by["tutorial"]):
+        common.check_same_setting({"precision": e.get("precision"), "threads": e.get("torch_threads")},
+                                  {"precision": t.get("precision"), "threads": t.get("torch_threads")})
+    steps_ratio = spread([t["train_steps_s"] / e["train_steps_s"] for e, t in zip(by["engine"], by["tutorial"])])
+    wall_ratio = spread([t["_wall_s"] / e["_wall_s"] for e, t in zip(by["engine"], by["tutorial"])])
+    ratio_rows = [
+        {"timing": "train_steps", "ratio": spread_text(steps_ratio),
+         "engine_s": spread(r["train_steps_s"] for r in by["engine"])["median"],
+         "tutorial_s": spread(r["train_steps_s"] for r in by["tutorial"])["median"]},
+        {"timing": "end_to_end", "ratio": spread_text(wall_ratio),
+         "engine_s": spread(r["_wall_s"] for r in by["engine"])["median"],
+         "tutorial_s": spread(r["_wall_s"] for r in by["tutorial"])["median"]},
+    ]
+    for row in ratio_rows:
+        row.update({"engine_acc": spread(r["accuracy"] for r in by["engine"])["median"],
+                    "tutorial_acc": spread(r["accuracy"] for r in by["tutorial"])["median"],
+                    "precision": by["engine"][0].get("precision"), "threads": by["engine"][0].get("torch_threads")})
+    tta_rows = []
+    for side in sides:
+        row = {"side": {"tutorial": "tutorial recipe", "engine": "engine, same hyperparameters",
+                        "shipped": "engine, examples/lora_imdb.yaml"}[side],
+               "final_acc": spread(r["accuracy"] for r in by[side])["median"],
+               "train_steps_s": spread(r["train_steps_s"] for r in by[side])["median"]}
+        for target in TARGETS:
+            times = [common.time_to(r.get("curve"), target) for r in by[side]]
+            reached = [t for t in times if t is not None]
+            row[f"s_to_{int(target * 100)}"] = (spread_text(spread(reached)).replace(" pairs", " runs")
+                                                + (f"; not reached in {len(times) - len(reached)} of {len(times)}"
+                                                   if len(reached) < len(times) else "")) if reached else \
+                f"not reached ({len(times)} runs)"
+        tta_rows.append(row)
+    payload = {"args": vars(args), "precision": precision, "machine": record, "runs": runs,
+               "steps_ratio": steps_ratio, "wall_ratio": wall_ratio, "ratio_table": ratio_rows, "tta_table": tta_rows,
+               "loadavg": [la0, common.loadavg()], "quick": args.quick,
+               "files": {"train_fingerprint": splits.fingerprint(common.read_jsonl(train_path)),
+                         "report_fingerprint": splits.fingerprint(common.read_jsonl(eval_path))}}
+    head = common.protocol_header(record, la0, common.loadavg(), "train_steps", args.pairs, args.quick)
+    md = (head + f"Engine vs tutorial recipe: {args.train} dev rows, {args.eval} report rows, max length 256 "
+          f"(keep the start), {precision} on both, {args.threads} threads on both, {args.eval_points} "
+          "evaluations per epoch on both (excluded from train_steps). Ratio = tutorial s / engine s "
+          "(> 1: the engine is faster).\n\n"
+          + md_table(ratio_rows, ["timing", "ratio", "engine_s", "tutorial_s", "engine_acc", "tutorial_acc",
+                                  "precision", "threads"],
+                     ["time", "ratio: median (range, pairs)", "engine s (median)", "tutorial s (median)",
+                      "engine acc", "tutorial acc", "precision", "threads"])
+          + "\n\nTime to accuracy on the report rows (seconds of training steps, evaluations excluded)\n\n"
+          + md_table(tta_rows, ["side", "s_to_80", "s_to_85", "final_acc", "train_steps_s"],
+                     ["side", "s to 80 %", "s to 85 %", "final accuracy (median)", "train_steps s (median)"]))
     save(args.name, payload, md)
     print(md)
     return payload

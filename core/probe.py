@@ -1,8 +1,15 @@
 """Hallucination probe: does the model state the invented facts, and does it still know the world?
 
-Scores base and tuned views of one run on (a) the held-out paraphrases of the fictional facts
-(recall = every keyword of the fact appears in the answer) and (b) general questions (correct =
-any accepted keyword appears): catastrophic forgetting made visible.
+Scores base and tuned views of one run on (a) paraphrases of the fictional facts that no training
+row and no tuning of the presets used (recall = every keyword of the fact appears in the answer) and
+(b) broad general-knowledge questions of other kinds than the rehearsal rows (correct = any accepted
+keyword appears): catastrophic forgetting made visible where it happens.
+
+Which rows: `probe_facts(dataset)` takes `assets/data/facts_fresh.jsonl` for every fact that has
+fresh paraphrases and the older held-out rows for the others; `probe_general()` is
+`assets/data/general_broad.jsonl`. The older held-out rows of facts-mini and
+`general_questions.jsonl` were what the "Fix a hallucination" preset was iterated against, so they
+are no longer what a class is shown (bench/splits.py).
 """
 from __future__ import annotations
 
@@ -31,6 +38,37 @@ def general_hit(answer: str, keywords: list[str]) -> bool:
     return any(k.lower() in low for k in keywords)
 
 
+FRESH_FACTS_FILE = "facts_fresh.jsonl"
+BROAD_GENERAL_FILE = "general_broad.jsonl"
+
+
+def probe_facts(dataset: str) -> list[dict]:
+    """Fact questions for the probe of a run on a built-in fact set: fresh paraphrases where written."""
+    from core import data
+    heldout = data.builtin_heldout(dataset)
+    path = data.BUILTIN_DIR / FRESH_FACTS_FILE
+    if not path.is_file():  # a trimmed install: the older held-out rows still make a probe
+        return heldout
+    ids = {r.get("fact_id") for r in heldout}
+    fresh = [r for r in data.read_jsonl(str(path)) if r.get("fact_id") in ids and isinstance(r.get("prompt"), str)]
+    covered = {r["fact_id"] for r in fresh}
+    return fresh + [r for r in heldout if r.get("fact_id") not in covered]
+
+
+def probe_general() -> list[dict]:
+    """Broad general-knowledge questions (history, science, literature, geography, everyday life)."""
+    from core import data
+    path = data.BUILTIN_DIR / BROAD_GENERAL_FILE
+    if not path.is_file():
+        return data.builtin_general_questions()
+    out = []
+    for row in data.read_jsonl(str(path)):
+        prompt, keywords = row.get("prompt"), row.get("keywords") or []
+        if isinstance(prompt, str) and prompt.strip() and isinstance(keywords, list):
+            out.append({**row, "keywords": [str(k) for k in keywords if k is not None]})
+    return out
+
+
 def _score(run_model, rows: list[dict], tuned: bool, judge, max_new_tokens: int, tick=None) -> dict:
     items = []
     for row in rows:
@@ -50,9 +88,8 @@ def probe(run_model, facts: list[dict] | None = None, general: list[dict] | None
     say), general questions when *any* accepted keyword does ("Paris" or "paris, france").
     `progress(done, total, view, part)` is called after each answer.
     """
-    from core import data
-    facts = facts if facts is not None else data.builtin_heldout("facts")
-    general = general if general is not None else data.builtin_general_questions()
+    facts = facts if facts is not None else probe_facts("facts")
+    general = general if general is not None else probe_general()
     if limit:
         facts, general = facts[:limit], general[:limit]
     out = {}

@@ -285,7 +285,7 @@ def _probe_part_ok(view) -> bool:
 def _run_probe(model, info, dataset: str) -> dict | None:
     import time
 
-    from core import data, probe
+    from core import probe
     bar = st.progress(0.0, text="Asking both models the held-out questions…")
 
     def progress(done: int, total: int, view: str, part: str) -> None:
@@ -294,7 +294,7 @@ def _run_probe(model, info, dataset: str) -> dict | None:
         bar.progress(done / max(total, 1), text=f"{done}/{total} answers · {who}, {what}")
 
     try:
-        result = probe.probe(model, facts=data.builtin_heldout(dataset), max_new_tokens=PROBE_TOKENS,
+        result = probe.probe(model, facts=probe.probe_facts(dataset), max_new_tokens=PROBE_TOKENS,
                              progress=progress)
     except Exception as exc:  # the model call must never show a traceback
         bar.empty()
@@ -336,10 +336,10 @@ def probe_section(model, info) -> None:
                    "hallucination, and did the model forget anything else?")
         saved = _read_probe(info.dir)
         if saved is None:
-            from core import data
-            n = len(data.builtin_heldout(dataset))
+            from core import probe
+            n = len(probe.probe_facts(dataset)) + len(probe.probe_general())
             if st.button("Run the hallucination probe", key="cmp_probe", type="primary",
-                         help=f"{n} held-out questions and the general questions, asked of both models "
+                         help=f"{n} questions no training row holds (fact paraphrases and broad general knowledge), asked of both models "
                               f"(greedy, up to {PROBE_TOKENS} tokens each). Computed once; saved with the run."):
                 saved = _run_probe(model, info, dataset)
             if saved is None:

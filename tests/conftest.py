@@ -10,7 +10,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# $BENCH_DATA_DIR as bench/splits.py reads it (a worktree has no ../shared beside it)
+SHARED_DATA = os.environ.get("BENCH_DATA_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data")
 IMDB_SAMPLE = os.path.join(SHARED_DATA, "imdb_train_4000.jsonl")
 # Real-data tests read the workplace's shared sample, which a clone elsewhere does not have.
 needs_imdb_sample = pytest.mark.skipif(not os.path.exists(IMDB_SAMPLE),

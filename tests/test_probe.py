@@ -82,12 +82,17 @@ def test_probe_reports_progress_after_every_answer():
     assert seen[0][2:] == ("base", "facts") and seen[-1][2:] == ("tuned", "general")
 
 
-def test_probe_defaults_read_the_builtin_sets():
+def test_probe_defaults_read_the_sets_no_tuning_touched():
+    """Fresh paraphrases and broad general questions (bench/splits.py), not the rows presets were tuned on."""
     from core import data
     model = FakeRunModel({}, {})
     result = probe.probe(model, limit=2)
-    assert result["base"]["facts"]["items"][0]["prompt"] == data.builtin_heldout("facts")[0]["prompt"]
-    assert result["base"]["general"]["items"][0]["prompt"] == data.builtin_general_questions()[0]["prompt"]
+    first_fact = result["base"]["facts"]["items"][0]["prompt"]
+    assert first_fact == probe.probe_facts("facts")[0]["prompt"]
+    assert first_fact not in {r["prompt"] for r in data.builtin_heldout("facts")}
+    first_general = result["base"]["general"]["items"][0]["prompt"]
+    assert first_general == probe.probe_general()[0]["prompt"]
+    assert first_general not in {r["prompt"] for r in data.builtin_general_questions()}
 
 
 # ------------------------------------------------------------------------------ the Compare page
@@ -134,7 +139,8 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     at.button(key="cmp_probe").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(calls) == 1 and callable(calls[0]["progress"])
-    assert calls[0]["facts"] == data_heldout("facts-mini")
+    # the page asks the fresh paraphrases, which no training row or tuning used
+    assert calls[0]["facts"] == probe.probe_facts("facts-mini") != data_heldout("facts-mini")
     labels = [m.label for m in at.metric]
     assert labels.count("Facts recalled (held-out)") == 2 and labels.count("General questions right") == 2
     assert all(m.value.endswith("%)") and "/2 (" in m.value for m in at.metric if "recalled" in m.label)
