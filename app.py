@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages import present
 from pages.ui import (
     ADMIN_TOKEN_KEY,
     JOB_KEY,
@@ -110,6 +111,7 @@ def sidebar(page) -> None:
         sidebar_device()
         st.divider()
         sidebar_jobs(page)
+        present.sidebar_controls()
         with st.expander("Admin"):
             st.text_input("Admin token", type="password", key=ADMIN_TOKEN_KEY,
                           help="Lets a teacher stop or download any session's runs")
@@ -124,6 +126,7 @@ pages = [
 ]
 page = st.navigation(pages)
 st.html(STEADY_PROGRESS_BARS)  # style only: Streamlit puts it where it takes no space
+present.apply()  # presentation mode and theme, from the link or the sidebar, before any page draws
 sidebar(page)  # first: its device probe imports torch in this thread, before the warm-up starts
 warm_up()
 if page.title != "Learn":

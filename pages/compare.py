@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import lessons, runs, urlstate
+from pages import present
 from pages.ui import error_text, lesson_box, md_escape, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
@@ -256,9 +257,9 @@ def probe_section(model, info) -> None:
                           help="Everyday knowledge: a drop here is catastrophic forgetting")
         with st.expander("The answers behind the numbers"):
             st.markdown("**Held-out fact questions**")
-            st.dataframe(_answers_table(result, "facts"), hide_index=True, key="cmp_probe_facts")
+            present.table(_answers_table(result, "facts"), hide_index=True, key="cmp_probe_facts")
             st.markdown("**General questions**")
-            st.dataframe(_answers_table(result, "general"), hide_index=True, key="cmp_probe_general")
+            present.table(_answers_table(result, "general"), hide_index=True, key="cmp_probe_general")
             st.caption(f"Scored on {md_escape(saved.get('dataset', dataset))}'s held-out rephrasings; greedy "
                        f"answers of up to {saved.get('max_new_tokens', PROBE_TOKENS)} tokens.")
 
@@ -318,7 +319,7 @@ def classify(model, info) -> None:
     for col, (pane, _, title, _) in zip(cols, PANES):
         probs = result[pane]
         top = max(probs, key=probs.get) if probs else "?"
-        col.plotly_chart(_prob_figure(probs, f"{title}: {top}"), key=f"cmp_bars_{pane}",
+        col.plotly_chart(present.figure(_prob_figure(probs, f"{title}: {top}")), key=f"cmp_bars_{pane}",
                          config={"displayModeBar": False})
     fmt = getattr(model, "format", "")
     if fmt in ("peft", "head"):

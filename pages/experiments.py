@@ -15,6 +15,7 @@ import streamlit as st
 
 from core import experiments, lessons, presets, urlstate
 from core.config import ConfigError, RunConfig
+from pages import present
 from pages.ui import (
     error_text,
     fmt_params,
@@ -302,7 +303,7 @@ def show_results(experiment: str) -> None:
     st.markdown(f"**{md_escape(_title(rows, experiment))}** · " + " · ".join(parts))
     varied = _varied(rows)
     df = results_frame(rows, varied)
-    st.dataframe(df.drop(columns=["id"]), hide_index=True, key="exp_table", column_config={
+    present.table(df.drop(columns=["id"]), hide_index=True, key="exp_table", column_config={
         "Accuracy": st.column_config.NumberColumn(format="percent"),
         "Val loss": st.column_config.NumberColumn(format="%.3f"),
         "Trainable": st.column_config.NumberColumn(format="localized"),
@@ -316,7 +317,7 @@ def show_results(experiment: str) -> None:
     else:
         cols = st.columns(2)
         for i, (name, fig) in enumerate(figs):
-            cols[i % 2].plotly_chart(fig, key=f"exp_chart_{name}")
+            cols[i % 2].plotly_chart(present.figure(fig), key=f"exp_chart_{name}")
     failed = [r for r in rows if r["state"] == "failed"]
     if failed:
         st.caption("Failed runs show their reason on the Runs page.")

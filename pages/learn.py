@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import estimate, lessons, urlstate
+from pages import present
 from pages.ui import fmt_bytes, fmt_params, query_params, show_error, sync_query_params
 
 METHOD_LABELS = {
@@ -278,7 +279,7 @@ except ValueError as exc:
     show_error(exc)
 else:
     fig, exaggerated = lora_figure(pic)
-    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="learn_picture")
+    st.plotly_chart(present.figure(fig), width="stretch", config={"displayModeBar": False}, key="learn_picture")
     m1, m2, m3 = st.columns(3)
     m1.metric("Weights in W (frozen)", f"{pic['params_W']:,}")
     m2.metric("Weights in A and B (trained)", f"{pic['params_AB']:,}")
@@ -346,7 +347,7 @@ k3.metric(f"Training memory ({METHOD_LABELS[method].split(' (')[0]})", fmt_bytes
 st.caption(f"Total parameters: {counts.total:,} ({fmt_params(counts.total)}), task: "
            f"{'instruction tuning (causal LM)' if task == 'sft' else 'classification (encoder + head)'}.")
 
-st.plotly_chart(memory_figure(memory), width="stretch", key="learn_memory")
+st.plotly_chart(present.figure(memory_figure(memory)), width="stretch", key="learn_memory")
 st.caption("Estimates from the config alone: weights, gradients and AdamW states (two fp32 numbers per "
            "trainable weight) are exact arithmetic; activations follow Korthikanti et al. (2022) without "
            "recomputation. Not counted: the CUDA context, fragmentation, kernel workspaces: add 10–20 %. "

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import runs
 from core.config import ConfigError
+from pages import present
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -375,7 +376,7 @@ labels = {i.id: run_label(i) for i in infos}
 df = pd.DataFrame(table_rows(infos, me))
 
 st.caption(f"{len(infos)} run(s), newest first. Click a column header to sort.")
-st.dataframe(
+present.table(
     df.drop(columns=["id"]), hide_index=True, key="runs_table",
     column_config={
         "LR": st.column_config.NumberColumn(format="%.0e"),
@@ -406,10 +407,10 @@ else:
                                            x_key)
         if acc_fig is not None:
             c1, c2 = st.columns(2)
-            c1.plotly_chart(loss_fig, key="runs_loss")
-            c2.plotly_chart(acc_fig, key="runs_acc")
+            c1.plotly_chart(present.figure(loss_fig), key="runs_loss")
+            c2.plotly_chart(present.figure(acc_fig), key="runs_acc")
         else:
-            st.plotly_chart(loss_fig, key="runs_loss")
+            st.plotly_chart(present.figure(loss_fig), key="runs_loss")
 
 st.header("Methods compared")
 models_present = sorted({m for m in df["Model"].dropna()})
@@ -424,7 +425,7 @@ if not figures:
 else:
     cols = st.columns(min(2, len(figures)))
     for i, (name, fig) in enumerate(figures):
-        cols[i % len(cols)].plotly_chart(fig, key=f"runs_method_{name}")
+        cols[i % len(cols)].plotly_chart(present.figure(fig), key=f"runs_method_{name}")
     st.caption("Up and to the left is best: more accuracy for fewer trained weights. LoRA usually sits "
                "within a point or two of full fine-tuning with a few percent of the parameters or less; "
                "merged into W it adds no latency, unmerged it adds a little.")

@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, lessons, limits, models, presets, runs, urlstate
+from core import estimate, lessons, limits, models, presets, recommend, runs, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
+from pages import present
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -254,7 +255,7 @@ def controls(schema: list[dict], values: dict, prefix: str, advanced_title: str 
     cols = st.columns(columns) if basic else []
     for i, f in enumerate(basic):
         out[f["name"]] = control(f, f"{prefix}{f['name']}", values.get(f["name"]), cols[i % columns])
-    if advanced and lesson_mode():
+    if advanced and (lesson_mode() or present.enabled()):
         # Hidden, not reset: a lesson link's advanced values (or the user's earlier ones) still apply.
         for f in advanced:
             value = st.session_state.get(f"{prefix}{f['name']}", values.get(f["name"]))
@@ -501,7 +502,7 @@ def _show_preview(draft: dict) -> dict | None:
     for note in info.get("notes") or []:
         st.caption(md_escape(note))
     with st.expander("Preview", expanded=False):
-        st.dataframe(info["rows"], hide_index=True)
+        present.table(info["rows"], hide_index=True)
     return info
 
 
@@ -516,12 +517,31 @@ def method_section(draft: dict, task: str) -> None:
     name = st.selectbox("Method", names, key="tr_method", format_func=lambda k: methods[k].label)
     method = methods[name]
     st.caption(method.summary)
+    if name != current:
+        _switch_method_defaults(draft, name, methods[name].label)
+    note = ui.get("switch_note")
+    if note and note[0] == name and note[1]:
+        st.info(note[1])
     remembered = ui["method_params"].get(name)
     if remembered is None:
         remembered = draft["method"]["params"] if name == current else {}
     params = controls(method.schema(), remembered, f"tr_m_{name}_")
     ui["method_params"][name] = params
     draft["method"] = {"name": name, "params": params}
+
+
+def _switch_method_defaults(draft: dict, name: str, label: str) -> None:
+    """A new method brings the training settings it learns with (core.recommend), and says so.
+
+    The training widgets are drawn after this, so their keys can still be set in this run."""
+    base = _url_state().get("base") or presets.app_defaults().to_dict()
+    changes = recommend.on_switch(name, draft, base)
+    for path, _, value in changes:
+        section, field = path.split(".", 1)
+        if section == "train":
+            st.session_state[f"tr_t_{field}"] = value
+    _ui()["switch_note"] = (name, f"Switched to {label}: loaded its recommended settings ("
+                                  f"{recommend.describe(changes)})." if changes else "")
 
 
 def training_section(draft: dict) -> None:
@@ -537,6 +557,9 @@ def training_section(draft: dict) -> None:
     for key, value in chosen.items():
         section = "data" if key in data_schema and key not in draft["train"] else "train"
         draft[section][key] = value
+    warning = recommend.learning_rate_warning(draft["method"]["name"], draft["train"].get("learning_rate"))
+    if warning:
+        st.warning(warning)
     _seed("tr_t_name", draft.get("name", ""))
     draft["name"] = st.text_input("Run name (optional)", key="tr_t_name", max_chars=200).strip()
 
@@ -608,7 +631,7 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
     fig = go.Figure(go.Bar(x=parts, y=[mem[p] / 2**20 for p in parts], text=[fmt_bytes(mem[p]) for p in parts],
                            textposition="auto"))
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="MB")
-    st.plotly_chart(fig, key="tr_estimate_chart")
+    st.plotly_chart(present.figure(fig), key="tr_estimate_chart")
     if assumed:
         st.caption(assumed)
 
@@ -758,7 +781,7 @@ def charts_block(events: list[dict], sft: bool) -> None:
     cols = st.columns(2)
     for i, key in enumerate(order):
         with cols[i % 2]:
-            st.plotly_chart(figs[key], key=f"tr_chart_{key}")
+            st.plotly_chart(present.figure(figs[key]), key=f"tr_chart_{key}")
 
 
 def stop_button(job_id: str, snap: dict) -> None:

@@ -22,6 +22,7 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.jobs import OPENMP_SPINCOUNT
+from pages import present
 
 # libgomp reads it once, when torch loads: set here, before any page imports torch.
 os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
@@ -380,8 +381,8 @@ def anatomy_view(events: Iterable[dict], key: str, dora: bool = False, fallback:
         show_error(exc)
         return False
     c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(heat, key=f"{key}_heat")
-    c2.plotly_chart(curve, key=f"{key}_energy")
+    c1.plotly_chart(present.figure(heat), key=f"{key}_heat")
+    c2.plotly_chart(present.figure(curve), key=f"{key}_energy")
     energy = [v for v in (top.get("energy") or []) if _finite(v) is not None]
     where = f"layer {top.get('layer', '?')} · {top.get('module', '?')}"
     headline = (f"In {where}, the most changed matrix"
@@ -408,6 +409,7 @@ def query_params() -> dict[str, str]:
 def sync_query_params(values: dict[str, str]) -> None:
     """Make the URL hold exactly `values` (only when it differs: every write is a browser history step)."""
     values = {str(k): str(v) for k, v in values.items()}
+    values.update(present.url_params())  # a copied link presents the way the room sees it
     if query_params() != values:
         st.query_params.from_dict(values)
 
@@ -418,7 +420,7 @@ def lesson_box(lesson, where: str = "") -> None:
     if where:
         text += f"\n\n{where}"
     text += f"\n\n**What to notice:** {lesson.notice}"
-    st.info(text, icon="🎓")
+    st.info(text, icon=":material/school:")  # an emoji showed as an empty box where the font lacks it
 
 
 def compute_note(summary: dict) -> str | None:
