@@ -43,7 +43,9 @@ def sidebar_device() -> None:
 
 def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = False) -> None:
     if active is None:
-        st.caption("No job is training.")
+        # A run that was just submitted sits in the queue for a moment before a worker takes it:
+        # "No job is training" beside a page saying "queued" read as a contradiction (issue 23).
+        st.caption("The next run is starting…" if queue else "No job is training.")
     elif shown_on_page:  # no progress bar here: it would not move (see sidebar_jobs)
         st.markdown(f"**{md_escape(active.get('name'))}** · training")
         st.caption("Its progress and charts are on this page.")
@@ -63,7 +65,10 @@ def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = Fa
     if queue:
         st.markdown(f"**Queue** ({len(queue)})")
         for snap in queue:
-            st.caption(f"{snap.get('position')}. {md_escape(snap.get('name'))} · starts in ~{fmt_seconds(snap.get('est_start_s'))}")
+            wait = snap.get("est_start_s")
+            when = ("starting now" if isinstance(wait, (int, float)) and wait < 1
+                    else f"starts in ~{fmt_seconds(wait)}")
+            st.caption(f"{snap.get('position')}. {md_escape(snap.get('name'))} · {when}")
 
 
 def _busy() -> bool:

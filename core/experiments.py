@@ -159,7 +159,8 @@ def presets() -> dict[str, Preset]:
                    "linear head is fastest but cannot change what the base notices (seed 000)."),
         "how_much_data": Preset(
             key="how_much_data", title="How much data?",
-            question="LoRA with N training reviews and dropout d: how many examples does it need?",
+            question="LoRA with N training reviews and dropout d, and prompt tuning with N reviews and V "
+                     "virtual tokens: how many examples does each need?",
             base={**sentiment, "method": {"name": "lora", "params": {}}},
             axes={"n_samples": [50, 150, 300], "dropout": [0.0, 0.1]},
             notice="Accuracy climbs steeply with the first hundred examples, then flattens; dropout matters "

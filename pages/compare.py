@@ -101,7 +101,10 @@ def chat(model, info) -> None:
     temperature = s2.slider("Temperature", 0.0, 1.5, 0.0, step=0.1, key="cmp_temp",
                             help="0 = greedy: the most likely token every time, so the class sees the same "
                                  "answer twice. Higher = more varied answers.")
-    remember = s3.toggle("Remember chat", value=True, key="cmp_remember",
+    # The facts (hallucination) lesson asks paraphrases one after another: with the previous exchange
+    # in its context the tuned model copied a wrong answer forward (issue 23). Each question fresh.
+    facts = (info.config.get("data") or {}).get("source") == "builtin:facts"
+    remember = s3.toggle("Remember chat", value=not facts, key="cmp_remember",
                          help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
 
     data_cfg = info.config.get("data") or {}

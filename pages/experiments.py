@@ -303,7 +303,8 @@ def show_results(experiment: str) -> None:
     st.markdown(f"**{md_escape(_title(rows, experiment))}** · " + " · ".join(parts))
     varied = _varied(rows)
     df = results_frame(rows, varied)
-    present.table(df.drop(columns=["id"]), hide_index=True, key="exp_table", column_config={
+    present.table(df.drop(columns=["id"]), hide_index=True, key="exp_table",
+                  keep=["Run", "Method", "Accuracy", "Trainable %", "Train time (s)", "Latency (ms)", "Status"], column_config={
         "Accuracy": st.column_config.NumberColumn(format="percent"),
         "Val loss": st.column_config.NumberColumn(format="%.3f"),
         "Trainable": st.column_config.NumberColumn(format="localized"),

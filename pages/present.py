@@ -33,8 +33,6 @@ CHART_TICK_PX = 18
 CHART_TEXT_PX = 18
 CHART_TITLE_PX = 22
 CHART_MIN_HEIGHT = 380
-# Streamlit's own URL option: read by its front end at load time, before our CSS or script runs.
-STREAMLIT_THEME_OPTION = {"light": "light_theme", "dark": "dark_theme"}
 # The pages' paths: Streamlit keeps the chosen theme per path in localStorage.
 PAGE_PATHS = ("", "learn", "train", "experiments", "compare", "runs", "board")
 
@@ -82,6 +80,11 @@ def dark() -> bool:
         return getattr(st.context.theme, "type", None) == "dark"
     except Exception:  # an older Streamlit without st.context.theme: assume light
         return False
+
+
+def background() -> str:
+    """The page's background colour (Streamlit's defaults), for a block that must be opaque."""
+    return "#171614" if dark() else "#ffffff"
 
 
 # ------------------------------------------------------------------------------------ sidebar
@@ -138,7 +141,8 @@ html {{ font-size: {BODY_PX}px !important; }}
   min-width: 100% !important; flex: 1 1 100% !important; }}
 /* Tables wrap instead of scrolling sideways */
 [data-testid="stTable"], [data-testid="stTableStyledTable"] {{ overflow-x: visible !important; }}
-[data-testid="stTable"] table {{ width: 100% !important; table-layout: auto; }}
+[data-testid="stTable"] table {{ width: 100% !important; table-layout: fixed !important; }}
+[data-testid="stTable"] > div {{ overflow-x: visible !important; }}
 [data-testid="stTable"] th, [data-testid="stTable"] td {{ white-space: normal !important;
   overflow-wrap: anywhere; word-break: normal; font-size: {BODY_PX}px !important; }}
 /* Buttons show their whole label */
@@ -235,13 +239,34 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(data, key: str | None = None, where=st, **dataframe_kwargs):
+MAX_COLUMNS = 8  # at 20 px, about what 1280 px holds with every cell readable
+
+
+def table(data, key: str | None = None, where=st, keep: list[str] | None = None, **dataframe_kwargs):
     """st.dataframe normally; in presentation mode a plain table whose cells wrap, so nothing needs
-    scrolling sideways (the interactive grid scrolls and cannot wrap), with empty cells as '—'."""
+    scrolling sideways (the interactive grid scrolls and cannot wrap), with empty cells as '—'.
+
+    keep: the columns that matter in front of a room, in order; the others are left out (and said
+    so) when there are more than MAX_COLUMNS."""
     if not enabled():
         return where.dataframe(data, key=key, **dataframe_kwargs)
     import pandas as pd
     frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
     if dataframe_kwargs.get("hide_index", False):
         frame = frame.reset_index(drop=True)
-    return where.table(frame.map(_cell))
+    frame = frame.loc[:, [c for c in frame.columns if not frame[c].isna().all()]]
+    hidden = []
+    if len(frame.columns) > MAX_COLUMNS:
+        chosen = [c for c in (keep or []) if c in frame.columns] or list(frame.columns)
+        chosen = chosen[:MAX_COLUMNS]
+        hidden = [str(c) for c in frame.columns if c not in chosen]
+        frame = frame.loc[:, chosen]
+    percent = {name for name, cfg in (dataframe_kwargs.get("column_config") or {}).items()
+               if isinstance(cfg, dict) and (cfg.get("type_config") or {}).get("format") == "percent"}
+    cells = frame.map(_cell)
+    for name in percent & set(frame.columns):
+        cells[name] = [f"{v:.1%}" if isinstance(v, (int, float)) and not math.isnan(v) else "—" for v in frame[name]]
+    shown = where.table(cells)
+    if hidden:
+        where.caption(f"Presentation mode shows {len(frame.columns)} columns; also recorded: {', '.join(hidden)}.")
+    return shown

@@ -378,6 +378,7 @@ df = pd.DataFrame(table_rows(infos, me))
 st.caption(f"{len(infos)} run(s), newest first. Click a column header to sort.")
 present.table(
     df.drop(columns=["id"]), hide_index=True, key="runs_table",
+    keep=["Run", "Method", "Model", "Accuracy", "Trainable %", "Train time (s)", "Status", "Experiment"],
     column_config={
         "LR": st.column_config.NumberColumn(format="%.0e"),
         "Accuracy": st.column_config.NumberColumn(format="percent"),

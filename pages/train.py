@@ -47,6 +47,25 @@ URL_KEY = "_train_url"              # {"loaded", "lesson", "base"}: what the URL
 URL_WARNINGS_KEY = "_train_url_warnings"
 LESSON_MODE_KEY = "tr_lesson_mode"  # the lesson-mode toggle's widget key
 LESSON_MODE_SAVED = "_train_lesson_mode"  # its value, kept when the page (and the widget) is left
+SCROLL_TO_RUN_KEY = "_train_scroll_to_run"  # set on Start: bring the live progress into view once
+# Lesson and presentation mode: Start sits at the top and stays there while the form scrolls.
+ACTION_BAR_CSS = """<style>
+.st-key-tr_action_bar { position: sticky; top: 0.5rem; z-index: 99; padding: 0.5rem 0.75rem;
+  border-radius: 0.5rem; background: BACKGROUND;
+  box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }
+</style>"""
+SCROLL_TO_RUN_JS = """<script>
+(function() {
+  let tries = 0;
+  const go = () => {
+    const el = window.parent.document.querySelector('.st-key-tr_current_run') ||
+               document.querySelector('.st-key-tr_current_run');
+    if (el) { el.scrollIntoView({block: 'start', behavior: 'instant'}); return; }
+    if (++tries < 40) { setTimeout(go, 100); }
+  };
+  go();
+})();
+</script>"""
 
 OTHER_MODEL = "Hub id or local folder…"
 DATA_KINDS = {"builtin": "Built-in", "upload": "Upload a file", "hub": "Hub dataset", "local": "Local file path"}
@@ -151,13 +170,34 @@ def lesson_header() -> None:
     if lesson is not None:
         then = ("When the run has finished, press **Compare base vs tuned** below the result."
                 if lesson.then == "compare" else "")
-        lesson_box(lesson, then)
+        lesson_box(lesson, then, _lesson_facts())
     if LESSON_MODE_KEY not in st.session_state:  # back from another page: the widget forgot it
         st.session_state[LESSON_MODE_KEY] = bool(st.session_state.get(LESSON_MODE_SAVED))
     st.session_state[LESSON_MODE_SAVED] = st.toggle(
         "Lesson mode", key=LESSON_MODE_KEY,
         help="Hide the advanced controls, so a class sees only what the lesson is about. The setting is part "
              "of the link (lesson=1): copy the address bar to share this exact setup.")
+
+
+def _lesson_facts() -> dict[str, str]:
+    """The numbers a lesson's text names (core.lessons.fill): from this session's finished run, else
+    from the estimate for the setup on screen, so the text agrees with the cards below it."""
+    percent = None
+    job_id = st.session_state.get(JOB_KEY)
+    if job_id:
+        try:
+            percent = (manager().snapshot(job_id, events=False).get("summary") or {}).get("trainable_percent")
+        except Exception:  # deleted or unreadable: the estimate below still answers
+            percent = None
+    if not isinstance(percent, (int, float)):
+        try:
+            cfg = RunConfig.from_dict(copy.deepcopy(_draft()))
+            model_cfg, _ = _model_config(cfg.model.name)
+            method, kwargs = _estimate_method(cfg)
+            percent = estimate.report(model_cfg, method, task=cfg.data.task, **kwargs)["percent"] if model_cfg else None
+        except Exception:  # no estimate for this model: the lesson's own words stand
+            return {}
+    return {"trainable_percent": f"{percent:.3g} %"} if isinstance(percent, (int, float)) else {}
 
 
 def write_url(draft: dict) -> None:
@@ -656,7 +696,9 @@ def _session_job_live() -> bool:
         return False
 
 
-def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> None:
+def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar=None) -> None:
+    """The estimate, the problems and Start; with `bar` (lesson or presentation mode) Start and the
+    problems are drawn in the action bar at the top of the page instead, where a room sees them."""
     st.subheader("5 · Check and start")
     cfg, problem = None, _task_problem(resolved, draft["data"]["task"])
     if not problem:
@@ -675,11 +717,15 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> 
         problem = problem or preview["error"]
     if cfg is not None and resolved is not None:
         estimate_panel(cfg, preview)
+    where = st if bar is None else bar
     if problem:
-        st.error(problem)
+        where.error(problem)
     busy = _session_job_live()
+    if bar is not None:
+        _action_bar(bar, draft, cfg, problem, busy)
+        return
     if busy:
-        st.caption("Your run is still queued or training: stop it or wait for it to finish.")
+        st.caption("Your run is still queued or training: its progress is at the top of the page.")
     if st.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
                  key="tr_start"):
         _submit(cfg)
@@ -687,6 +733,21 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> 
         with st.expander("Same run from the command line"):
             st.code("python -m core.train --config run.yaml", language="bash")
             st.code(cfg.to_yaml(), language="yaml")
+
+
+def _action_bar(bar, draft: dict, cfg: RunConfig | None, problem: str, busy: bool) -> None:
+    """Start, and one line saying what it will train, at the top of the page (and kept in view)."""
+    with bar:
+        c1, c2 = st.columns([1, 3], vertical_alignment="center")
+        if c1.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
+                     key="tr_start", width="stretch"):
+            _submit(cfg)
+        t = draft["train"]
+        what = (f"{md_escape(draft['model']['name'])} · {md_escape(draft['method']['name'])} · "
+                f"learning rate {t.get('learning_rate', 0):.0e} · {t.get('epochs')} epoch(s)")
+        c2.markdown(what + ("  \nYour run is queued or training: its progress is just below."
+                            if busy else ""))
+    st.html(ACTION_BAR_CSS.replace("BACKGROUND", present.background()))
 
 
 def _submit(cfg: RunConfig) -> None:
@@ -697,6 +758,7 @@ def _submit(cfg: RunConfig) -> None:
         return
     st.session_state[JOB_KEY] = job_id
     st.session_state.pop(EVENTS_KEY, None)
+    st.session_state[SCROLL_TO_RUN_KEY] = True
     st.rerun()
 
 
@@ -751,8 +813,10 @@ def _phase(events: list[dict], snap: dict) -> str:
 def progress_block(snap: dict, events: list[dict]) -> None:
     state = snap["state"]
     if state == "queued":
-        st.progress(0.0, text=f"Queued: position {snap.get('position')} of {snap.get('queue_length')}, "
-                              f"starts in about {fmt_seconds(snap.get('est_start_s'))}")
+        wait = snap.get("est_start_s")
+        when = ("starting now" if isinstance(wait, (int, float)) and wait < 1
+                else f"starts in about {fmt_seconds(wait)}")
+        st.progress(0.0, text=f"Queued: position {snap.get('position')} of {snap.get('queue_length')}, {when}")
         return
     prog = snap["progress"]
     step, max_steps = prog.get("step"), prog.get("max_steps")
@@ -848,9 +912,12 @@ def job_panel(job_id: str) -> None:
         # browser when a timer run and the full rerun crossed.
         result_block(job_id, snap, events)
 
-    st.subheader("Current run")
-    live_status()
-    live_charts()
+    with st.container(key="tr_current_run"):
+        st.subheader("Current run")
+        if st.session_state.pop(SCROLL_TO_RUN_KEY, False):
+            st.html(SCROLL_TO_RUN_JS, unsafe_allow_javascript=True)
+        live_status()
+        live_charts()
 
 
 def _run_config(job_id: str) -> dict:
@@ -965,9 +1032,17 @@ def actions(job_id: str, summary: dict) -> None:
 def main() -> None:
     st.title("Train")
     load_url()
-    lesson_header()
+    # In front of a room Start goes first and the run right under it, above the lesson's text:
+    # both in the first screen at 1280x720 (issue 23).
+    lesson_on = (st.session_state.get(LESSON_MODE_KEY) if LESSON_MODE_KEY in st.session_state
+                 else st.session_state.get(LESSON_MODE_SAVED))
+    staged = bool(lesson_on or present.enabled())
+    bar = st.container(key="tr_action_bar") if staged else None
     job_id = current_job()
-    if job_id:
+    if job_id and staged:
+        job_panel(job_id)
+    lesson_header()
+    if job_id and not staged:
         job_panel(job_id)
         st.divider()
     draft = _draft()
@@ -976,7 +1051,7 @@ def main() -> None:
     method_section(draft, draft["data"]["task"])
     training_section(draft)
     write_url(draft)
-    launch_section(draft, resolved, preview)
+    launch_section(draft, resolved, preview, bar)
 
 
 main()

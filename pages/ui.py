@@ -270,7 +270,17 @@ def metrics_charts(events: Iterable[dict]) -> dict[str, go.Figure]:
         if key == "learning_rate":
             fig.update_yaxes(exponentformat="e")
         out[key] = fig
+    for fig in out.values():
+        _whole_steps(fig)
     return out
+
+
+def _whole_steps(fig: go.Figure) -> None:
+    """Steps are whole and never negative: one point at step 0 drew an axis from -1 to 1."""
+    xs = [x for trace in fig.data for x in (trace.x or ()) if isinstance(x, (int, float))]
+    if xs and max(xs) - min(xs) < 6:
+        lo, hi = min(xs), max(xs)
+        fig.update_xaxes(dtick=1, range=[max(lo - 0.5, -0.5) if lo >= 0 else lo - 0.5, hi + 0.5])
 
 
 
@@ -414,12 +424,14 @@ def sync_query_params(values: dict[str, str]) -> None:
         st.query_params.from_dict(values)
 
 
-def lesson_box(lesson, where: str = "") -> None:
-    """The lesson's guidance and what to notice, in an info box at the top of its page."""
-    text = f"**Lesson: {lesson.title}**\n\n" + " ".join(lesson.guidance)
+def lesson_box(lesson, where: str = "", facts: dict[str, str] | None = None) -> None:
+    """The lesson's guidance and what to notice, in an info box at the top of its page; `facts`
+    fills the text's number slots from what the page shows (core.lessons.fill)."""
+    from core.lessons import fill
+    text = f"**Lesson: {lesson.title}**\n\n" + fill(" ".join(lesson.guidance), facts)
     if where:
         text += f"\n\n{where}"
-    text += f"\n\n**What to notice:** {lesson.notice}"
+    text += f"\n\n**What to notice:** {fill(lesson.notice, facts)}"
     st.info(text, icon=":material/school:")  # an emoji showed as an empty box where the font lacks it
 
 

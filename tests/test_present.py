@@ -130,3 +130,38 @@ def test_style_figure_makes_every_chart_text_large():
 def test_table_cells_show_a_dash_not_none():
     assert present._cell(None) == "—" and present._cell(float("nan")) == "—"
     assert present._cell(0.123456) == "0.123"
+
+
+# ------------------------------------------------------------------------- lesson text
+
+def test_lesson_slots_take_the_pages_number_or_their_words():
+    from core.lessons import fill
+    assert fill("{trainable_percent|A small share} train", {"trainable_percent": "1.45 %"}) == "1.45 % train"
+    assert fill("{trainable_percent|A small share} train", {}) == "A small share train"
+
+
+def test_lora_lesson_asserts_no_share_of_its_own():
+    from core import lessons
+    notice = lessons.get("lora_sentiment").notice
+    assert "{trainable_percent|" in notice and "one percent" not in notice
+
+
+def test_how_much_data_text_names_every_method_and_axis_of_its_grid():
+    from core import experiments, lessons
+    preset = experiments.presets()["how_much_data"]
+    methods = {preset.base["method"]["name"]} | {g["method"] for g in preset.extra_grids}
+    words = {"lora": "LoRA", "prompt_tuning": "prompt tuning"}
+    lesson = " ".join(lessons.get("how_much_data").guidance).replace("-", " ")
+    for method in methods:
+        assert words[method] in preset.question and words[method] in lesson, method
+    assert "dropout" in preset.question and "virtual tokens" in preset.question
+    for n in preset.axes["n_samples"]:
+        assert str(n) in lesson
+
+
+def test_learn_states_qlora_with_the_setting_that_makes_it_true():
+    text = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=TIMEOUT)
+    text.run()
+    body = " ".join(m.value for m in text.markdown)
+    assert "65B model be tuned on one GPU" not in body
+    assert "batch 1 and 256 tokens needs about" in body and "48 GB GPU" in body
