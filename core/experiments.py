@@ -202,6 +202,8 @@ def results(experiment: str) -> list[dict]:
                "eval_loss": final.get("eval_loss"), "trainable_params": s.get("trainable_params"),
                "trainable_percent": s.get("trainable_percent"), "train_time_s": s.get("train_time_s"),
                "latency_ms": s.get("latency_ms_per_sample"), "peak_rss_mb": s.get("peak_rss_mb"),
+               "busy": bool((s.get("machine_load") or {}).get("busy")) if isinstance(s.get("machine_load"), dict)
+               else False,
                "created": info.created}
         # Every setting a grid can vary, whether or not this experiment varied it: the page finds
         # the varied ones by looking for more than one value.

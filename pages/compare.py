@@ -10,8 +10,8 @@ import os
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import lessons, runs, urlstate
-from pages import present
+from core import lessons, runs, showcase, urlstate
+from pages import confusion, present
 from pages.ui import error_text, lesson_box, md_escape, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
@@ -287,8 +287,7 @@ def classify(model, info) -> None:
     data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
     examples = examples_for(info.id, data_cfg, "classification", seed)
-    if data_cfg.get("source") == "builtin:sentiment":
-        examples = examples + ["I expected to hate it, and somehow I loved every minute."]
+    examples = examples + showcase.sentences(data_cfg.get("source"))
     if examples:
         st.caption("Try one: texts from the run's validation data")
         cols = st.columns(len(examples))
@@ -381,3 +380,4 @@ if model.task == "sft":
     chat(model, info)
 else:
     classify(model, info)
+    confusion.section(model, info)

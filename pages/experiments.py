@@ -15,7 +15,7 @@ import streamlit as st
 
 from core import experiments, lessons, presets, urlstate
 from core.config import ConfigError, RunConfig
-from pages import present
+from pages import palette, present
 from pages.ui import (
     error_text,
     fmt_params,
@@ -238,7 +238,8 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
                                         "method": r["method"], "run": r["name"].split(": ", 1)[-1]}
                                        for r in points]),
                          x="trainable parameters", y=metric_label, color="method", log_x=True, hover_data=["run"],
-                         title=f"{metric_label.capitalize()} vs trainable parameters")
+                         title=f"{metric_label.capitalize()} vs trainable parameters", symbol="method",
+                         **palette.px_method_args(r["method"] for r in points))
         fig.update_traces(marker=dict(size=13, line=dict(width=1, color="#2c3e50")))
         if metric == "accuracy":
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
@@ -265,19 +266,33 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
         figs.append(("by_axis", fig))
     names = [r["name"].split(": ", 1)[-1] for r in done]
-    times = go.Figure(go.Bar(x=names, y=[_num(r.get("train_time_s")) for r in done], marker_color="#2980b9",
+    times = go.Figure(go.Bar(x=names, y=[_num(r.get("train_time_s")) for r in done],
+                             marker_color=[palette.colour(r["method"]) for r in done],
                              text=[fmt_seconds(r.get("train_time_s")) for r in done], textposition="auto"))
+    _flag_busy(times, done)
     times.update_layout(title=dict(text="Training time (s)", x=0.0), yaxis_title="seconds", **layout)
     figs.append(("time", times))
     lat = [r for r in done if _num(r.get("latency_ms")) is not None]
     if lat:
         latency = go.Figure(go.Bar(x=[r["name"].split(": ", 1)[-1] for r in lat], y=[r["latency_ms"] for r in lat],
-                                   marker_color="#e67e22", text=[f"{r['latency_ms']:.1f}" for r in lat],
+                                   marker_color=[palette.colour(r["method"]) for r in lat],
+                                   text=[f"{r['latency_ms']:.1f}" for r in lat],
                                    textposition="auto"))
+        _flag_busy(latency, lat)
         latency.update_layout(title=dict(text="Inference latency (ms per example, batch 1)", x=0.0),
                               yaxis_title="ms", **layout)
         figs.append(("latency", latency))
     return figs
+
+
+def _flag_busy(fig: go.Figure, rows: list[dict]) -> None:
+    """Hatch the bars of runs timed while other work loaded the machine, and say so in the title."""
+    busy = [bool(r.get("busy")) for r in rows]
+    if not any(busy):
+        return
+    fig.update_traces(marker_pattern_shape=["/" if b else "" for b in busy])
+    fig.add_annotation(text="hatched: timed while the machine was busy (slower than alone)", showarrow=False,
+                       xref="paper", yref="paper", x=0, y=1.0, xanchor="left", yanchor="bottom")
 
 
 def _notice(experiment: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import plotly.graph_objects as go
@@ -129,6 +130,9 @@ html {{ font-size: {BODY_PX}px !important; }}
 .stApp, .stMarkdown p, .stMarkdown li, .stCaption, [data-testid="stCaptionContainer"] {{
   font-size: max(1rem, {BODY_PX}px) !important; }}
 [data-testid="stSidebar"] .stMarkdown p, [data-testid="stSidebar"] .stCaption {{ font-size: {BODY_PX}px !important; }}
+/* every paragraph: alerts, widget labels, metric labels, table cells (Streamlit sets some at 0.875rem) */
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
+[data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p {{ font-size: {BODY_PX}px !important; }}
 /* Streamlit's chrome: the coloured strip, the toolbar and the running-man status */
 [data-testid="stDecoration"], [data-testid="stToolbar"], [data-testid="stStatusWidget"],
 [data-testid="stAppDeployButton"], [data-testid="stMainMenu"] {{ display: none !important; }}
@@ -229,14 +233,19 @@ def figure(fig: go.Figure) -> go.Figure:
 
 # ------------------------------------------------------------------------------------ tables
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
+
+
 def _cell(value: Any) -> str:
+    """One table cell as text st.table shows literally (its cells are markdown: a visitor's review
+    must not turn into a link or an image)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e5 else f"{value:,.0f}"
-    return str(value)
+    return _MARKDOWN.sub(r"\\\1", str(value))
 
 
 MAX_COLUMNS = 8  # at 20 px, about what 1280 px holds with every cell readable

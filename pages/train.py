@@ -17,7 +17,7 @@ from core import data as core_data
 from core import estimate, lessons, limits, models, presets, recommend, runs, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
-from pages import present
+from pages import present, replay
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -918,6 +918,12 @@ def job_panel(job_id: str) -> None:
             st.html(SCROLL_TO_RUN_JS, unsafe_allow_javascript=True)
         live_status()
         live_charts()
+        if not live:
+            replay.section(job_id, snap.get("name") or job_id, _recorded_events())
+
+
+def _recorded_events() -> list[dict]:
+    return (st.session_state.get(EVENTS_KEY) or {}).get("events") or []
 
 
 def _run_config(job_id: str) -> dict:

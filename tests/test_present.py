@@ -165,3 +165,64 @@ def test_learn_states_qlora_with_the_setting_that_makes_it_true():
     body = " ".join(m.value for m in text.markdown)
     assert "65B model be tuned on one GPU" not in body
     assert "batch 1 and 256 tokens needs about" in body and "48 GB GPU" in body
+
+
+# ------------------------------------------------------------------------- charts and replay
+
+def test_one_colour_and_shape_per_method():
+    from pages import palette
+    colours = [palette.colour(m) for m in ("full", "linear_head", "lora", "qlora", "prompt_tuning", "ia3")]
+    assert len(set(colours)) == len(colours)
+    args = palette.px_method_args(["qlora", "lora", "lora"])
+    assert args["color_discrete_map"] == {"lora": palette.colour("lora"), "qlora": palette.colour("qlora")}
+    assert args["symbol_map"]["lora"] != args["symbol_map"]["qlora"]  # overlapping points stay apart
+
+
+def test_a_single_step_gets_a_whole_non_negative_axis():
+    from pages.ui import metrics_charts
+    fig = metrics_charts([{"type": "eval", "step": 0, "eval_loss": 0.7}])["eval_loss"]
+    lo, hi = fig.layout.xaxis.range
+    assert lo >= -0.5 and hi <= 0.5 and fig.layout.xaxis.dtick == 1
+
+
+def test_machine_load_is_recorded_and_flags_other_work(monkeypatch):
+    from core import train
+    monkeypatch.setattr(train.os, "getloadavg", lambda: (9.0, 0, 0))
+    monkeypatch.setattr(train.os, "cpu_count", lambda: 2)
+    assert train.machine_load(2) == {"loadavg_1m": 9.0, "cores": 2, "busy": True}
+    monkeypatch.setattr(train.os, "getloadavg", lambda: (2.1, 0, 0))
+    assert train.machine_load(2)["busy"] is False
+
+
+def test_replay_reveals_events_in_recorded_time():
+    from pages import replay
+    events = [{"type": "log", "time": 100.0 + i, "step": i, "loss": 1.0 / (i + 1)} for i in range(10)]
+    assert replay.timeline(events) == (100.0, 109.0)
+    assert len(replay.shown_at(events, 1.0, 5.0)) == 6      # 5 recorded seconds at 5x after 1 s
+    assert len(replay.shown_at(events, 1.0, 20.0)) == 10
+    assert len(replay.shown_at(events, 0.0, 1.0)) == 1
+
+
+def test_a_finished_run_can_be_replayed_and_says_so(clean_app, tiny_bert, sentiment_file):
+    import time as _time
+    at = train_page()
+    widget(at.selectbox, "Base model").select("Hub id or local folder…").run()
+    widget(at.text_input, "Hub id or local folder").input(tiny_bert).run()
+    widget(at.radio, "Dataset").set_value("local").run()
+    widget(at.text_input, "Local file path (on the server)").input(sentiment_file).run()
+    for label, value in (("N samples (0 = all)", 40), ("Max length (tokens)", 32), ("Epochs", 1.0),
+                         ("Batch size", 8), ("Logging steps", 1)):
+        widget(at.number_input, label).set_value(value)
+    at.run()
+    widget(at.button, "Start training").click().run()
+    job_id = at.session_state["_train_job"]
+    end = _time.time() + 60
+    while jobs.get_manager().snapshot(job_id, events=False)["state"] in ("queued", "running"):
+        assert _time.time() < end
+        _time.sleep(0.2)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Replay this run" in e.label for e in at.expander)
+    widget(at.button, "Replay").click().run()
+    assert not at.exception, at.exception
+    assert any("Replay of a recorded run" in i.value and "Nothing is training now" in i.value for i in at.info)
