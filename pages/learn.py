@@ -117,10 +117,13 @@ def memory_figure(memory: dict[str, dict[str, int]]) -> go.Figure:
     fig.add_trace(go.Scatter(x=labels, y=[t / GB for t in totals], mode="text", showlegend=False,
                              text=[fmt_bytes(t) for t in totals], textposition="top center", hoverinfo="skip"))
     top = max(totals) / GB if totals else 0
-    for size, name in GPU_LINES:
+    # GPU sizes as legend entries, not labels on the lines: on a 70B model the 16/24/80 GB labels
+    # piled onto the bars' totals (issue 23).
+    for (size, name), dash in zip(GPU_LINES, ("dot", "dash", "longdash")):
         if size <= top * 1.15:
-            fig.add_hline(y=size, line_dash="dot", line_color="#7f8c8d", annotation_text=name,
-                          annotation_position="top right")
+            fig.add_hline(y=size, line_dash=dash, line_color="#7f8c8d")
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
+                                     line=dict(color="#7f8c8d", dash=dash)))
     fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
                       yaxis_title="GB", title=dict(text="Estimated training memory", x=0.0),
                       yaxis_range=[0, top * 1.18 if top else 1],
@@ -144,6 +147,23 @@ def qlora_claim() -> str:
             f"paper did.")
 
 
+def _full_link(relative: str) -> str:
+    """A lesson link a teacher can paste: the address this page was opened at, plus the lesson
+    (and present=1 while presentation mode is on)."""
+    from urllib.parse import urljoin, urlsplit
+    link = relative + ("&present=1" if present.enabled() else "")
+    try:
+        here = str(st.context.url or "")
+    except Exception:  # no browser context (AppTest): the relative link
+        return link
+    if not urlsplit(here).scheme:
+        return link
+    base = here.split("?", 1)[0].rstrip("/")
+    if base.endswith("/learn"):  # this page's own path: the lesson pages are its siblings
+        base = base[: -len("/learn")]
+    return urljoin(base + "/", link)
+
+
 def _open_lesson(lesson) -> None:
     st.session_state.pop(PAGE_URL_STATE.get(lesson.page, ""), None)  # the target page applies it afresh
     st.switch_page(lesson.page_path, query_params={urlstate.LESSON_KEY: lesson.key})
@@ -165,7 +185,7 @@ def lessons_section() -> None:
             st.caption(lesson.summary)
             if st.button("Open lesson", key=f"learn_lesson_{lesson.key}", type="primary"):
                 _open_lesson(lesson)
-            st.caption(f"Link: `{lesson.url}`")
+            st.caption(f"Link: `{_full_link(lesson.url)}`")
 
 
 def load_url() -> dict:

@@ -48,9 +48,9 @@ URL_WARNINGS_KEY = "_train_url_warnings"
 LESSON_MODE_KEY = "tr_lesson_mode"  # the lesson-mode toggle's widget key
 LESSON_MODE_SAVED = "_train_lesson_mode"  # its value, kept when the page (and the widget) is left
 SCROLL_TO_RUN_KEY = "_train_scroll_to_run"  # set on Start: bring the live progress into view once
-# Lesson and presentation mode: Start sits at the top and stays there while the form scrolls.
+# Lesson and presentation mode: Start sits at the top, in a bar that stands out from the form.
 ACTION_BAR_CSS = """<style>
-.st-key-tr_action_bar { position: sticky; top: 0.5rem; z-index: 99; padding: 0.5rem 0.75rem;
+.st-key-tr_action_bar { padding: 0.5rem 0.75rem;
   border-radius: 0.5rem; background: BACKGROUND;
   box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }
 </style>"""
@@ -736,7 +736,7 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar
 
 
 def _action_bar(bar, draft: dict, cfg: RunConfig | None, problem: str, busy: bool) -> None:
-    """Start, and one line saying what it will train, at the top of the page (and kept in view)."""
+    """Start, and one line saying what it will train, at the top of the page."""
     with bar:
         c1, c2 = st.columns([1, 3], vertical_alignment="center")
         if c1.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
@@ -744,7 +744,7 @@ def _action_bar(bar, draft: dict, cfg: RunConfig | None, problem: str, busy: boo
             _submit(cfg)
         t = draft["train"]
         what = (f"{md_escape(draft['model']['name'])} · {md_escape(draft['method']['name'])} · "
-                f"learning rate {t.get('learning_rate', 0):.0e} · {t.get('epochs')} epoch(s)")
+                f"learning rate {t.get('learning_rate', 0):.0e} · {t.get('epochs', 0):g} epoch(s)")
         c2.markdown(what + ("  \nYour run is queued or training: its progress is just below."
                             if busy else ""))
     st.html(ACTION_BAR_CSS.replace("BACKGROUND", present.background()))
