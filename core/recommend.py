@@ -67,6 +67,8 @@ def on_switch(new_method: str, draft: dict, base: dict) -> list[tuple[str, objec
     changes = []
     for path, value in recommended(new_method, base).items():
         old = _get(draft, path)
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # epochs 5 -> 5.0: a float widget refuses an int
         if old != value:
             _set(draft, path, copy.deepcopy(value))
             changes.append((path, old, value))

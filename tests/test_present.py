@@ -91,6 +91,14 @@ def test_switching_lora_to_full_loads_fulls_learning_rate(clean_app):
     assert widget(at.select_slider, "Learning rate").value == pytest.approx(2e-3)
 
 
+def test_switching_to_linear_head_sets_its_epochs_as_a_number_the_widget_takes(clean_app):
+    at = train_page()
+    widget(at.selectbox, "Method").select("linear_head").run()
+    assert not at.exception, at.exception
+    assert widget(at.number_input, "Epochs").value == 5.0
+    assert widget(at.select_slider, "Learning rate").value == pytest.approx(1e-3)
+
+
 def test_a_rate_outside_the_methods_range_is_warned(clean_app):
     at = train_page()
     widget(at.selectbox, "Method").select("full").run()

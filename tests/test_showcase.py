@@ -8,11 +8,13 @@ from core import showcase
 
 
 @pytest.mark.slow
-def test_shipped_preset_classifies_every_showcase_sentence_right(tmp_path, runs_dir):
+@pytest.mark.parametrize("preset", ["app_defaults", "lora_sentiment"])
+def test_shipped_preset_classifies_every_showcase_sentence_right(preset, tmp_path, runs_dir):
+    """Both presets that train on the built-in reviews: the Train page's defaults and the lesson's."""
     from core import presets
     from core.infer import RunModel
     from core.train import run
-    cfg = presets.app_defaults()
+    cfg = presets.app_defaults() if preset == "app_defaults" else presets.load_example(preset)
     assert cfg.data.source in showcase.SHOWCASE
     run(cfg, str(tmp_path / "run"))
     model = RunModel(str(tmp_path / "run"))
