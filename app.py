@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.ui import (
     JOB_KEY,
@@ -43,7 +44,9 @@ def sidebar_device() -> None:
 
 def _job_status(active: dict | None, queue: list[dict], shown_on_page: bool = False) -> None:
     if active is None:
-        st.caption("No job is training.")
+        # A run that was just submitted sits in the queue for a moment before a worker takes it:
+        # "No job is training" beside a page saying "queued" read as a contradiction (issue 23).
+        st.caption("The next run is starting…" if queue else "No job is training.")
     elif shown_on_page:  # no progress bar here: it would not move (see sidebar_jobs)
         st.markdown(f"**{md_escape(active.get('name'))}** · training")
         st.caption("Its progress and charts are on this page.")
@@ -128,6 +131,7 @@ def sidebar(page) -> None:
         sidebar_jobs(page)
         sidebar_ray()
         sidebar_class()
+        present.sidebar_controls()
         admin_box()
 
 
@@ -141,6 +145,7 @@ pages = [
 ]
 page = st.navigation(pages)
 st.html(STEADY_PROGRESS_BARS)  # style only: Streamlit puts it where it takes no space
+present.apply()  # presentation mode and theme, from the link or the sidebar, before any page draws
 sidebar(page)  # first: its device probe imports torch in this thread, before the warm-up starts
 warm_up()
 if page.title != "Learn":

@@ -159,7 +159,8 @@ def presets() -> dict[str, Preset]:
                    "linear head is fastest but cannot change what the base notices (seed 000)."),
         "how_much_data": Preset(
             key="how_much_data", title="How much data?",
-            question="LoRA with N training reviews and dropout d: how many examples does it need?",
+            question="LoRA with N training reviews and dropout d, and prompt tuning with N reviews and V "
+                     "virtual tokens: how many examples does each need?",
             base={**sentiment, "method": {"name": "lora", "params": {}}},
             axes={"n_samples": [50, 150, 300], "dropout": [0.0, 0.1]},
             notice="Accuracy climbs steeply with the first hundred examples, then flattens; dropout matters "
@@ -201,6 +202,8 @@ def results(experiment: str) -> list[dict]:
                "eval_loss": final.get("eval_loss"), "trainable_params": s.get("trainable_params"),
                "trainable_percent": s.get("trainable_percent"), "train_time_s": s.get("train_time_s"),
                "latency_ms": s.get("latency_ms_per_sample"), "peak_rss_mb": s.get("peak_rss_mb"),
+               "busy": bool((s.get("machine_load") or {}).get("busy")) if isinstance(s.get("machine_load"), dict)
+               else False,
                "created": info.created}
         # Every setting a grid can vary, whether or not this experiment varied it: the page finds
         # the varied ones by looking for more than one value.

@@ -6,6 +6,7 @@ link is the target page's URL with ?lesson=<key>; the page applies the preset an
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -63,6 +64,19 @@ class Lesson:
             return ""
         from core import gpu_shelf
         return gpu_shelf.describe(cfg, entry)
+
+
+_FACT = re.compile(r"\{(\w+)\|([^{}]*)\}")
+
+
+def fill(text: str, facts: dict[str, str] | None = None) -> str:
+    """Lesson text with its {name|fallback} slots filled from the screen's own numbers.
+
+    A lesson must not assert a number the page beside it contradicts ("well under one percent"
+    beside 1.45 %): it names the fact, the page supplies it, and the fallback words are used only
+    while the page has no number yet."""
+    facts = facts or {}
+    return _FACT.sub(lambda m: str(facts.get(m.group(1)) or m.group(2)), str(text))
 
 
 def _text(value, what: str) -> str:

@@ -439,6 +439,18 @@ def _collator(p: Prepared):
     return DataCollatorWithPadding(p.tokenizer, pad_to_multiple_of=8)
 
 
+def machine_load(own_threads: int) -> dict | None:
+    """The machine's 1-minute load average when the run's timings were taken, and whether other
+    work was using at least half of its cores beside this run's own threads (the same MiniLM LoRA
+    measured 16.5 ms per example alone and 183.8 ms under load: a chart must say which is which)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # Windows has no load average
+        return None
+    cores = os.cpu_count() or 1
+    return {"loadavg_1m": round(load, 2), "cores": cores, "busy": load - own_threads > 0.5 * cores}
+
+
 @explain_cuda_oom  # a CUDA OOM leaves as GpuOutOfMemory naming what to lower
 def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = None,
         stop: threading.Event | None = None, resume_from: str | None = None, write_metrics: bool = True) -> dict:
@@ -491,6 +503,7 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     from core.save import save_weights
     save_weights(p, run_dir, result.get("trained_model", p.model))
     from core.infer import measure_latency
+    load = machine_load(threads)  # before the latency: the timings below are read against it
     with autocast_context(p.device, cfg.model.dtype):  # a half-precision base with fp32 heads
         # rank 0 alone; not on sharded weights, whose forward needs every rank (FSDP/ZeRO-3)
         latency = measure_latency(p, val_set or train_set) \
@@ -505,7 +518,7 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
         "train_time_s": round(train_time, 2), "wall_time_s": round(time.perf_counter() - t_start, 2),
         "samples_per_second": result.get("samples_per_second"),
         "steps": result.get("steps"), "peak_rss_mb": result.get("peak_rss_mb"),
-        "peak_cuda_mb": _cuda_peak_mb(), "latency_ms_per_sample": latency,
+        "peak_cuda_mb": _cuda_peak_mb(), "latency_ms_per_sample": latency, "machine_load": load,
         "final": result.get("final", {}), "initial": result.get("initial", {}),
     }
     if main_process:

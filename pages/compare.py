@@ -10,8 +10,9 @@ import os
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import chat_gate, lessons, limits, runs, urlstate
+from core import chat_gate, lessons, limits, runs, showcase, urlstate
 from core.textsafe import md_text, plotly_text
+from pages import confusion, present
 from pages.ui import error_text, is_admin, lesson_box, md_escape, owner_id, query_params, run_label, show_error
 
 PICK_KEY = "compare_pick"          # the selectbox's own key
@@ -132,7 +133,10 @@ def chat(model, info) -> None:
     temperature = s2.slider("Temperature", 0.0, 1.5, 0.0, step=0.1, key="cmp_temp",
                             help="0 = greedy: the most likely token every time, so the class sees the same "
                                  "answer twice. Higher = more varied answers.")
-    remember = s3.toggle("Remember chat", value=True, key="cmp_remember",
+    # The facts (hallucination) lesson asks paraphrases one after another: with the previous exchange
+    # in its context the tuned model copied a wrong answer forward (issue 23). Each question fresh.
+    facts = (info.config.get("data") or {}).get("source") == "builtin:facts"
+    remember = s3.toggle("Remember chat", value=not facts, key="cmp_remember",
                          help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
 
     data_cfg = info.config.get("data") or {}
@@ -362,9 +366,9 @@ def probe_section(model, info) -> None:
                           help="Everyday knowledge: a drop here is catastrophic forgetting")
         with st.expander("The answers behind the numbers"):
             st.markdown("**Held-out fact questions**")
-            st.dataframe(_answers_table(result, "facts"), hide_index=True, key="cmp_probe_facts")
+            present.table(_answers_table(result, "facts"), hide_index=True, key="cmp_probe_facts")
             st.markdown("**General questions**")
-            st.dataframe(_answers_table(result, "general"), hide_index=True, key="cmp_probe_general")
+            present.table(_answers_table(result, "general"), hide_index=True, key="cmp_probe_general")
             st.caption(f"Scored on {md_escape(saved.get('dataset', dataset))}'s held-out rephrasings; greedy "
                        f"answers of up to {saved.get('max_new_tokens', PROBE_TOKENS)} tokens.")
 
@@ -389,9 +393,7 @@ def classify(model, info) -> None:
     results = st.session_state.setdefault(CLS_KEY, {})
     data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
-    examples = shown_examples(info, "classification", seed)
-    if data_cfg.get("source") == "builtin:sentiment":
-        examples = examples + ["I expected to hate it, and somehow I loved every minute."]
+    examples = shown_examples(info, "classification", seed) + showcase.sentences(data_cfg.get("source"))
     if examples:
         st.caption("Try one: texts from the run's validation data")
         cols = st.columns(len(examples))
@@ -425,7 +427,7 @@ def classify(model, info) -> None:
     for col, (pane, _, title, _) in zip(cols, PANES):
         probs = result[pane]
         top = max(probs, key=probs.get) if probs else "?"
-        col.plotly_chart(_prob_figure(probs, f"{title}: {top}"), key=f"cmp_bars_{pane}",
+        col.plotly_chart(present.figure(_prob_figure(probs, f"{title}: {top}")), key=f"cmp_bars_{pane}",
                          config={"displayModeBar": False})
     fmt = getattr(model, "format", "")
     if fmt in ("peft", "head"):
@@ -485,3 +487,4 @@ if model.task == "sft":
     chat(model, info)
 else:
     classify(model, info)
+    confusion.section(model, info)

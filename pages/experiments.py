@@ -16,6 +16,7 @@ import streamlit as st
 from core import experiments, lessons, presets, urlstate
 from core.config import ConfigError, RunConfig
 from core.textsafe import csv_cell, plotly_text
+from pages import palette, present
 from pages.ui import (
     error_text,
     fmt_params,
@@ -241,7 +242,8 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
                                         "run": plotly_text(r["name"].split(": ", 1)[-1])}
                                        for r in points]),
                          x="trainable parameters", y=metric_label, color="method", log_x=True, hover_data=["run"],
-                         title=f"{metric_label.capitalize()} vs trainable parameters")
+                         title=f"{metric_label.capitalize()} vs trainable parameters", symbol="method",
+                         **palette.px_method_args(r["method"] for r in points))
         fig.update_traces(marker=dict(size=13, line=dict(width=1, color="#2c3e50")))
         if metric == "accuracy":
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
@@ -268,15 +270,20 @@ def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Fig
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
         figs.append(("by_axis", fig))
     names = [plotly_text(r["name"].split(": ", 1)[-1]) for r in done]
-    times = go.Figure(go.Bar(x=names, y=[_num(r.get("train_time_s")) for r in done], marker_color="#2980b9",
+    times = go.Figure(go.Bar(x=names, y=[_num(r.get("train_time_s")) for r in done],
+                             marker_color=[palette.colour(r["method"]) for r in done],
                              text=[fmt_seconds(r.get("train_time_s")) for r in done], textposition="auto"))
+    _flag_busy(times, done)
     times.update_layout(title=dict(text="Training time (s)", x=0.0), yaxis_title="seconds", **layout)
     figs.append(("time", times))
     lat = [r for r in done if _num(r.get("latency_ms")) is not None]
     if lat:
-        latency = go.Figure(go.Bar(x=[plotly_text(r["name"].split(": ", 1)[-1]) for r in lat], y=[r["latency_ms"] for r in lat],
-                                   marker_color="#e67e22", text=[f"{r['latency_ms']:.1f}" for r in lat],
+        latency = go.Figure(go.Bar(x=[plotly_text(r["name"].split(": ", 1)[-1]) for r in lat],
+                                   y=[r["latency_ms"] for r in lat],
+                                   marker_color=[palette.colour(r["method"]) for r in lat],
+                                   text=[f"{r['latency_ms']:.1f}" for r in lat],
                                    textposition="auto"))
+        _flag_busy(latency, lat)
         latency.update_layout(title=dict(text="Inference latency (ms per example, batch 1)", x=0.0),
                               yaxis_title="ms", **layout)
         figs.append(("latency", latency))
@@ -297,6 +304,14 @@ def cancel_button(experiment: str) -> None:
     st.session_state[FLASH_KEY] = ("success", f"Cancelled {n} run(s) of this experiment." if n else
                                    "Nothing of yours was waiting or training in this experiment.")
     st.rerun()
+def _flag_busy(fig: go.Figure, rows: list[dict]) -> None:
+    """Hatch the bars of runs timed while other work loaded the machine, and say so in the title."""
+    busy = [bool(r.get("busy")) for r in rows]
+    if not any(busy):
+        return
+    fig.update_traces(marker_pattern_shape=["/" if b else "" for b in busy])
+    fig.add_annotation(text="hatched: timed while the machine was busy (slower than alone)", showarrow=False,
+                       xref="paper", yref="paper", x=0, y=1.0, xanchor="left", yanchor="bottom")
 
 
 def _notice(experiment: str) -> str:
@@ -324,7 +339,8 @@ def show_results(experiment: str) -> None:
         cancel_button(experiment)
     varied = _varied(rows)
     df = results_frame(rows, varied)
-    st.dataframe(df.drop(columns=["id"]), hide_index=True, key="exp_table", column_config={
+    present.table(df.drop(columns=["id"]), hide_index=True, key="exp_table",
+                  keep=["Run", "Method", "Accuracy", "Trainable %", "Train time (s)", "Latency (ms)", "Status"], column_config={
         "Accuracy": st.column_config.NumberColumn(format="percent"),
         "Val loss": st.column_config.NumberColumn(format="%.3f"),
         "Trainable": st.column_config.NumberColumn(format="localized"),
@@ -338,7 +354,7 @@ def show_results(experiment: str) -> None:
     else:
         cols = st.columns(2)
         for i, (name, fig) in enumerate(figs):
-            cols[i % 2].plotly_chart(fig, key=f"exp_chart_{name}")
+            cols[i % 2].plotly_chart(present.figure(fig), key=f"exp_chart_{name}")
     failed = [r for r in rows if r["state"] == "failed"]
     if failed:
         st.caption("Failed runs show their reason on the Runs page.")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import estimate, lessons, urlstate
 from core.textsafe import md_text
+from pages import present
 from pages.ui import fmt_bytes, fmt_params, query_params, show_error, sync_query_params
 
 METHOD_LABELS = {
@@ -117,15 +118,51 @@ def memory_figure(memory: dict[str, dict[str, int]]) -> go.Figure:
     fig.add_trace(go.Scatter(x=labels, y=[t / GB for t in totals], mode="text", showlegend=False,
                              text=[fmt_bytes(t) for t in totals], textposition="top center", hoverinfo="skip"))
     top = max(totals) / GB if totals else 0
-    for size, name in GPU_LINES:
+    # GPU sizes as legend entries, not labels on the lines: on a 70B model the 16/24/80 GB labels
+    # piled onto the bars' totals (issue 23).
+    for (size, name), dash in zip(GPU_LINES, ("dot", "dash", "longdash")):
         if size <= top * 1.15:
-            fig.add_hline(y=size, line_dash="dot", line_color="#7f8c8d", annotation_text=name,
-                          annotation_position="top right")
+            fig.add_hline(y=size, line_dash=dash, line_color="#7f8c8d")
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
+                                     line=dict(color="#7f8c8d", dash=dash)))
     fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
                       yaxis_title="GB", title=dict(text="Estimated training memory", x=0.0),
                       yaxis_range=[0, top * 1.18 if top else 1],
                       legend=dict(orientation="h", y=-0.15))
     return fig
+
+
+@st.cache_data(show_spinner=False)
+def qlora_claim() -> str:
+    """QLoRA's headline, with the setting that makes it true by this page's own calculator (the
+    paper's '65B on one 48 GB GPU' also relies on gradient checkpointing, which it does not model)."""
+    try:
+        cfg = _config("llama-2-70b")
+        need = estimate.memory_estimate(cfg, "qlora", batch_size=1, seq_len=256, dtype="bfloat16", task="sft",
+                                        flash_attention=True)["total"]
+    except Exception:  # a missing config: the plain statement, without a number
+        return "That is what brings a 70B model within reach of one large GPU, at a small batch."
+    return (f"By the calculator below, Llama-2 70B with QLoRA at batch 1 and 256 tokens needs about "
+            f"{fmt_bytes(need)}: one 48 GB GPU. Larger batches or longer texts need more (their activations "
+            f"grow with both), unless activations are recomputed (gradient checkpointing), as the QLoRA "
+            f"paper did.")
+
+
+def _full_link(relative: str) -> str:
+    """A lesson link a teacher can paste: the address this page was opened at, plus the lesson
+    (and present=1 while presentation mode is on)."""
+    from urllib.parse import urljoin, urlsplit
+    link = relative + ("&present=1" if present.enabled() else "")
+    try:
+        here = str(st.context.url or "")
+    except Exception:  # no browser context (AppTest): the relative link
+        return link
+    if not urlsplit(here).scheme:
+        return link
+    base = here.split("?", 1)[0].rstrip("/")
+    if base.endswith("/learn"):  # this page's own path: the lesson pages are its siblings
+        base = base[: -len("/learn")]
+    return urljoin(base + "/", link)
 
 
 def _open_lesson(lesson) -> None:
@@ -158,7 +195,7 @@ def lessons_section() -> None:
             st.caption(lesson.summary)
             if st.button("Open lesson", key=f"learn_lesson_{lesson.key}", type="primary"):
                 _open_lesson(lesson)
-            st.caption(f"Link: `{lesson.url}`")
+            st.caption(f"Link: `{_full_link(lesson.url)}`")
             gpu_model = _lesson_gpu_model(lesson)
             if gpu_model:
                 st.caption(f"On this GPU: {gpu_model}, scaled up (more data, longer inputs, larger batches).")
@@ -224,7 +261,7 @@ what you save and share afterwards is a few megabytes instead of a whole model.
   **A** r×k and **B** d×r and r tiny (4–64). Only A and B train; **W′ = W + (α/r)·B·A**. Because B
   starts at zero, training starts exactly from the original model.
 - **QLoRA** (Dettmers et al., 2023) stores the frozen W in 4 bits (NF4) and trains LoRA adapters on top:
-  the weights shrink about 4× compared with 16-bit, which is what lets a 65B model be tuned on one GPU.
+  the weights shrink about 4× compared with 16-bit. QLORA_CLAIM
 - **Prompt tuning** and **prefix tuning** leave every weight alone and learn a few "virtual tokens" that
   are put in front of the input (or of every layer's keys and values).
 - **IA³** learns one scaling vector per adapted layer: even fewer numbers than LoRA.
@@ -233,7 +270,7 @@ what you save and share afterwards is a few megabytes instead of a whole model.
 memory by as much. The frozen model still has to sit in memory, and the activations of a forward and
 backward pass through all of it are still kept. On small datasets LoRA usually lands close to full
 fine-tuning; it is not free accuracy, and a rank that is too low can underfit.
-""")
+""".replace("QLORA_CLAIM", qlora_claim()))
 
 st.header("The LoRA picture, with real shapes")
 st.caption("Pick a model and a layer: the rectangles are drawn to scale from its config.")
@@ -291,7 +328,7 @@ except ValueError as exc:
     show_error(exc)
 else:
     fig, exaggerated = lora_figure(pic)
-    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="learn_picture")
+    st.plotly_chart(present.figure(fig), width="stretch", config={"displayModeBar": False}, key="learn_picture")
     m1, m2, m3 = st.columns(3)
     m1.metric("Weights in W (frozen)", f"{pic['params_W']:,}")
     m2.metric("Weights in A and B (trained)", f"{pic['params_AB']:,}")
@@ -359,7 +396,7 @@ k3.metric(f"Training memory ({METHOD_LABELS[method].split(' (')[0]})", fmt_bytes
 st.caption(f"Total parameters: {counts.total:,} ({fmt_params(counts.total)}), task: "
            f"{'instruction tuning (causal LM)' if task == 'sft' else 'classification (encoder + head)'}.")
 
-st.plotly_chart(memory_figure(memory), width="stretch", key="learn_memory")
+st.plotly_chart(present.figure(memory_figure(memory)), width="stretch", key="learn_memory")
 st.caption("Estimates from the config alone: weights, gradients and AdamW states (two fp32 numbers per "
            "trainable weight) are exact arithmetic; activations follow Korthikanti et al. (2022) without "
            "recomputation. Not counted: the CUDA context, fragmentation, kernel workspaces: add 10–20 %. "

@@ -13,6 +13,7 @@ import streamlit as st
 from core import runs
 from core.config import ConfigError
 from core.textsafe import csv_row, md_text, plotly_text
+from pages import palette, present
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -22,6 +23,7 @@ from pages.ui import (
     fmt_seconds,
     is_admin,
     manager,
+    md_escape,
     owner_id,
     run_label,
     show_error,
@@ -95,6 +97,7 @@ def table_rows(infos: list, me: str) -> list[dict]:
             "Trainable": _num(s.get("trainable_params")), "Trainable %": _num(s.get("trainable_percent")),
             "Train time (s)": _num(s.get("train_time_s")), "Peak memory (MB)": peak,
             "Latency (ms)": _num(s.get("latency_ms_per_sample")),
+            "Busy": bool(s.get("machine_load").get("busy")) if isinstance(s.get("machine_load"), dict) else None,
             "Experiment": _experiment_title(info), "Status": info.state, "Yours": info.owned_by(me),
             "By": str((info.status or {}).get("nickname") or ""),
             "id": info.id,
@@ -168,7 +171,7 @@ def method_figures(df: pd.DataFrame) -> list[tuple[str, go.Figure]]:
         if part.empty:
             continue
         fig = px.scatter(part, x="Trainable", y=metric, color="Method", log_x=True, hover_data=hover,
-                         title=title)
+                         title=title, symbol="Method", **palette.px_method_args(part["Method"]))
         fig.update_traces(marker=dict(size=12, line=dict(width=1, color="#2c3e50")))
         if metric == "Accuracy":
             fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
@@ -177,9 +180,15 @@ def method_figures(df: pd.DataFrame) -> list[tuple[str, go.Figure]]:
         out.append((metric, fig))
     lat = df.dropna(subset=["Latency (ms)"])
     if not lat.empty:
-        means = lat.groupby("Method", as_index=False)["Latency (ms)"].mean()
-        fig = px.bar(means, x="Method", y="Latency (ms)", color="Method",
-                     title="Inference latency per method (ms per example, batch 1, median)")
+        # Per model: a MiniLM and a SmolLM2 latency averaged together describe neither (issue 23).
+        means = lat.groupby(["Model", "Method"], as_index=False)["Latency (ms)"].mean()
+        several = means["Model"].nunique() > 1
+        fig = px.bar(means, x="Method", y="Latency (ms)", color="Method", facet_col="Model" if several else None,
+                     title="Inference latency per method (ms per example, batch 1, median)"
+                           + ("" if several else f" · {means['Model'].iloc[0]}"),
+                     color_discrete_map=palette.px_method_args(means["Method"])["color_discrete_map"])
+        if several:
+            fig.update_yaxes(matches=None, showticklabels=True)  # each model on its own scale
         fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), showlegend=False)
         out.append(("latency", fig))
     return out
@@ -427,8 +436,9 @@ if broken:
                + (" …" if len(broken) > 5 else ""))
 
 st.caption(f"{len(infos)} run(s), newest first. Click a column header to sort.")
-st.dataframe(
+present.table(
     df.drop(columns=["id"]), hide_index=True, key="runs_table",
+    keep=["Run", "Method", "Model", "Accuracy", "Trainable %", "Train time (s)", "Status", "Experiment"],
     column_config={
         "LR": st.column_config.NumberColumn(format="%.0e"),
         "Accuracy": st.column_config.NumberColumn(format="percent"),
@@ -439,6 +449,7 @@ st.dataframe(
         "Peak memory (MB)": st.column_config.NumberColumn(
             format="%.0f", help="GPU peak when trained on CUDA, else the process's peak RAM (RSS)"),
         "Latency (ms)": st.column_config.NumberColumn(format="%.1f", help="one example, batch 1, median"),
+        "Busy": st.column_config.CheckboxColumn(help="timed while other work loaded the machine: slower than alone"),
         "Yours": st.column_config.CheckboxColumn(help="started from this browser"),
         "By": st.column_config.TextColumn(help="the name its owner typed in the sidebar"),
         "Experiment": st.column_config.TextColumn(help="runs queued together on the Experiments page"),
@@ -459,13 +470,16 @@ else:
                                            x_key)
         if acc_fig is not None:
             c1, c2 = st.columns(2)
-            c1.plotly_chart(loss_fig, key="runs_loss")
-            c2.plotly_chart(acc_fig, key="runs_acc")
+            c1.plotly_chart(present.figure(loss_fig), key="runs_loss")
+            c2.plotly_chart(present.figure(acc_fig), key="runs_acc")
         else:
-            st.plotly_chart(loss_fig, key="runs_loss")
+            st.plotly_chart(present.figure(loss_fig), key="runs_loss")
 
 st.header("Methods compared")
-models_present = sorted({r["Model"] for r in rows if r["Model"]})
+models_present = sorted({m for m in df["Model"].dropna()})
+if models_present and st.session_state.get("runs_cmp_model") not in ["All models"] + models_present:
+    # One model by default (the one with most runs): mixing MiniLM and SmolLM2 timings misleads.
+    st.session_state["runs_cmp_model"] = df["Model"].dropna().value_counts().idxmax()
 scope = st.selectbox("Model", ["All models"] + models_present, key="runs_cmp_model",
                      help="Compare methods on one model, as in the OPT-350m study")
 done = chart_df[chart_df["Status"].isin(["completed", "stopped"])]
@@ -478,7 +492,11 @@ if not figures:
 else:
     cols = st.columns(min(2, len(figures)))
     for i, (name, fig) in enumerate(figures):
-        cols[i % len(cols)].plotly_chart(fig, key=f"runs_method_{name}")
+        cols[i % len(cols)].plotly_chart(present.figure(fig), key=f"runs_method_{name}")
+    busy = done[done["Busy"] == True]  # noqa: E712 - a pandas mask, not a truth test
+    if not busy.empty:
+        st.warning(f"{len(busy)} of these runs were timed while the machine was busy ({', '.join(busy['Run'].map(md_escape))}): "
+                   "their training times and latencies are slower than the same run alone.")
     st.caption("Up and to the left is best: more accuracy for fewer trained weights. LoRA usually sits "
                "within a point or two of full fine-tuning with a few percent of the parameters or less; "
                "merged into W it adds no latency, unmerged it adds a little.")

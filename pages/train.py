@@ -14,10 +14,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, lessons, limits, models, presets, runs, uploads, urlstate
+from core import estimate, lessons, limits, models, presets, recommend, runs, uploads, urlstate
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
 from core.methods import all_methods
 from core.textsafe import md_text
+from pages import present, replay
 from pages.ui import (
     JOB_KEY,
     anatomy_view,
@@ -47,6 +48,25 @@ URL_KEY = "_train_url"              # {"loaded", "lesson", "base"}: what the URL
 URL_WARNINGS_KEY = "_train_url_warnings"
 LESSON_MODE_KEY = "tr_lesson_mode"  # the lesson-mode toggle's widget key
 LESSON_MODE_SAVED = "_train_lesson_mode"  # its value, kept when the page (and the widget) is left
+SCROLL_TO_RUN_KEY = "_train_scroll_to_run"  # set on Start: bring the live progress into view once
+# Lesson and presentation mode: Start sits at the top, in a bar that stands out from the form.
+ACTION_BAR_CSS = """<style>
+.st-key-tr_action_bar { padding: 0.5rem 0.75rem;
+  border-radius: 0.5rem; background: BACKGROUND;
+  box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }
+</style>"""
+SCROLL_TO_RUN_JS = """<script>
+(function() {
+  let tries = 0;
+  const go = () => {
+    const el = window.parent.document.querySelector('.st-key-tr_current_run') ||
+               document.querySelector('.st-key-tr_current_run');
+    if (el) { el.scrollIntoView({block: 'start', behavior: 'instant'}); return; }
+    if (++tries < 40) { setTimeout(go, 100); }
+  };
+  go();
+})();
+</script>"""
 
 OTHER_MODEL = "Hub id or local folder…"
 DATA_KINDS = {"builtin": "Built-in", "upload": "Upload a file", "hub": "Hub dataset", "local": "Local file path"}
@@ -151,7 +171,7 @@ def lesson_header() -> None:
     if lesson is not None:
         then = ("When the run has finished, press **Compare base vs tuned** below the result."
                 if lesson.then == "compare" else "")
-        lesson_box(lesson, " ".join(t for t in (_gpu_lesson_note(lesson), then) if t))
+        lesson_box(lesson, " ".join(t for t in (_gpu_lesson_note(lesson), then) if t), _lesson_facts())
     if LESSON_MODE_KEY not in st.session_state:  # back from another page: the widget forgot it
         st.session_state[LESSON_MODE_KEY] = bool(st.session_state.get(LESSON_MODE_SAVED))
     st.session_state[LESSON_MODE_SAVED] = st.toggle(
@@ -166,6 +186,25 @@ def _gpu_lesson_note(lesson) -> str:
         return lesson.hardware_note()
     except Exception:  # a failed GPU probe leaves the lesson as written
         return ""
+def _lesson_facts() -> dict[str, str]:
+    """The numbers a lesson's text names (core.lessons.fill): from this session's finished run, else
+    from the estimate for the setup on screen, so the text agrees with the cards below it."""
+    percent = None
+    job_id = st.session_state.get(JOB_KEY)
+    if job_id:
+        try:
+            percent = (manager().snapshot(job_id, events=False).get("summary") or {}).get("trainable_percent")
+        except Exception:  # deleted or unreadable: the estimate below still answers
+            percent = None
+    if not isinstance(percent, (int, float)):
+        try:
+            cfg = RunConfig.from_dict(copy.deepcopy(_draft()))
+            model_cfg, _ = _model_config(cfg.model.name)
+            method, kwargs = _estimate_method(cfg)
+            percent = estimate.report(model_cfg, method, task=cfg.data.task, **kwargs)["percent"] if model_cfg else None
+        except Exception:  # no estimate for this model: the lesson's own words stand
+            return {}
+    return {"trainable_percent": f"{percent:.3g} %"} if isinstance(percent, (int, float)) else {}
 
 
 def write_url(draft: dict) -> None:
@@ -263,7 +302,7 @@ def controls(schema: list[dict], values: dict, prefix: str, advanced_title: str 
     cols = st.columns(columns) if basic else []
     for i, f in enumerate(basic):
         out[f["name"]] = control(f, f"{prefix}{f['name']}", values.get(f["name"]), cols[i % columns])
-    if advanced and lesson_mode():
+    if advanced and (lesson_mode() or present.enabled()):
         # Hidden, not reset: a lesson link's advanced values (or the user's earlier ones) still apply.
         for f in advanced:
             value = st.session_state.get(f"{prefix}{f['name']}", values.get(f["name"]))
@@ -526,7 +565,7 @@ def _show_preview(draft: dict) -> dict | None:
     for note in info.get("notes") or []:
         st.caption(md_escape(note))
     with st.expander("Preview", expanded=False):
-        st.dataframe(info["rows"], hide_index=True)
+        present.table(info["rows"], hide_index=True)
     return info
 
 
@@ -541,12 +580,31 @@ def method_section(draft: dict, task: str) -> None:
     name = st.selectbox("Method", names, key="tr_method", format_func=lambda k: methods[k].label)
     method = methods[name]
     st.caption(method.summary)
+    if name != current:
+        _switch_method_defaults(draft, name, methods[name].label)
+    note = ui.get("switch_note")
+    if note and note[0] == name and note[1]:
+        st.info(note[1])
     remembered = ui["method_params"].get(name)
     if remembered is None:
         remembered = draft["method"]["params"] if name == current else {}
     params = controls(method.schema(), remembered, f"tr_m_{name}_")
     ui["method_params"][name] = params
     draft["method"] = {"name": name, "params": params}
+
+
+def _switch_method_defaults(draft: dict, name: str, label: str) -> None:
+    """A new method brings the training settings it learns with (core.recommend), and says so.
+
+    The training widgets are drawn after this, so their keys can still be set in this run."""
+    base = _url_state().get("base") or presets.app_defaults().to_dict()
+    changes = recommend.on_switch(name, draft, base)
+    for path, _, value in changes:
+        section, field = path.split(".", 1)
+        if section == "train":
+            st.session_state[f"tr_t_{field}"] = value
+    _ui()["switch_note"] = (name, f"Switched to {label}: loaded its recommended settings ("
+                                  f"{recommend.describe(changes)})." if changes else "")
 
 
 def training_section(draft: dict) -> None:
@@ -562,6 +620,9 @@ def training_section(draft: dict) -> None:
     for key, value in chosen.items():
         section = "data" if key in data_schema and key not in draft["train"] else "train"
         draft[section][key] = value
+    warning = recommend.learning_rate_warning(draft["method"]["name"], draft["train"].get("learning_rate"))
+    if warning:
+        st.warning(warning)
     _seed("tr_t_name", draft.get("name", ""))
     draft["name"] = st.text_input("Run name (optional)", key="tr_t_name", max_chars=200).strip()
 
@@ -634,7 +695,7 @@ def estimate_panel(cfg: RunConfig, preview: dict | None) -> None:
     fig = go.Figure(go.Bar(x=parts, y=[mem[p] / 2**20 for p in parts], text=[fmt_bytes(mem[p]) for p in parts],
                            textposition="auto"))
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="MB")
-    st.plotly_chart(fig, key="tr_estimate_chart")
+    st.plotly_chart(present.figure(fig), key="tr_estimate_chart")
     if assumed:
         st.caption(assumed)
 
@@ -659,7 +720,9 @@ def _session_job_live() -> bool:
         return False
 
 
-def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> None:
+def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar=None) -> None:
+    """The estimate, the problems and Start; with `bar` (lesson or presentation mode) Start and the
+    problems are drawn in the action bar at the top of the page instead, where a room sees them."""
     st.subheader("5 · Check and start")
     cfg, problem = None, _task_problem(resolved, draft["data"]["task"])
     if not problem:
@@ -678,11 +741,15 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> 
         problem = problem or preview["error"]
     if cfg is not None and resolved is not None:
         estimate_panel(cfg, preview)
+    where = st if bar is None else bar
     if problem:
-        st.error(problem)
+        where.error(problem)
     busy = _session_job_live()
+    if bar is not None:
+        _action_bar(bar, draft, cfg, problem, busy)
+        return
     if busy:
-        st.caption("Your run is still queued or training: stop it or wait for it to finish.")
+        st.caption("Your run is still queued or training: its progress is at the top of the page.")
     if st.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
                  key="tr_start"):
         _submit(cfg)
@@ -690,6 +757,21 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None) -> 
         with st.expander("Same run from the command line"):
             st.code("python -m core.train --config run.yaml", language="bash")
             st.code(runs.public_yaml(cfg.to_dict()), language="yaml")  # no server path of the upload
+
+
+def _action_bar(bar, draft: dict, cfg: RunConfig | None, problem: str, busy: bool) -> None:
+    """Start, and one line saying what it will train, at the top of the page."""
+    with bar:
+        c1, c2 = st.columns([1, 3], vertical_alignment="center")
+        if c1.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
+                     key="tr_start", width="stretch"):
+            _submit(cfg)
+        t = draft["train"]
+        what = (f"{md_escape(draft['model']['name'])} · {md_escape(draft['method']['name'])} · "
+                f"learning rate {t.get('learning_rate', 0):.0e} · {t.get('epochs', 0):g} epoch(s)")
+        c2.markdown(what + ("  \nYour run is queued or training: its progress is just below."
+                            if busy else ""))
+    st.html(ACTION_BAR_CSS.replace("BACKGROUND", present.background()))
 
 
 def _submit(cfg: RunConfig) -> None:
@@ -700,6 +782,7 @@ def _submit(cfg: RunConfig) -> None:
         return
     st.session_state[JOB_KEY] = job_id
     st.session_state.pop(EVENTS_KEY, None)
+    st.session_state[SCROLL_TO_RUN_KEY] = True
     st.rerun()
 
 
@@ -788,7 +871,7 @@ def charts_block(events: list[dict], sft: bool) -> None:
     cols = st.columns(2)
     for i, key in enumerate(order):
         with cols[i % 2]:
-            st.plotly_chart(figs[key], key=f"tr_chart_{key}")
+            st.plotly_chart(present.figure(figs[key]), key=f"tr_chart_{key}")
 
 
 def stop_button(job_id: str, snap: dict) -> None:
@@ -855,11 +938,20 @@ def job_panel(job_id: str) -> None:
         # browser when a timer run and the full rerun crossed.
         result_block(job_id, snap, events)
 
-    st.subheader("Current run")
-    # The class watches it on their own laptops (pages/board.py: read-only, no Stop).
-    st.caption(f"Share it: [a live, read-only view of this run](./board?follow={job_id}) for others to follow.")
-    live_status()
-    live_charts()
+    with st.container(key="tr_current_run"):
+        st.subheader("Current run")
+        # The class watches it on their own laptops (pages/board.py: read-only, no Stop).
+        st.caption(f"Share it: [a live, read-only view of this run](./board?follow={job_id}) for others to follow.")
+        if st.session_state.pop(SCROLL_TO_RUN_KEY, False):
+            st.html(SCROLL_TO_RUN_JS, unsafe_allow_javascript=True)
+        live_status()
+        live_charts()
+        if not live:
+            replay.section(job_id, snap.get("name") or job_id, _recorded_events())
+
+
+def _recorded_events() -> list[dict]:
+    return (st.session_state.get(EVENTS_KEY) or {}).get("events") or []
 
 
 def _run_config(job_id: str) -> dict:
@@ -975,9 +1067,17 @@ def actions(job_id: str, summary: dict) -> None:
 def main() -> None:
     st.title("Train")
     load_url()
-    lesson_header()
+    # In front of a room Start goes first and the run right under it, above the lesson's text:
+    # both in the first screen at 1280x720 (issue 23).
+    lesson_on = (st.session_state.get(LESSON_MODE_KEY) if LESSON_MODE_KEY in st.session_state
+                 else st.session_state.get(LESSON_MODE_SAVED))
+    staged = bool(lesson_on or present.enabled())
+    bar = st.container(key="tr_action_bar") if staged else None
     job_id = current_job()
-    if job_id:
+    if job_id and staged:
+        job_panel(job_id)
+    lesson_header()
+    if job_id and not staged:
         job_panel(job_id)
         st.divider()
     draft = _draft()
@@ -986,7 +1086,7 @@ def main() -> None:
     method_section(draft, draft["data"]["task"])
     training_section(draft)
     write_url(draft)
-    launch_section(draft, resolved, preview)
+    launch_section(draft, resolved, preview, bar)
 
 
 main()

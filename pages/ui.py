@@ -23,6 +23,7 @@ import streamlit as st
 from core.config import ConfigError
 from core.jobs import OPENMP_SPINCOUNT
 from core.textsafe import md_text
+from pages import present
 
 # libgomp reads it once, when torch loads: set here, before any page imports torch.
 os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
@@ -292,7 +293,17 @@ def metrics_charts(events: Iterable[dict]) -> dict[str, go.Figure]:
         if key == "learning_rate":
             fig.update_yaxes(exponentformat="e")
         out[key] = fig
+    for fig in out.values():
+        _whole_steps(fig)
     return out
+
+
+def _whole_steps(fig: go.Figure) -> None:
+    """Steps are whole and never negative: one point at step 0 drew an axis from -1 to 1."""
+    xs = [x for trace in fig.data for x in (trace.x or ()) if isinstance(x, (int, float))]
+    if xs and max(xs) - min(xs) < 6:
+        lo, hi = min(xs), max(xs)
+        fig.update_xaxes(dtick=1, range=[max(lo - 0.5, -0.5) if lo >= 0 else lo - 0.5, hi + 0.5])
 
 
 
@@ -403,8 +414,8 @@ def anatomy_view(events: Iterable[dict], key: str, dora: bool = False, fallback:
         show_error(exc)
         return False
     c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(heat, key=f"{key}_heat")
-    c2.plotly_chart(curve, key=f"{key}_energy")
+    c1.plotly_chart(present.figure(heat), key=f"{key}_heat")
+    c2.plotly_chart(present.figure(curve), key=f"{key}_energy")
     energy = [v for v in (top.get("energy") or []) if _finite(v) is not None]
     where = f"layer {top.get('layer', '?')} · {top.get('module', '?')}"
     headline = (f"In {where}, the most changed matrix"
@@ -431,17 +442,20 @@ def query_params() -> dict[str, str]:
 def sync_query_params(values: dict[str, str]) -> None:
     """Make the URL hold exactly `values` (only when it differs: every write is a browser history step)."""
     values = {str(k): str(v) for k, v in values.items()}
+    values.update(present.url_params())  # a copied link presents the way the room sees it
     if query_params() != values:
         st.query_params.from_dict(values)
 
 
-def lesson_box(lesson, where: str = "") -> None:
-    """The lesson's guidance and what to notice, in an info box at the top of its page."""
-    text = f"**Lesson: {lesson.title}**\n\n" + " ".join(lesson.guidance)
+def lesson_box(lesson, where: str = "", facts: dict[str, str] | None = None) -> None:
+    """The lesson's guidance and what to notice, in an info box at the top of its page; `facts`
+    fills the text's number slots from what the page shows (core.lessons.fill)."""
+    from core.lessons import fill
+    text = f"**Lesson: {lesson.title}**\n\n" + fill(" ".join(lesson.guidance), facts)
     if where:
         text += f"\n\n{where}"
-    text += f"\n\n**What to notice:** {lesson.notice}"
-    st.info(text, icon="🎓")
+    text += f"\n\n**What to notice:** {fill(lesson.notice, facts)}"
+    st.info(text, icon=":material/school:")  # an emoji showed as an empty box where the font lacks it
 
 
 def compute_note(summary: dict) -> str | None:

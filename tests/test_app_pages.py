@@ -176,3 +176,19 @@ def test_compare_classifier_shows_two_probability_bars(runs_dir, tiny_bert, sent
 def test_compare_without_finished_runs_says_what_to_do(runs_dir):
     at = _app("pages/compare.py")
     assert any("Train" in i.value for i in at.info)
+
+
+def test_compare_classifier_scores_held_out_rows_base_vs_tuned(runs_dir, tiny_bert, sentiment_file):
+    run_id = _bert_run(tiny_bert, sentiment_file)
+    at = _app("pages/compare.py", compare_run=run_id)
+    at.button(key="cmp_confusion_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    import json
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("Base: ") for t in titles) and any(t.startswith("Tuned: ") for t in titles), titles
+    # the matrices count every scored row once
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if spec["layout"]["title"]["text"].startswith(("Base", "Tuned")):
+            n = int(spec["layout"]["title"]["text"].split(" of ")[1].split()[0])
+            assert sum(map(sum, spec["data"][0]["z"])) == n
