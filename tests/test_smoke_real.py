@@ -46,9 +46,9 @@ def test_smollm2_lora_learns_the_facts_the_base_hallucinates(tmp_path, runs_dir)
     run_dir = str(tmp_path / "run")
     run(cfg, run_dir)
     rm = RunModel(run_dir)
-    heldout = data.builtin_heldout("facts")
+    heldout = data.builtin_heldout(cfg.data.source.removeprefix("builtin:"))  # facts-mini: 24 rephrasings
     trained_prompts = {r["prompt"] for r in data.load_rows(cfg.data).train}
-    assert heldout and not trained_prompts & {r["prompt"] for r in heldout}
+    assert len(heldout) == 24 and not trained_prompts & {r["prompt"] for r in heldout}
     tuned = sum(fact_hit(rm.generate(r["prompt"], tuned=True, max_new_tokens=32), r["keywords"]) for r in heldout)
     base = sum(fact_hit(rm.generate(r["prompt"], tuned=False, max_new_tokens=32), r["keywords"]) for r in heldout)
     assert tuned >= 0.75 * len(heldout), (tuned, len(heldout))
