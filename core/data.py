@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, DataSpec
+from core.errors import disk_problem
 from core.safety import _HUB_ID, local_models_allowed
 
 
@@ -256,10 +257,10 @@ NAME_SUFFIX = ".name"  # beside an upload: the file name its visitor gave
 
 
 def _os_reason(exc: OSError) -> str:
-    import errno
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    problem = disk_problem(exc)
+    if problem == "full":
         return "the server's disk is full; try again later or ask the server's admin"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if problem == "read-only":
         return "the server's uploads folder is read-only; ask the server's admin (PLAYGROUND_UPLOADS_DIR)"
     return exc.strerror or type(exc).__name__
 

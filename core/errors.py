@@ -22,3 +22,14 @@ def shorten(text: object, limit: int = MESSAGE_CHARS) -> str:
         return text
     keep = max(limit - 30, 20)
     return f"{text[: keep * 2 // 3]} … ({len(text) - keep:,} characters left out) … {text[-(keep // 3):]}"
+
+
+def disk_problem(exc: OSError) -> str | None:
+    """"full" or "read-only" when an OSError says the disk cannot take a write, else None: the one
+    place that knows which errno means which (uploads, weights saves and failed runs all ask)."""
+    import errno
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "full"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "read-only"
+    return None

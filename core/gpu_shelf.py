@@ -188,19 +188,7 @@ def recipe(entry: ShelfEntry) -> RunConfig:
 
 def estimator_args(cfg: RunConfig) -> tuple[str, dict]:
     """A RunConfig's method as core.estimate names it, with the keyword arguments it reads."""
-    name, p = cfg.method.name, cfg.method.params
-    kwargs: dict = {}
-    if name in ("lora", "qlora"):
-        targets = p.get("targets", "auto")
-        kwargs.update(r=p["r"], targets=None if targets == "auto" else targets,
-                      lora_dropout=float(p.get("dropout") or 0.0), top_layers=int(p.get("top_layers") or 0))
-        if name == "lora" and p.get("use_dora"):
-            name = "dora"
-    elif name in ("prompt_tuning", "prefix_tuning"):
-        kwargs["num_virtual_tokens"] = p["num_virtual_tokens"]
-    elif name == "linear_head":
-        kwargs["head_hidden"] = p["head_hidden"]
-    return name, kwargs
+    return estimate.method_args({"name": cfg.method.name, "params": cfg.method.params})
 
 
 def estimate_bytes(cfg: RunConfig, half: str | None = None, model_cfg: dict | None = None) -> int:

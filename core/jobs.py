@@ -80,7 +80,7 @@ class PermissionDenied(ConfigError):
 
 
 from core.errors import NonFiniteLoss, RunInterrupted  # noqa: E402  (raised by the trainer's callback / Ray backend)
-from core.errors import shorten  # noqa: E402,F401  (long values in messages; re-exported)
+from core.errors import disk_problem, shorten  # noqa: E402,F401  (shorten: re-exported)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -196,9 +196,10 @@ def _os_cause(exc: BaseException) -> tuple[str, str] | None:
         if isinstance(exc, OSError):
             where = os.path.basename(str(exc.filename or "").rstrip("/")) if exc.filename else ""
             at = f" ({where})" if where else ""
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            problem = disk_problem(exc)
+            if problem == "full":
                 return f"the disk is full: a file could not be written{at}", DISK_FULL_HINT
-            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if problem == "read-only":
                 return f"the server's folder is read-only or not writable{at}", READ_ONLY_HINT
             if exc.errno == errno.ENOENT:
                 return f"a file the run needs does not exist{at}", "check that the run or data file still exists"

@@ -135,21 +135,7 @@ def context_length(model_cfg: dict) -> Optional[int]:
 
 def estimate_method(method: dict) -> tuple[str, dict]:
     """Our method spec (as a dict) -> core.estimate's method name and keyword arguments."""
-    name, p = method.get("name", "lora"), method.get("params") or {}
-    kwargs: dict = {}
-    if name in ("lora", "qlora"):
-        kwargs["r"] = int(p.get("r") or 8)
-        targets = p.get("targets", "auto")
-        kwargs["targets"] = None if targets in ("auto", None) else targets
-        kwargs["lora_dropout"] = float(p.get("dropout") or 0.0)
-        kwargs["top_layers"] = int(p.get("top_layers") or 0)
-        if name == "lora" and p.get("use_dora"):
-            name = "dora"
-    elif name in ("prompt_tuning", "prefix_tuning"):
-        kwargs["num_virtual_tokens"] = int(p.get("num_virtual_tokens") or 20)
-    elif name == "linear_head":
-        kwargs["head_hidden"] = int(p.get("head_hidden") or 0)
-    return name, kwargs
+    return estimate.method_args(method)
 
 
 def estimate_peak(cfg: dict, model_cfg: dict, device: str = "cpu", dtype: str = "float32",

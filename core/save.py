@@ -7,13 +7,13 @@ weights.json says which, so core.infer knows how to rebuild.
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
 import uuid
 
 from core import runs
 from core.config import ConfigError
+from core.errors import disk_problem
 from core.distributed import is_main_process, shards_parameters
 
 
@@ -35,9 +35,10 @@ class SaveFailed(ConfigError):
 
 
 def _cause(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    problem = disk_problem(exc)
+    if problem == "full":
         return "disk full"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if problem == "read-only":
         return "the runs folder is read-only"
     return exc.strerror or type(exc).__name__
 

@@ -6,14 +6,13 @@ anatomy as on Train, and never a Stop or Delete button (those stay with the owne
 """
 from __future__ import annotations
 
-import html
-from typing import Any
-
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import board, runs
+from core.textsafe import plotly_text
 from pages.ui import (
+    poll_events,
     anatomy_view,
     fmt_params,
     fmt_seconds,
@@ -37,11 +36,6 @@ METHOD_COLOURS = {"lora": "#1f77b4", "dora": "#17becf", "qlora": "#9467bd", "ia3
 OTHER_COLOUR = "#e377c2"
 
 
-def plotly_escape(text: Any) -> str:
-    """Visitor text for a Plotly label or hover: Plotly renders <b>, <a href> and entities in them."""
-    return html.escape(str(text), quote=False)
-
-
 def follow_link(run_id: str) -> str:
     # Relative: works whatever path the app is served under.
     return f"./board?{FOLLOW_PARAM}={run_id}"
@@ -51,13 +45,13 @@ def follow_link(run_id: str) -> str:
 
 def hover_text(row: dict) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items())
-    lines = [f"<b>{plotly_escape(row['name'])}</b>",
-             f"by {plotly_escape(row['nickname'] or 'someone without a nickname')}",
-             f"{plotly_escape(row['method'])} on {plotly_escape(row['model'])}",
+    lines = [f"<b>{plotly_text(row['name'])}</b>",
+             f"by {plotly_text(row['nickname'] or 'someone without a nickname')}",
+             f"{plotly_text(row['method'])} on {plotly_text(row['model'])}",
              f"accuracy {row['accuracy']:.1%} · trainable {fmt_params(row['trainable_params'])}"
              f" · train time {fmt_seconds(row['train_time_s'])}"]
     if settings:
-        lines.append(plotly_escape(settings))
+        lines.append(plotly_text(settings, max_len=None))
     return "<br>".join(lines)
 
 
@@ -69,7 +63,7 @@ def board_figure(rows: list[dict], x_key: str, x_title: str) -> go.Figure:
             continue
         fig.add_trace(go.Scatter(
             x=[r[x_key] for r in points], y=[r["accuracy"] for r in points], mode="markers",
-            name=plotly_escape(method), marker=dict(size=11, color=METHOD_COLOURS.get(method, OTHER_COLOUR),
+            name=plotly_text(method), marker=dict(size=11, color=METHOD_COLOURS.get(method, OTHER_COLOUR),
                                                     line=dict(width=1, color="white")),
             text=[hover_text(r) for r in points], hovertemplate="%{text}<extra></extra>",
             customdata=[r["id"] for r in points]))
@@ -154,16 +148,7 @@ def board_view() -> None:
 # ------------------------------------------------------------------------------- follow a run
 
 def _poll(run_id: str) -> tuple[dict, list[dict]]:
-    cache = st.session_state.get(FOLLOW_EVENTS_KEY)
-    if not cache or cache.get("id") != run_id:
-        cache = {"id": run_id, "events": []}
-    snap = manager().snapshot(run_id, since=len(cache["events"]))
-    if snap["n_events"] < len(cache["events"]):  # read back from disk with fewer lines: start over
-        snap = manager().snapshot(run_id, since=0)
-        cache["events"] = []
-    cache["events"].extend(snap["events"])
-    st.session_state[FOLLOW_EVENTS_KEY] = cache
-    return snap, cache["events"]
+    return poll_events(run_id, FOLLOW_EVENTS_KEY)
 
 
 def follow_progress(snap: dict) -> None:

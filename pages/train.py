@@ -20,6 +20,7 @@ from core.methods import all_methods
 from core.textsafe import md_text
 from pages import present, replay
 from pages.ui import (
+    poll_events,
     JOB_KEY,
     anatomy_view,
     compute_note,
@@ -631,21 +632,7 @@ def training_section(draft: dict) -> None:
 
 def _estimate_method(cfg: RunConfig) -> tuple[str, dict]:
     """Our method spec -> core.estimate's method name and keyword arguments."""
-    name, p = cfg.method.name, cfg.method.params
-    kwargs: dict = {}
-    if name in ("lora", "qlora"):
-        kwargs["r"] = p["r"]
-        targets = p.get("targets", "auto")
-        kwargs["targets"] = None if targets == "auto" else targets
-        kwargs["lora_dropout"] = float(p.get("dropout") or 0.0)
-        kwargs["top_layers"] = int(p.get("top_layers") or 0)
-        if name == "lora" and p.get("use_dora"):
-            name = "dora"
-    elif name in ("prompt_tuning", "prefix_tuning"):
-        kwargs["num_virtual_tokens"] = p["num_virtual_tokens"]
-    elif name == "linear_head":
-        kwargs["head_hidden"] = p["head_hidden"]
-    return name, kwargs
+    return estimate.method_args({"name": cfg.method.name, "params": cfg.method.params})
 
 
 def _estimate_compute(cfg: RunConfig) -> tuple[dict, str]:
@@ -806,17 +793,8 @@ def current_job() -> str | None:
 
 
 def poll(job_id: str) -> tuple[dict, list[dict]]:
-    """The job's snapshot and all its events so far; only new events cross the lock."""
-    cache = st.session_state.get(EVENTS_KEY)
-    if not cache or cache.get("id") != job_id:
-        cache = {"id": job_id, "events": []}
-    snap = manager().snapshot(job_id, since=len(cache["events"]))
-    if snap["n_events"] < len(cache["events"]):  # read back from disk with fewer lines: start over
-        snap = manager().snapshot(job_id, since=0)
-        cache["events"] = []
-    cache["events"].extend(snap["events"])
-    st.session_state[EVENTS_KEY] = cache
-    return snap, cache["events"]
+    """The job's snapshot and all its events so far."""
+    return poll_events(job_id, EVENTS_KEY)
 
 
 def _poll_shown(job_id: str) -> tuple[dict, list[dict]] | None:
