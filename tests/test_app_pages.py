@@ -79,6 +79,23 @@ def test_learn_r_slider_moves_the_trainable_count(runs_dir):
     assert len(at.get("plotly_chart")) >= 2  # the LoRA picture and the memory bars
 
 
+def test_learn_calculator_offers_gradient_checkpointing(runs_dir):
+    """The QLoRA claim needs recomputed activations: the calculator offers them and its memory drops."""
+    at = _app()
+    at.selectbox(key="learn_model").set_value("llama-2-70b").run()
+    at.selectbox(key="learn_method").set_value("qlora").run()
+    at.select_slider(key="learn_batch").set_value(4).run()
+    at.select_slider(key="learn_seq").set_value(512).run()
+    label = next(m.label for m in at.metric if m.label.startswith("Training memory"))
+    without = float(_metric(at, label).split()[0])
+    at.checkbox(key="learn_gc").check().run()
+    assert not at.exception
+    with_gc = float(_metric(at, label).split()[0])
+    assert with_gc < 0.6 * without, (without, with_gc)
+    assert with_gc < 48  # one 48 GB GPU, as the page's QLoRA sentence says
+    assert any("gradient checkpointing" in md.value for md in at.markdown)
+
+
 def test_learn_every_model_and_method_renders(runs_dir):
     from core.estimate import list_models
     at = _app()
