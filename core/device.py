@@ -66,6 +66,13 @@ def free_gpu_bytes() -> int | None:
         return None
 
 
+def _cuda_available(torch) -> bool:
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken driver: not a GPU run
+        return False
+
+
 def gpu_name() -> str:
     import torch
 
@@ -122,6 +129,8 @@ def explain_cuda_oom(run: F) -> F:
         try:
             return run(cfg, *args, **kwargs)
         except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is this class
+            if not _cuda_available(torch):
+                raise  # not a GPU's memory: the job manager explains a CPU out-of-memory itself
             tried = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", str(exc))
             message = (f"{gpu_name()} ran out of memory"
                        + (f" (it needed {tried.group(1)} more)" if tried else "") + f": {oom_advice(cfg)}")

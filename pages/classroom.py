@@ -134,7 +134,7 @@ def admin_box() -> None:
         if not jobs.admin_configured():
             st.caption("No admin token is set on this server, so nobody can manage the queue or stop "
                        "other people's runs. The host sets one by starting the app with "
-                       "`PLAYGROUND_ADMIN_TOKEN=<a long random secret>` (README: Hosting a class).")
+                       "`PLAYGROUND_ADMIN_TOKEN=` set to a long random secret (README: Hosting a class).")
             return
         st.text_input("Admin token", type="password", key=ADMIN_TOKEN_KEY,
                       help="Lets a teacher manage the queue and stop or download any session's runs")
