@@ -23,6 +23,17 @@ METHOD_LABELS = {
     "prefix_tuning": "Prefix tuning",
     "ia3": "IA³ (learned scaling vectors)",
 }
+
+# What each non-LoRA method trains instead of LoRA's A and B (said under the LoRA picture).
+OTHER_METHOD_PICTURE = {
+    "full": "trains every weight of W itself: no A and B.",
+    "linear_head": "keeps W frozen and trains only a new classification head on top.",
+    "prompt_tuning": "keeps W frozen and trains a few virtual token embeddings put before the input.",
+    "prefix_tuning": "keeps W frozen and trains key/value vectors put before every layer's attention.",
+    "ia3": "keeps W frozen and trains one scaling vector per adapted layer (no matrices).",
+    "zero_shot": "trains nothing: the model answers as it is.",
+}
+
 LORA_FAMILY = ("lora", "dora", "qlora")
 TARGET_MODES = ("Default targets", "All linear layers", "Choose modules")
 PART_COLOURS = {"weights": "#7f8c8d", "gradients": "#e67e22", "optimizer": "#c0392b", "activations": "#2980b9"}
@@ -340,6 +351,12 @@ else:
     if exaggerated:
         note += " A and B are drawn thicker than to scale; at true scale they would be hairlines."
     st.caption(note)
+    chosen_method = st.session_state.get("learn_method", "lora")
+    if chosen_method not in LORA_FAMILY:
+        # The calculator below has another method picked: this picture must not pass for it.
+        st.info(f"This picture is LoRA's. {METHOD_LABELS.get(chosen_method, chosen_method)}, picked in the "
+                f"calculator below, " + OTHER_METHOD_PICTURE.get(chosen_method, "adds no A and B matrices.")
+                + " Its r and alpha sliders do not apply.")
 
 st.header("Calculator: parameters and memory")
 

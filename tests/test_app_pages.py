@@ -96,6 +96,14 @@ def test_learn_calculator_offers_gradient_checkpointing(runs_dir):
     assert any("gradient checkpointing" in md.value for md in at.markdown)
 
 
+def test_learn_lora_picture_says_so_when_another_method_is_picked(runs_dir):
+    at = _app()
+    assert not [i for i in at.info if "This picture is LoRA's" in i.value]
+    at.selectbox(key="learn_method").set_value("prompt_tuning").run()
+    notes = [i.value for i in at.info if "This picture is LoRA's" in i.value]
+    assert notes and "virtual token" in notes[0], [i.value for i in at.info]
+
+
 def test_learn_every_model_and_method_renders(runs_dir):
     from core.estimate import list_models
     at = _app()
