@@ -2,7 +2,7 @@
 real browser showing its live charts, and by `python -m core.train --config` on that run's own
 config.json, alternating.
 
-    python bench/app_browser_vs_headless.py [--pairs 3] [--query ep=10] [--app-env KEY=VALUE]
+    python bench/app_browser_vs_headless.py [--pairs 5] [--query ep=10] [--app-env KEY=VALUE] [--quick]
 
 The app side opens the Train page (the app's defaults, plus `--query`, the page's shareable-URL
 keys), clicks Start training and then leaves the page alone: the benchmark watches the run's
@@ -25,7 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.appserver import ROOT, AppDidNotStart, offline_env, prepare_model_cache, start_app, stop_app  # noqa: E402
-from bench.common import PY, loadavg, md_table, save  # noqa: E402
+from bench.common import (PY, MIN_PAIRS, check_pairs, check_same_setting, loadavg, machine_record, md_table,  # noqa: E402
+                          pair_order, protocol_header, save, spread, spread_text)
 from bench.newcomer_time import CHROMIUM_ARGS, VIEWPORT, idle  # noqa: E402
 
 SUMMARY_KEYS = ("samples_per_second", "train_time_s", "threads", "precision", "steps")
@@ -125,7 +126,8 @@ def headless_run(config_path: str, env: dict, timeout_s: float) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=MIN_PAIRS)
+    ap.add_argument("--quick", action="store_true", help="smoke run: fewer pairs allowed, labelled NOT A RESULT")
     ap.add_argument("--query", default="ep=10", help="Train page URL keys on top of the app's defaults "
                     "(ep=10: 240 steps, long enough that the page's one-off reruns weigh little)")
     ap.add_argument("--chromium", default=os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium"))
@@ -134,6 +136,8 @@ def main(argv=None) -> dict:
                     help="an environment variable for the app's server only (a variant to compare)")
     ap.add_argument("--name", default="app_browser_vs_headless")
     args = ap.parse_args(argv)
+    check_pairs(args.pairs, args.quick)
+    record, load_before = machine_record(), loadavg()
     tmp = tempfile.mkdtemp(prefix="app-browser-")
     runs_dir = os.path.join(tmp, "runs")
     os.makedirs(runs_dir)
@@ -150,7 +154,7 @@ def main(argv=None) -> dict:
     try:
         for i in range(args.pairs):
             # pair 0 starts with the app: its run's config.json is the job both sides then run
-            for side in (("app", "headless") if i % 2 == 0 else ("headless", "app")):
+            for side in pair_order(i, ["app", "headless"]):
                 if side == "app":
                     r = app_run(url, proc.pid, runs_dir, args.chromium, args.query, args.timeout)
                     config_path = config_path or os.path.join(runs_dir, r["run_id"], "config.json")
@@ -162,20 +166,25 @@ def main(argv=None) -> dict:
         stop_app(proc)
     sps = {side: [r["samples_per_second"] for r in rows if r["side"] == side and r["samples_per_second"]]
            for side in ("app", "headless")}
-    ratios = [a["samples_per_second"] / h["samples_per_second"]
-              for i in range(args.pairs)
-              for a in rows if a["side"] == "app" and a["pair"] == i
-              for h in rows if h["side"] == "headless" and h["pair"] == i]
+    ratios = []
+    for i in range(args.pairs):
+        a = next(r for r in rows if r["side"] == "app" and r["pair"] == i)
+        h = next(r for r in rows if r["side"] == "headless" and r["pair"] == i)
+        check_same_setting(a, h)  # the headless side reruns the app's config.json: same threads, precision
+        if a["samples_per_second"] and h["samples_per_second"]:
+            ratios.append(a["samples_per_second"] / h["samples_per_second"])
     result = {"pairs": args.pairs, "query": args.query, "app_env": args.app_env, "rows": rows,
               "app_sps_median": statistics.median(sps["app"]) if sps["app"] else None,
               "headless_sps_median": statistics.median(sps["headless"]) if sps["headless"] else None,
               "ratios": [round(x, 3) for x in ratios],
               "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+              "ratio_spread": spread(ratios), "machine": record,
               "chromium_cores_median": statistics.median([r["chromium_cores"] for r in rows if r["side"] == "app"])
               if sps["app"] else None}
-    md = (f"App in Chromium vs headless, {args.pairs} alternating pairs (`--query {args.query}`"
+    md = (protocol_header(record, load_before, loadavg(), "train_call", args.pairs, args.quick)
+          + f"App in Chromium vs headless (`--query {args.query}`"
           f"{''.join(f' --app-env {kv}' for kv in args.app_env)}): app/headless "
-          f"samples/s median {result['ratio_median']} (pairs {result['ratios']})\n\n"
+          f"samples/s {spread_text(result['ratio_spread'])} (per pair {result['ratios']})\n\n"
           + md_table(rows, ["pair", "side", "samples_per_second", "train_time_s", "threads", "precision",
                             "server_cpu_s", "chromium_cpu_s", "chromium_cores", "wall_s", "loadavg"],
                      ["pair", "side", "samples/s", "train s", "threads", "precision", "server CPU s",

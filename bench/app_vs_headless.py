@@ -4,7 +4,7 @@ the app keeping a core free for its pages (PLAYGROUND_TRAIN_THREADS = cores - 1)
 ratios, threads, and the click -> first loss point latency (JobManager.submit -> first "log"
 event), cold (first job of a fresh process) and warm (second job in the same process).
 
-    python bench/app_vs_headless.py [--rows 160] [--pairs 2]
+    python bench/app_vs_headless.py [--rows 160] [--pairs 5] [--quick]
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import DATA, PY, ROOT, balanced_split, engine_cfg, loadavg, md_table, run_child, save, write_jsonl  # noqa: E402
+from bench.common import (DATA, MIN_PAIRS, PY, ROOT, balanced_split, check_pairs, engine_cfg, loadavg,  # noqa: E402
+                          machine_record, md_table, pair_order, protocol_header, run_child, save, spread, spread_text,
+                          write_jsonl)
 from core.jobs import OPENMP_SPINCOUNT  # noqa: E402
 
 
@@ -25,9 +27,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=160)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=MIN_PAIRS)
+    ap.add_argument("--quick", action="store_true", help="smoke run: fewer pairs allowed, labelled NOT A RESULT")
     ap.add_argument("--name", default="app_vs_headless")
     args = ap.parse_args(argv)
+    check_pairs(args.pairs, args.quick)
+    record, load_before = machine_record(), loadavg()
     tmp = tempfile.mkdtemp(prefix="bench-app-")
     tr, te = balanced_split(os.path.join(DATA, "imdb_train_4000.jsonl"), args.rows, 64)
     cfg = engine_cfg("minilm", "lora", {"r": 8, "alpha": 16, "targets": "all-linear"},
@@ -43,7 +48,7 @@ def main(argv=None) -> dict:
                                                          env={**app_env, "PLAYGROUND_TRAIN_THREADS": str(max(1, cores - 1))}))]
     runs = []
     for i in range(args.pairs):
-        for name, fn in (sides if i % 2 == 0 else sides[::-1]):
+        for name, fn in pair_order(i, sides):
             r = fn()
             job = (r.get("jobs") or [r])[0]
             rec = {"side": name, "pair": i, "sps": job.get("samples_per_second"), "threads": job.get("threads"),
@@ -62,15 +67,16 @@ def main(argv=None) -> dict:
             continue
         ratios = [m["sps"] / h["sps"] for m, h in zip(mine, head)]
         table.append({"side": name, "threads": mine[0]["threads"], "samples_per_s": statistics.median(m["sps"] for m in mine),
-                      "ratio_vs_headless": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
+                      "ratio_vs_headless": spread_text(spread(ratios)), "ratios": [round(x, 3) for x in ratios],
                       "first_loss_cold_s": mine[0]["first_loss_cold_s"], "first_loss_warm_s": mine[0]["first_loss_warm_s"],
                       "loadavg": f"{min(min(r['loadavg']) for r in mine):.1f}-{max(max(r['loadavg']) for r in mine):.1f}"})
-    md = (f"App (JobManager thread) vs headless, minilm LoRA, {args.rows} rows, {args.pairs} alternating rounds\n\n"
+    md = (protocol_header(record, load_before, loadavg(), "train_call", args.pairs, args.quick)
+          + f"App (JobManager thread) vs headless, minilm LoRA, {args.rows} rows\n\n"
           + md_table(table, ["side", "threads", "samples_per_s", "ratio_vs_headless", "ratios", "first_loss_cold_s",
                              "first_loss_warm_s", "loadavg"],
                      ["side", "torch threads", "samples/s", "ratio vs headless", "per round", "submit->first loss, cold s",
                       "warm s", "load"]))
-    payload = {"args": vars(args), "runs": runs, "table": table, "loadavg_end": loadavg()}
+    payload = {"args": vars(args), "machine": record, "runs": runs, "table": table, "loadavg_end": loadavg()}
     save(args.name, payload, md)
     print(md)
     return payload

@@ -154,17 +154,20 @@ def protocol_header(record: dict, load_before: float, load_after: float, timing:
     return "\n\n".join(lines) + "\n\n"
 
 
-def matmul_flops(n: int = 1024, seconds: float = 2.0, threads: int | None = None) -> dict:
-    """The machine's fp32 matmul rate (FLOP/s) with `threads` torch threads: the MFU denominator.
+def matmul_flops(n: int = 1024, seconds: float = 2.0, threads: int | None = None, precision: str = "fp32") -> dict:
+    """The machine's matmul rate (FLOP/s) in `precision` with `threads` torch threads: the MFU denominator.
 
     Best of several timed batches of n×n @ n×n (2n³ FLOPs each), so a noisy neighbour lowers it less.
+    The ceiling must be in the precision the run computed in: bf16 work over an fp32 ceiling
+    overstates MFU wherever bf16 matmuls are faster (issue 21).
     """
     import torch
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         for _ in range(3):
             a @ b
         best, t_end = 0.0, time.perf_counter() + seconds
@@ -174,7 +177,7 @@ def matmul_flops(n: int = 1024, seconds: float = 2.0, threads: int | None = None
                 a @ b
             dt = time.perf_counter() - t0
             best = max(best, 4 * 2 * n ** 3 / dt)
-        return {"flops": best, "n": n, "threads": torch.get_num_threads(), "loadavg": loadavg()}
+        return {"flops": best, "n": n, "threads": torch.get_num_threads(), "precision": precision, "loadavg": loadavg()}
     finally:
         torch.set_num_threads(old)
 

@@ -1,4 +1,4 @@
-"""How close to the machine's limit: achieved training FLOP/s / measured fp32 matmul FLOP/s (MFU).
+"""How close to the machine's limit: achieved training FLOP/s / measured matmul FLOP/s in the run's precision (MFU).
 
 FLOPs counted per real (unpadded) token T with N = non-embedding parameters of the base (matmul
 weights; embedding lookups and attention scores are not counted, so this is a lower bound):
@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import DATA, PY, ROOT, TRAIN_CLOCK, balanced_split, engine_cfg, loadavg, matmul_flops, md_table, run_child, save, write_jsonl  # noqa: E402
+from bench.common import DATA, PY, TRAIN_CLOCK, balanced_split, engine_cfg, loadavg, matmul_flops, md_table, run_child, save, write_jsonl  # noqa: E402
 
 FACTOR = {"full": 6, "lora": 4, "ia3": 4, "prompt_tuning": 4, "linear_head": 2}
 
@@ -51,13 +51,15 @@ def main(argv=None) -> dict:
     n = non_embedding_params("minilm")
     table = []
     for method in args.methods.split(","):
-        peak = matmul_flops(1024, 2.0, args.threads)
         params = {"cache_features": False} if method == "linear_head" else {}
         cfg = engine_cfg("minilm", method, params, *paths, max_length=args.max_length, batch_size=16,
                          lr=1e-3, extra_train={"eval_steps": 1_000_000, "eval_max_rows": 16, "torch_threads": args.threads},
                          extra_data={"truncation": "head_tail"})
         r = run_child([PY, "-c", TRAIN_CLOCK + "\nimport runpy; runpy.run_path('bench/engine_worker.py', run_name='__main__')",
                        json.dumps(cfg)])
+        # The ceiling in the precision the run used (the engine picks bf16 where the CPU has it natively)
+        precision = r.get("precision") or "fp32"
+        peak = matmul_flops(1024, 2.0, args.threads, precision if precision in ("fp32", "bf16") else "fp32")
         # CPU seconds inside Trainer.train() (1 thread: the work, not the wait), less the share of the
         # in-training evaluation (eval_on_start on 16 rows), taken pro rata from the wall clock
         wall, eval_s = r.get("train_wall_s") or 0.0, r.get("eval_in_train_s") or 0.0
@@ -67,15 +69,15 @@ def main(argv=None) -> dict:
         achieved = flops / t if t > 0 else None
         table.append({"method": method, "formula": f"{FACTOR[method]}·N·T", "N_non_embedding": n, "tokens": toks,
                       "train_cpu_s_excl_eval": round(t, 2), "achieved_gflops": round(achieved / 1e9, 2) if achieved else None,
-                      "peak_gflops": round(peak["flops"] / 1e9, 1),
+                      "precision": precision, "peak_gflops": round(peak["flops"] / 1e9, 1),
                       "mfu": round(achieved / peak["flops"], 3) if achieved else None, "threads": args.threads,
                       "loadavg": r["_loadavg"][1]})
         print(json.dumps(table[-1]), file=sys.stderr, flush=True)
     md = (f"MFU, minilm, {args.rows} IMDb rows at max length {args.max_length}, batch 16, {args.threads} thread(s), FLOPs per "
            "CPU-second inside Trainer.train(); "
-          "peak = best fp32 1024³ matmul rate measured just before each run with the same threads\n\n"
+          "peak = best 1024³ matmul rate in the run's own precision, measured right after each run with the same threads\n\n"
           + md_table(table, ["method", "formula", "N_non_embedding", "tokens", "train_cpu_s_excl_eval", "achieved_gflops",
-                             "peak_gflops", "mfu", "threads", "loadavg"]))
+                             "precision", "peak_gflops", "mfu", "threads", "loadavg"]))
     payload = {"args": vars(args), "table": table, "loadavg_end": loadavg()}
     save(args.name, payload, md)
     print(md)

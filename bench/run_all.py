@@ -38,9 +38,9 @@ STUDIES = {
     "linear_head_cache": ("bench.linear_head_cache", [], ["--rows", "32", "--epochs", "2", "--max-length", "32"]),
     "mfu": ("bench.mfu", [], ["--rows", "16", "--max-length", "32", "--methods", "lora"]),
     "latency": ("bench.latency", [], ["--parts", "classify", "--new-tokens", "4"]),
-    "app_vs_headless": ("bench.app_vs_headless", ["--pairs", "5"], ["--rows", "16", "--max-length", "32", "--pairs", "1"]),
+    "app_vs_headless": ("bench.app_vs_headless", ["--pairs", "5"], ["--rows", "16", "--max-length", "32", "--pairs", "1", "--quick"]),
     "app_browser_vs_headless": ("bench.app_browser_vs_headless", ["--pairs", "5", "--query", "ep=10"],
-                                ["--pairs", "1", "--query", "ep=1&n=48"]),
+                                ["--pairs", "1", "--query", "ep=1&n=48", "--quick"]),
 }
 HEADLINE = ("imdb_report", "facts_probe", "engine_vs_tutorial")
 
