@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from core.cli import cli_guard
 from core.config import ConfigError
+from core.data import read_jsonl
+from core.probe import fact_hit, general_hit
+from core.trainer_setup import quiet_library_logs
 
 
 def _column(row: dict, names: list[str], what: str, row_no: int, name: str):
@@ -51,9 +56,6 @@ def _keywords(row: dict) -> list[str]:
 
 
 def read_rows(path: str, limit: int | None = None) -> list[dict]:
-    import os
-
-    from core.data import read_jsonl
     name = os.path.basename(path)
     if not os.path.isfile(path):
         raise ConfigError(f"data file {path} does not exist")
@@ -93,7 +95,6 @@ def evaluate_classification(rm, rows: list[dict], name: str, tuned: bool = True)
 
 def evaluate_sft(rm, rows: list[dict], name: str, tuned: bool = True, max_new_tokens: int = 64,
                  mode: str = "all") -> dict:
-    from core.probe import fact_hit, general_hit
     judge = fact_hit if mode == "all" else general_hit
     cfg = rm.cfg.data
     prompt_cols = list(dict.fromkeys(["prompt", cfg.prompt_column]))
@@ -119,9 +120,7 @@ def evaluate_sft(rm, rows: list[dict], name: str, tuned: bool = True, max_new_to
 
 def evaluate(run_dir: str, data_path: str, tuned: bool = True, limit: int | None = None,
              max_new_tokens: int = 64, keyword_mode: str = "all") -> dict:
-    import os
-
-    from core.infer import RunModel
+    from core.infer import RunModel  # loads torch: only once a run is scored
     if not os.path.isdir(run_dir):
         raise ConfigError(f"run folder {run_dir} does not exist")
     rows = read_rows(data_path, limit)
@@ -138,9 +137,7 @@ def evaluate(run_dir: str, data_path: str, tuned: bool = True, limit: int | None
 def quiet_libraries() -> None:
     """Only our JSON on stdout and our `error:` line on stderr: no load bars or library notices."""
     import warnings
-
-    from core.train import _quiet_libraries
-    _quiet_libraries()
+    quiet_library_logs()
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", UserWarning)
 
@@ -155,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keywords", choices=("all", "any"), default="all",
                     help="an answer hits when it contains all (default) or any of its row's keywords")
     args = ap.parse_args(argv)
-    from core.cli import cli_guard
 
     def work() -> int:
         quiet_libraries()

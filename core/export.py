@@ -238,7 +238,7 @@ def _lora_targets(cfg: RunConfig, run_dir: str) -> tuple[list[str], list[int] | 
         targets = sorted(targets) if isinstance(targets, list) else targets
         return targets, saved.get("layers_to_transform")
     from core.methods._common import resolve_targets
-    from core.train import meta_method_context
+    from core.build import meta_method_context
     ctx = meta_method_context(cfg)
     if ctx is None:
         raise ConfigError("the adapted modules of this model cannot be worked out without its saved adapter")
@@ -544,8 +544,8 @@ def main():
         args.train_sampling_strategy = sampling
     trainer = Trainer(model=train_model, args=args, train_dataset=Rows(train_set),
                       eval_dataset=Rows(eval_subset(val_set)) if has_eval else None, data_collator=collate,
-                      compute_metrics=_accuracy if classification else None,
-                      preprocess_logits_for_metrics=_argmax_logits if classification else None)
+                      compute_metrics=accuracy if classification else None,
+                      preprocess_logits_for_metrics=argmax_logits if classification else None)
     trainer.train()
     if has_eval:
         final = trainer.evaluate(eval_dataset=Rows(by_length(val_set)), metric_key_prefix="final")
@@ -564,7 +564,7 @@ if __name__ == "__main__":
 
 def export_script(run_dir: str) -> str:
     """A standalone Python script that trains this run again; see the module docstring."""
-    from core import heads, models, tokenize, train
+    from core import heads, models, tokenize, trainer_setup
     from core.methods import get_method
     cfg, summary, meta = _read_run(run_dir)
     method = get_method(cfg.method.name)
@@ -603,7 +603,7 @@ def export_script(run_dir: str) -> str:
         "helpers, copied\n",
         _source(heads.mean_pool, heads.make_head, heads._drop_unused_pooler, heads.PooledClassifier,
                 heads.HeadOnFeatures, tokenize._head_tail, tokenize.encode_classification, tokenize.chat_prompt_ids,
-                tokenize.encode_sft, tokenize._end_of_turn_ids, train._accuracy, train._argmax_logits,
+                tokenize.encode_sft, tokenize._end_of_turn_ids, trainer_setup.accuracy, trainer_setup.argmax_logits,
                 models._drop_quantizer_markers),
         "\n\n\n# ------------------------------------------------------------------------------ the method\n",
         "def apply_method(model, tokenizer):\n" + textwrap.indent(method_code, "    ") + "\n    return model\n",
@@ -651,7 +651,7 @@ def merged_zip(run_dir: str) -> bytes:
 
     from core import models
     from core.heads import PooledClassifier
-    from core.train import build_model
+    from core.build import build_model
     ok, why, _ = merge_check(run_dir)
     if not ok:
         raise ConfigError(f"no merged model for this run: {why}")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from core.cli import cli_guard
 from core.config import ConfigError
 from core.evaluate import quiet_libraries
 
@@ -36,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the same answer every time)")
     ap.add_argument("--json", action="store_true", help="print a JSON object instead of the bare answer")
     args = ap.parse_args(argv)
-    from core.cli import cli_guard
 
     def work() -> int:
         quiet_libraries()

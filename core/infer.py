@@ -9,95 +9,22 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
-import statistics
 import threading
 import time
 from typing import Iterator
 
 import torch
 
+from core import limits, models
+from core.build import build_model
 from core.config import ConfigError, RunConfig
+from core.scoring import label_word_probs
+from core.tokenize import chat_prompt_ids
 
 # Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
 # the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
 REPETITION_PENALTY = 1.0
-
-
-# ----------------------------------------------------------------------------------------------
-# Zero-shot scoring of a causal LM on classification: which label word is more likely next?
-# ----------------------------------------------------------------------------------------------
-def label_prompt(text: str, label_names: list[str]) -> str:
-    return (f"Review: {text}\nIs the sentiment of this review {' or '.join(label_names)}?\n"
-            f"Answer:")
-
-
-@torch.no_grad()
-def label_word_probs(model, tokenizer, texts: list[str], label_names: list[str], max_length: int = 256):
-    first_ids = [tokenizer(" " + name, add_special_tokens=False)["input_ids"][0] for name in label_names]
-    out = []
-    for text in texts:
-        ids = tokenizer(label_prompt(text, label_names), truncation=True, max_length=max_length,
-                        return_tensors="pt")["input_ids"].to(model.device)
-        logits = model(input_ids=ids).logits[0, -1]
-        out.append(torch.softmax(logits[first_ids].float(), -1).tolist())
-    return out
-
-
-def evaluate_rows(p, rows: list[dict]) -> dict:
-    """Accuracy (classification) or loss/perplexity (sft) of p.model as it is, on tokenised rows."""
-    model = p.model
-    model.eval()
-    if p.cfg.data.task == "classification":
-        if p.kind == "causal" and not hasattr(model, "score"):
-            texts = [p.tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
-            probs = label_word_probs(model, p.tokenizer, texts, p.label_names, p.cfg.data.max_length)
-            preds = [max(range(len(pr)), key=pr.__getitem__) for pr in probs]
-        else:
-            preds = _batched_predictions(p, rows)
-        correct = sum(int(pred == r["labels"]) for pred, r in zip(preds, rows))
-        return {"eval_accuracy": correct / max(len(rows), 1)}
-    from core.train import _collator
-    collate = _collator(p)
-    losses, weights = [], []
-    with torch.no_grad():
-        for start in range(0, len(rows), 16):
-            batch = {k: v.to(model.device) for k, v in collate(rows[start:start + 16]).items()}
-            n = int((batch["labels"] != -100).sum())
-            losses.append(float(model(**batch).loss) * n)
-            weights.append(n)
-    loss = sum(losses) / max(sum(weights), 1)
-    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50))}
-
-
-@torch.no_grad()
-def _batched_predictions(p, rows: list[dict]) -> list[int]:
-    from core.train import _collator
-    collate = _collator(p)
-    preds = []
-    for start in range(0, len(rows), 32):
-        batch = collate([{k: v for k, v in r.items() if k != "labels"} for r in rows[start:start + 32]])
-        batch = {k: v.to(p.model.device) for k, v in batch.items()}
-        preds.extend(p.model(**batch).logits.argmax(-1).tolist())
-    return preds
-
-
-@torch.no_grad()
-def measure_latency(p, rows: list[dict], n: int = 16) -> float | None:
-    """Median milliseconds for one forward pass over one example (batch 1), as a user would call it."""
-    rows = rows[:n]
-    if not rows:
-        return None
-    model = p.model
-    model.eval()
-    times = []
-    for r in rows:
-        ids = torch.tensor([r["input_ids"]], device=model.device)
-        t0 = time.perf_counter()
-        model(input_ids=ids, attention_mask=torch.ones_like(ids))
-        times.append((time.perf_counter() - t0) * 1000)
-    return round(statistics.median(times), 3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,8 +89,6 @@ def _stop_when(cancel: threading.Event | None, deadline: float, timed_out: list)
 
 class RunModel:
     def __init__(self, run_dir: str):
-        from core import models
-        from core.train import build_model
         self.run_dir = run_dir
         if not os.path.isdir(run_dir):
             raise ConfigError(f"run folder {os.path.basename(os.path.normpath(run_dir)) or run_dir} does not exist; "
@@ -208,7 +133,6 @@ class RunModel:
         from safetensors.torch import load_model
 
         from core.heads import PooledClassifier
-        from core.train import build_model
         folder = os.path.join(self.run_dir, "model")
         if isinstance(self.base, PooledClassifier):
             torch.manual_seed(self.cfg.train.seed)
@@ -222,7 +146,6 @@ class RunModel:
     @contextlib.contextmanager
     def _locked(self):
         # A bounded wait: a visitor hears "busy" in seconds instead of a thread parked on the lock.
-        from core import limits
         wait = limits.model_wait_seconds()
         if not self.lock.acquire(timeout=wait):
             raise ModelBusy(f"this model is busy answering another visitor (waited {wait} s, "
@@ -258,7 +181,6 @@ class RunModel:
     def classify(self, text: str, tuned: bool = True) -> dict[str, float]:
         if not text.strip():
             raise ConfigError("the text is empty; type a sentence to classify")
-        from core import limits
         limits.check_prompt_chars(text, "the text", factor=limits.CLASSIFY_CHARS_FACTOR)
         with self.view(tuned) as model:
             if self.kind == "causal" and not hasattr(self._inner(model), "score"):
@@ -278,7 +200,6 @@ class RunModel:
     # -- generation -------------------------------------------------------------------------
     def check_prompt(self, prompt: str, history: list[dict] | None = None) -> None:
         """Refuse, before waiting for the model, a prompt above the server's caps (chars, tokens)."""
-        from core import limits
         limits.check_prompt_chars(prompt)
         limits.check_prompt_tokens(int(self._chat_ids(list(history or []) + [{"role": "user", "content": prompt}])
                                        .shape[1]))
@@ -289,8 +210,6 @@ class RunModel:
         """The answer, piece by piece. It stops early when `cancel` is set, when the consumer stops
         reading (the generator is closed), or at PLAYGROUND_GENERATION_SECONDS (then says so)."""
         from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-        from core import limits
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
@@ -347,7 +266,6 @@ class RunModel:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
 
     def _chat_ids(self, messages: list[dict]) -> torch.Tensor:
-        from core.tokenize import chat_prompt_ids
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             if hasattr(ids, "keys"):

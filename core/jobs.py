@@ -31,13 +31,16 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-from core import limits, runs, uploads, workers
+from core import limits, memory, ray_backend, runs, train, uploads, workers
+from core.cli import DISK_FULL_HINT, GENERIC_HINT, OOM_HINT, explain_failure, os_cause
 from core.config import ConfigError
+from core.errors import RunInterrupted
+from core.events import STATUS, Event, EventFn
 from core.runs import NotFound  # noqa: F401 - re-exported so pages catch jobs.NotFound
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[Any, str, Callable[[dict], None], threading.Event], Any]
+RunFn = Callable[[Any, str, EventFn, threading.Event], Any]
 
 # The whole queue, all owners together: a guard for the server, not the per-person limit.
 DEFAULT_MAX_QUEUE = 100
@@ -55,8 +58,6 @@ KEEP_FINISHED = 50
 PROGRESS_KEYS = ("step", "max_steps", "epoch", "samples_per_second", "eta_s", "elapsed_s", "loss",
                  "eval_loss", "eval_accuracy", "learning_rate")
 
-OOM_HINT = "lower batch size or max length, or use QLoRA"
-NAN_HINT = "lower the learning rate"
 # nice value of the training thread; PLAYGROUND_TRAIN_NICE overrides it (0: normal priority)
 TRAINER_NICE = 10
 # GOMP_SPINCOUNT for a process that trains beside its pages (pages.ui sets it before torch loads):
@@ -64,7 +65,6 @@ TRAINER_NICE = 10
 # instead of libgomp's default ~300,000, which burn the core the page needs. No cost measured
 # headless (BENCHMARKS.md, 2026-12-02).
 OPENMP_SPINCOUNT = "10000"
-GENERIC_HINT = "check the settings and try again; if it happens again, try a smaller model or fewer steps"
 
 
 class QueueFull(ConfigError):
@@ -77,10 +77,6 @@ class OwnerLimit(QueueFull):
 
 class PermissionDenied(ConfigError):
     """The run belongs to another session and the caller is not admin."""
-
-
-from core.errors import NonFiniteLoss, RunInterrupted  # noqa: E402  (raised by the trainer's callback / Ray backend)
-from core.errors import disk_problem, shorten  # noqa: E402,F401  (shorten: re-exported)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -171,59 +167,6 @@ def max_run_seconds() -> float:
         return 0.0
 
 
-_NONFINITE = re.compile(r"\bnan\b|\binf\b|non-finite|not finite|infinite", re.IGNORECASE)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    # torch.OutOfMemoryError / torch.cuda.OutOfMemoryError, named so that torch is not imported here.
-    if any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
-        return True
-    text = str(exc)
-    return "out of memory" in text.lower() or "DefaultCPUAllocator: can't allocate" in text
-
-
-DISK_FULL_HINT = "free some disk space (delete old runs or uploads), or ask the server's admin"
-READ_ONLY_HINT = "the server's admin must make the runs folder writable (PLAYGROUND_RUNS_DIR)"
-def _os_cause(exc: BaseException) -> tuple[str, str] | None:
-    """The real cause of a failure that is an OSError somewhere in its chain (disk full, read-only
-    folder, missing file), or None."""
-    import errno
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError):
-            where = os.path.basename(str(exc.filename or "").rstrip("/")) if exc.filename else ""
-            at = f" ({where})" if where else ""
-            problem = disk_problem(exc)
-            if problem == "full":
-                return f"the disk is full: a file could not be written{at}", DISK_FULL_HINT
-            if problem == "read-only":
-                return f"the server's folder is read-only or not writable{at}", READ_ONLY_HINT
-            if exc.errno == errno.ENOENT:
-                return f"a file the run needs does not exist{at}", "check that the run or data file still exists"
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def explain_failure(exc: BaseException) -> tuple[str, str]:
-    """(message, hint) in plain words for a run that raised."""
-    if isinstance(exc, ConfigError):
-        return shorten(str(exc), 1000), ""
-    if isinstance(exc, RunInterrupted):
-        return str(exc), "submit it again (or resume it from its last checkpoint on Runs)"
-    os_cause = _os_cause(exc)
-    if os_cause is not None:
-        return os_cause
-    if _is_oom(exc):
-        return "out of memory: the model, batch and sequence length did not fit", OOM_HINT
-    if isinstance(exc, NonFiniteLoss) or _NONFINITE.search(str(exc)):
-        return "the loss became NaN or infinite (training diverged)", NAN_HINT
-    detail = shorten(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
-    return f"training failed: {type(exc).__name__}: {detail}".rstrip(": "), GENERIC_HINT
-
-
 def free_memory() -> None:
     gc.collect()
     torch = sys.modules.get("torch")  # only if something already imported it: never load torch here
@@ -249,22 +192,18 @@ def _as_dict(result: Any) -> dict:
 
 
 def _default_run_fn(cfg, run_dir, on_event, stop):
-    from core.train import run  # lazy: importing torch/transformers costs seconds and memory
-
     limits.check_fits_now(cfg)  # the previous run has freed its memory: is there enough now?
 
-    def checked(event: dict) -> None:
+    def checked(event: Event) -> None:
         limits.check_event(event)  # raises into the trainer: the run fails, naming the step limit
         on_event(event)
-    return run(cfg, run_dir, checked, stop, write_metrics=False)  # the manager writes metrics.jsonl
+    return train.run(cfg, run_dir, checked, stop, write_metrics=False)  # the manager writes metrics.jsonl
 
 
 def _memory_guard(job: "Job"):
     """A MemoryWatchdog around one run (PLAYGROUND_MEMORY_GUARD_*): an OOM in one run must not
     let the kernel kill the server with every visitor's session."""
     import contextlib
-
-    from core import memory
     limit = limits.memory_guard_bytes()
     if not limit:
         return contextlib.nullcontext()
@@ -277,12 +216,12 @@ def _memory_guard(job: "Job"):
     return memory.MemoryWatchdog(limit, trip)
 
 
-def _fold_progress(progress: dict, event: dict) -> None:
+def _fold_progress(progress: dict, event: Event) -> None:
     for key in PROGRESS_KEYS:
         value = event.get(key)
         if value is not None:
             progress[key] = value
-    if event.get("type") == "status" and event.get("message"):
+    if event.get("type") == STATUS and event.get("message"):
         progress["status_message"] = event["message"]
 
 
@@ -587,7 +526,7 @@ class JobManager:
                               message="")
         except OSError as e:
             with self._lock:
-                message, hint = _os_cause(e) or (f"could not write to the runs folder: {e.strerror or e}",
+                message, hint = os_cause(e) or (f"could not write to the runs folder: {e.strerror or e}",
                                                  DISK_FULL_HINT)
                 self._finish(job, "failed", message, hint)
             return
@@ -965,7 +904,6 @@ def get_manager(run_fn: Optional[RunFn] = None) -> JobManager:
             except OSError as e:
                 log.warning("could not recover runs: %s", e)
             if run_fn is None:  # PLAYGROUND_RAY_ADDRESS: runs become Ray tasks; None if unset or unreachable
-                from core import ray_backend
                 run_fn = ray_backend.run_fn_from_env()
             _registry.manager = JobManager(run_fn)
         return _registry.manager

@@ -2,14 +2,36 @@
 and evaluation only for zero-shot."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
 import time
+from dataclasses import dataclass, field
 
 import torch
 
-from core.train import Prepared, _accuracy, _argmax_logits, _collator, make_callback, training_args
+from core import distributed
+from core.build import Prepared
+from core.callback import make_callback
+from core.config import ConfigError
+from core.events import AnatomyEvent, EventFn, FinalEvent, Metrics, PhaseEvent
+from core.scoring import evaluate_rows
+from core.tokenize import RowsDataset
+from core.trainer_setup import accuracy, argmax_logits, batch_collator, training_args
+
+
+@dataclass
+class FitResult:
+    """What fit() hands back to the orchestrator, which writes it into summary.json."""
+    train_time_s: float  # includes feature_time_s on the cached-feature path
+    steps: int  # optimizer steps taken (0: nothing trained)
+    final: Metrics = field(default_factory=dict)  # the evaluation on every validation row
+    initial: Metrics = field(default_factory=dict)  # the base's own scores, where they were measured
+    samples_per_second: float | None = None
+    peak_rss_mb: float | None = None
+    feature_time_s: float | None = None  # frozen base: computing the cached features
+    eval_time_s: float | None = None  # zero-shot: the one evaluation
 
 
 def _eval_subset(cfg, val_set: list) -> list:
@@ -28,15 +50,13 @@ def _by_length(rows: list) -> list:
     return rows
 
 
-def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit, stop: threading.Event,
-        resume_from: str | None = None) -> dict:
+def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit: EventFn, stop: threading.Event,
+        resume_from: str | None = None) -> FitResult:
     from core.methods import get_method
     method = get_method(p.cfg.method.name)
     if not method.trains:
         return _evaluate_only(p, val_set, emit)
-    from core.distributed import shards_parameters
-    if shards_parameters() and not method.saves_adapter:
-        from core.config import ConfigError
+    if distributed.shards_parameters() and not method.saves_adapter:
         raise ConfigError(f"method {method.name} cannot be saved from sharded weights (FSDP / ZeRO-3); use an "
                           "adapter method such as lora, or examples/accelerate/ddp.yaml or deepspeed_zero2.yaml")
     if method.frozen_features and getattr(p.cfg.method.typed, "cache_features", False):
@@ -45,9 +65,8 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit, stop: t
 
 
 def _anatomy_fn(p: Prepared):
-    from core.distributed import shards_parameters
     from core.methods import get_method
-    if get_method(p.cfg.method.name).name not in ("lora", "qlora") or shards_parameters():
+    if get_method(p.cfg.method.name).name not in ("lora", "qlora") or distributed.shards_parameters():
         return None  # under FSDP/ZeRO-3 a rank holds only shards of the adapters
     try:
         from core.anatomy import lora_anatomy
@@ -57,10 +76,8 @@ def _anatomy_fn(p: Prepared):
 
 
 def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, resume_from=None,
-                 collator=None, sampling=None) -> dict:
+                 collator=None, sampling=None) -> FitResult:
     from transformers import Trainer
-
-    from core.tokenize import RowsDataset
     cfg = p.cfg
     classification = cfg.data.task == "classification"
     args, total_steps = training_args(cfg, run_dir, p.device, len(train_set), not classification)
@@ -72,15 +89,14 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
         args.eval_on_start = False
     anatomy = _anatomy_fn(p)
     every = cfg.train.anatomy_steps or args.eval_steps
-    from core.distributed import world_size
-    rows_per_step = cfg.train.batch_size * cfg.train.grad_accum * world_size()  # batch_size is per process
+    rows_per_step = cfg.train.batch_size * cfg.train.grad_accum * distributed.world_size()  # batch_size is per process
     callback = make_callback(emit, stop, rows_per_step, anatomy, every)
     trainer = Trainer(
         model=model, args=args, train_dataset=RowsDataset(train_set),
         eval_dataset=RowsDataset(_eval_subset(cfg, val_set)) if has_eval else None,
-        data_collator=collator or _collator(p),
-        compute_metrics=_accuracy if classification else None,
-        preprocess_logits_for_metrics=_argmax_logits if classification else None,
+        data_collator=collator or batch_collator(p),
+        compute_metrics=accuracy if classification else None,
+        preprocess_logits_for_metrics=argmax_logits if classification else None,
         callbacks=[callback])
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)  # our callback reports; the printer would duplicate it
@@ -93,21 +109,18 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
         final = {k.replace("final_", "eval_"): float(v) for k, v in metrics.items()
                  if k in ("final_loss", "final_accuracy")}
         if "eval_loss" in final and not classification:
-            import math
             final["eval_perplexity"] = float(math.exp(min(final["eval_loss"], 50)))
-        emit({"type": "final", "step": out.global_step, **final})
+        emit(FinalEvent(type="final", step=out.global_step, **final))
     if anatomy:
-        emit({"type": "anatomy", "step": out.global_step, "layers": anatomy()})
-    from core.distributed import shards_parameters
-    if shards_parameters():  # every rank takes part in gathering the adapter; rank 0 writes it
+        emit(AnatomyEvent(type="anatomy", step=out.global_step, layers=anatomy()))
+    if distributed.shards_parameters():  # every rank takes part in gathering the adapter; rank 0 writes it
         trainer.save_model(os.path.join(run_dir, "adapter"))
     # Under mixed precision the Trainer left its autocast wrapped around forward: take it off, so
     # the model handed back computes as it was built, like the copy reloaded from disk.
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    initial = {}
-    return {"train_time_s": train_time, "steps": out.global_step, "final": final, "initial": initial,
-            "samples_per_second": round(out.global_step * rows_per_step / max(train_time, 1e-9), 3),
-            "peak_rss_mb": round(callback.peak_rss, 1)}
+    return FitResult(train_time_s=train_time, steps=out.global_step, final=final, initial={},
+                     samples_per_second=round(out.global_step * rows_per_step / max(train_time, 1e-9), 3),
+                     peak_rss_mb=round(callback.peak_rss, 1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +131,7 @@ def extract_features(p: Prepared, rows: list[dict], batch_size: int = 32) -> tor
     from core.heads import PooledClassifier
     model = p.model
     model.eval()
-    collate = _collator(p)
+    collate = batch_collator(p)
     feats = []
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # less padding
     for start in range(0, len(order), batch_size):
@@ -138,17 +151,17 @@ def extract_features(p: Prepared, rows: list[dict], batch_size: int = 32) -> tor
     return out
 
 
-def _fit_cached_head(p: Prepared, train_set, val_set, run_dir, emit, stop) -> dict:
+def _fit_cached_head(p: Prepared, train_set, val_set, run_dir, emit, stop) -> FitResult:
     from transformers import default_data_collator
 
     from core.heads import HeadOnFeatures
     head = p.model.classifier if hasattr(p.model, "classifier") else p.model.score
-    emit({"type": "phase", "phase": "computing features of the frozen base (once)"})
+    emit(PhaseEvent(type="phase", phase="computing features of the frozen base (once)"))
     t0 = time.perf_counter()
     train_f = extract_features(p, train_set)
     val_f = extract_features(p, val_set) if val_set else None
     feature_time = time.perf_counter() - t0
-    emit({"type": "phase", "phase": "training the head on cached features", "feature_time_s": round(feature_time, 2)})
+    emit(PhaseEvent(type="phase", phase="training the head on cached features", feature_time_s=round(feature_time, 2)))
     head.float()
     head_model = HeadOnFeatures(head)
     to_rows = lambda f, s: [{"features": f[i], "labels": s[i]["labels"]} for i in range(len(s))]
@@ -156,19 +169,18 @@ def _fit_cached_head(p: Prepared, train_set, val_set, run_dir, emit, stop) -> di
     result = _fit_trainer(inner, head_model, to_rows(train_f, train_set),
                           to_rows(val_f, val_set) if val_set else [], run_dir, emit, stop,
                           collator=default_data_collator, sampling="random")
-    result["feature_time_s"] = round(feature_time, 2)
-    result["train_time_s"] += feature_time
+    result.feature_time_s = round(feature_time, 2)
+    result.train_time_s += feature_time
     return result
 
 
 # ----------------------------------------------------------------------------------------------
 # No training: evaluate the base as is.
 # ----------------------------------------------------------------------------------------------
-def _evaluate_only(p: Prepared, val_set, emit) -> dict:
-    from core.infer import evaluate_rows
+def _evaluate_only(p: Prepared, val_set, emit) -> FitResult:
     t0 = time.perf_counter()
     rows = val_set
     final = evaluate_rows(p, rows)
-    emit({"type": "final", "step": 0, **final})
-    return {"train_time_s": 0.0, "steps": 0, "final": final, "initial": final,
-            "samples_per_second": None, "eval_time_s": round(time.perf_counter() - t0, 2), "peak_rss_mb": None}
+    emit(FinalEvent(type="final", step=0, **final))
+    return FitResult(train_time_s=0.0, steps=0, final=final, initial=final,
+                     eval_time_s=round(time.perf_counter() - t0, 2))

@@ -23,8 +23,10 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from core.config import ConfigError
+from core import estimate, limits, train
+from core.config import ConfigError, RunConfig
 from core.errors import RunInterrupted
+from core.events import Event, EventFn, StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,6 @@ def check_fits(options: dict, nodes: list[dict]) -> None:
 
 def estimated_memory_bytes(cfg: Any, gpu: bool) -> int:
     """Host memory a run needs: the estimate on a CPU (plus the process itself); 0 when unknown."""
-    from core import estimate
     try:
         report = estimate.report(estimate.load_config(cfg.model.name), cfg.method.name,
                                  batch_size=cfg.train.batch_size, seq_len=cfg.data.max_length,
@@ -208,10 +209,6 @@ def _channel_class():
 def train_task(cfg_dict: dict, run_dir: str, run_id: str, channel: Any, threads: int) -> dict:
     """Runs on a cluster node: train.run with events batched to the channel and its stop flag."""
     import ray
-
-    from core import limits
-    from core.config import RunConfig
-    from core.train import run
     # Ray gives the task `threads` CPUs; torch would otherwise take every core of the node.
     os.environ["PLAYGROUND_TRAIN_THREADS"] = str(threads)
     stop = threading.Event()
@@ -238,18 +235,18 @@ def train_task(cfg_dict: dict, run_dir: str, run_id: str, channel: Any, threads:
             except Exception:  # the app's channel is gone: go on; the final flush reports it
                 log.warning("run %s: could not send events", run_id, exc_info=True)
 
-    def on_event(event: dict) -> None:
+    def on_event(event: Event) -> None:
         limits.check_event(event)  # the server's step limit, as in the local manager
         with lock:
             buffer.append(event)
 
     node = ray.get_runtime_context().get_node_id()
-    buffer.append({"time": round(time.time(), 3), "type": "status", "ray_node": node,
-                   "message": f"training on Ray node {ray.util.get_node_ip_address()} ({node[:8]})"})
+    buffer.append({"time": round(time.time(), 3), **StatusEvent(
+        type="status", ray_node=node, message=f"training on Ray node {ray.util.get_node_ip_address()} ({node[:8]})")})
     thread = threading.Thread(target=flusher, name="playground-ray-events", daemon=True)
     thread.start()
     try:
-        result = run(RunConfig.from_dict(cfg_dict), run_dir, on_event, stop, write_metrics=False)
+        result = train.run(RunConfig.from_dict(cfg_dict), run_dir, on_event, stop, write_metrics=False)
     finally:
         done.set()
         thread.join()
@@ -305,7 +302,7 @@ def _describe(options: dict) -> str:
     return ", ".join(parts)
 
 
-def run_on_ray(cfg: Any, run_dir: str, on_event: Callable[[dict], None], stop: threading.Event) -> dict:
+def run_on_ray(cfg: Any, run_dir: str, on_event: EventFn, stop: threading.Event) -> dict:
     """The JobManager's run function: one Ray task per run, events relayed live, stop passed on."""
     import ray
     from ray import exceptions as rex
@@ -314,8 +311,8 @@ def run_on_ray(cfg: Any, run_dir: str, on_event: Callable[[dict], None], stop: t
     options = resources_for(cfg)
     ref = _remote_task().options(max_retries=0, retry_exceptions=False, name=f"playground-run-{run_id}",
                                  **options).remote(cfg.to_dict(), run_dir, run_id, channel, options["num_cpus"])
-    on_event({"type": "status", "message": f"sent to the Ray cluster ({_describe(options)}); "
-                                           "waiting for a node with room"})
+    on_event(StatusEvent(type="status", message=f"sent to the Ray cluster ({_describe(options)}); "
+                                                "waiting for a node with room"))
     stop_sent = started = False
     unreachable_since: float | None = None
     try:

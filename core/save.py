@@ -43,16 +43,16 @@ def _cause(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def save_weights(p, run_dir: str, model) -> str:
+def save_weights(p, run_dir: str) -> str:
     """_save_weights into a temporary folder, renamed into place only when complete: a failed save
     (a full disk) leaves no half adapter/ that would count as saved weights."""
     import shutil
     if not is_main_process():
-        return _save_weights(p, run_dir, model)  # writes nothing
+        return _save_weights(p, run_dir)  # writes nothing
     tmp = os.path.join(run_dir, f".saving-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         os.makedirs(tmp)
-        fmt = _save_weights(p, tmp, model)
+        fmt = _save_weights(p, tmp)
         # weights.json last: it is what says "these weights load"
         for name in sorted(os.listdir(tmp), key=lambda n: n == "weights.json"):
             target = os.path.join(run_dir, name)
@@ -70,7 +70,7 @@ def save_weights(p, run_dir: str, model) -> str:
     return fmt
 
 
-def _save_weights(p, run_dir: str, model) -> str:
+def _save_weights(p, run_dir: str) -> str:
     from safetensors.torch import save_model
 
     from core.heads import PooledClassifier

@@ -642,7 +642,7 @@ def _estimate_compute(cfg: RunConfig) -> tuple[dict, str]:
     # The hardware probe or the method lookup can fail on an odd machine: the estimate then
     # assumes plain fp32 on a CPU rather than losing the card, and says so.
     try:
-        from core.train import precision_label
+        from core.trainer_setup import precision_label
         device = device_info().get("device") or "cpu"
         if dtype == "auto":
             dtype = device_info().get("dtype") or "float32"

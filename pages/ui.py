@@ -144,8 +144,8 @@ def error_text(exc: BaseException) -> str:
     """Plain words for any exception: a ConfigError as is, anything else via explain_failure."""
     if isinstance(exc, ConfigError):
         return str(exc)
-    from core import jobs
-    message, hint = jobs.explain_failure(exc)
+    from core.cli import explain_failure
+    message, hint = explain_failure(exc)
     return f"{message} — {hint}" if hint else message
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import core.build
 import core.loop
 import core.train as train_mod
 from core.config import ConfigError, RunConfig, load_config
@@ -233,8 +234,8 @@ def test_missing_target_modules_are_refused_before_loading(fixture, targets, mis
 def test_present_target_modules_pass_the_early_check(tiny_llama, sentiment_file):
     cfg = RunConfig.from_dict({**base_dict(tiny_llama, sentiment_file),
                                "method": {"name": "lora", "params": {"targets": "q_proj, down_proj"}}})
-    train_mod.check_method_on_model(cfg)  # no error
-    ctx = train_mod.meta_method_context(cfg)
+    core.build.check_method_on_model(cfg)  # no error
+    ctx = core.build.meta_method_context(cfg)
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} == set(ctx.all_linear)
 
 

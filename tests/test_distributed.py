@@ -144,7 +144,7 @@ def test_save_weights_writes_nothing_off_rank_0(monkeypatch, tmp_path):
             raise AssertionError("rank 1 must not write")
 
     p = type("P", (), {"cfg": RunConfig(), "model": Exploding(), "kind": "encoder", "label_names": ["a", "b"]})()
-    assert save.save_weights(p, str(tmp_path), p.model) == "peft"
+    assert save.save_weights(p, str(tmp_path)) == "peft"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -177,7 +177,7 @@ def test_sharded_weights_are_saved_by_the_trainer_not_by_rank_0_alone(monkeypatc
             raise AssertionError("sharded weights must not be saved from rank 0 alone")
 
     p = type("P", (), {"cfg": RunConfig(), "model": Exploding(), "kind": "encoder", "label_names": ["a", "b"]})()
-    assert save.save_weights(p, str(tmp_path), p.model) == "peft"
+    assert save.save_weights(p, str(tmp_path)) == "peft"
     assert sorted(os.listdir(tmp_path)) == ["weights.json"]
 
 
@@ -284,7 +284,8 @@ def test_two_process_cpu_run_matches_single_process(tiny_llama, tmp_path, monkey
     # The single-process reference: the same global batch, the sampler DDP uses.
     import core.loop
     import core.train
-    real_training_args = core.train.training_args
+    import core.trainer_setup
+    real_training_args = core.trainer_setup.training_args
 
     def same_sampler(*args, **kwargs):
         targs, total = real_training_args(*args, **kwargs)

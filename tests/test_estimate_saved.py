@@ -31,7 +31,7 @@ def _model(family: dict, method: str):
 
     from core.heads import PooledClassifier
     from core.methods import get_method
-    from core.train import method_context
+    from core.build import method_context
     torch.manual_seed(0)
     fields = {k: v for k, v in family.items() if k not in ("model_type", "architectures")}
     if family["model_type"] == "llama":
@@ -103,7 +103,7 @@ def test_frozen_blocks_keep_less_than_full_fine_tuning():
 @pytest.mark.parametrize("method", list(PARAMS))
 @pytest.mark.parametrize("family", [LLAMA, BERT], ids=["llama", "bert"])
 def test_trainable_count_matches_the_built_model(family, method):
-    from core.train import count_params
+    from core.build import count_params
     kw = {k: v for k, v in _kwargs(method).items() if k not in ("lora_dropout",)}
     counts = E.method_counts(dict(family), method.removesuffix("_top"), task="classification", **kw)
     trainable, _ = count_params(_model(family, method))

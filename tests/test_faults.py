@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from core import jobs, runs
+from core import cli, jobs, runs
 from core.config import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,7 +231,7 @@ def test_loop_exception_and_oom_fail_in_plain_words_and_the_queue_goes_on(tiny_b
     boom = snaps["boom"]
     assert boom["state"] == "failed"
     assert boom["error"] == "training failed: RuntimeError: injected fault in the training loop"
-    assert boom["hint"] == jobs.GENERIC_HINT
+    assert boom["hint"] == cli.GENERIC_HINT
     for name in ("torch-oom", "cuda-oom"):
         snap = snaps[name]
         assert snap["state"] == "failed", name

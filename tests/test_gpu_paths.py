@@ -60,7 +60,7 @@ def recorded_args(monkeypatch):
     monkeypatch.setattr(TrainingArguments, "__init__", _record_kwargs)
 
     def build(device: str, dtype: str = "auto", task: str = "classification", n_train: int = 64):
-        from core.train import training_args
+        from core.trainer_setup import training_args
         data = {"source": "x.jsonl", "task": task}
         model = {"name": "minilm", "dtype": dtype} if task == "classification" else \
             {"name": "smollm2-135m-instruct", "dtype": dtype}
@@ -194,7 +194,7 @@ def test_training_args_cpu_with_native_bf16(fake_cuda, recorded_args, monkeypatc
 
 
 def test_precision_label(fake_cuda, monkeypatch):
-    from core.train import precision_label
+    from core.trainer_setup import precision_label
     fake_cuda(available=False)
     cfg = RunConfig.from_dict({"model": {"name": "minilm"}, "data": {"source": "x.jsonl"}, "method": {"name": "lora"}})
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
@@ -366,15 +366,15 @@ def test_autocast_context_off_cuda_is_a_no_op(fake_cuda):
 # ------------------------------------------------------------------- peak memory
 
 def test_cuda_peak_mb(fake_cuda):
-    from core.train import _cuda_peak_mb
+    from core.callback import cuda_peak_mb
     fake_cuda(available=True, peak_mb=1536.0)
-    assert _cuda_peak_mb() == pytest.approx(1536.0)
+    assert cuda_peak_mb() == pytest.approx(1536.0)
     fake_cuda(available=False)
-    assert _cuda_peak_mb() is None
+    assert cuda_peak_mb() is None
 
 
 def test_peak_cuda_memory_reaches_the_events(fake_cuda):
-    from core.train import make_callback
+    from core.callback import make_callback
     fake_cuda(available=True, peak_mb=777.0)
     events = []
     callback = make_callback(events.append, threading.Event(), batch_rows=16, anatomy=None, anatomy_every=0)

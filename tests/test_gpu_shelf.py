@@ -143,7 +143,7 @@ def test_precision_per_card(card, name, monkeypatch):
     assert models.mixed_precision("cuda") == ({"bf16": False, "fp16": True} if t4 else {"bf16": True, "fp16": False})
     from transformers.training_args import TrainingArguments
     monkeypatch.setattr(TrainingArguments, "__init__", lambda self, **kw: self.__dict__.update(kw))
-    from core.train import training_args
+    from core.trainer_setup import training_args
     cfg = RunConfig.from_dict({"model": {"name": "minilm"}, "data": {"source": "x.jsonl"}})
     args, _ = training_args(cfg, "/tmp/run", "cuda", 64, False)
     assert (args.fp16, args.bf16) == ((True, False) if t4 else (False, True))
@@ -255,7 +255,7 @@ def test_cuda_oom_is_explained_with_what_to_lower_and_the_cache_is_released(card
         assert advice in text
     assert info.value.__context__ is None  # the failed run's frames are not kept alive by the chain
     assert calls == ["empty_cache"]
-    from core.jobs import explain_failure
+    from core.cli import explain_failure
     assert explain_failure(info.value) == (text, "")  # shown as is, not as a generic failure
 
 

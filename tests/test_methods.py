@@ -17,7 +17,8 @@ import torch
 
 import core.train as train_mod
 from core.config import RunConfig
-from core.infer import REPETITION_PENALTY, RunModel, label_word_probs
+from core.infer import REPETITION_PENALTY, RunModel
+from core.scoring import label_word_probs
 from core.methods import all_methods
 
 # Every Trainer run ends in accelerate's gc.collect(), which with torch/transformers/peft imported

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from core import jobs, limits, memory, runs
+from core import cli, jobs, limits, memory, runs
 from core.config import ConfigError, RunConfig
 
 BIG = {"model": {"name": "minilm"}, "data": {"source": "builtin:sentiment", "task": "classification",
@@ -132,15 +132,15 @@ def test_a_run_past_the_memory_guard_fails_and_the_next_one_runs(tmp_path, monke
     (PermissionError(errno.EACCES, "Permission denied", "/srv/runs"), "read-only or not writable"),
 ])
 def test_failures_name_their_real_cause(exc, words):
-    message, hint = jobs.explain_failure(exc)
+    message, hint = cli.explain_failure(exc)
     assert words in message and "/srv" not in message and "smaller model" not in hint
     wrapped = RuntimeError("save failed")
     wrapped.__cause__ = exc
-    assert words in jobs.explain_failure(wrapped)[0]
+    assert words in cli.explain_failure(wrapped)[0]
 
 
 def test_long_values_in_messages_are_shortened():
-    message, _ = jobs.explain_failure(ValueError("bad link " + "x" * 20_000))
+    message, _ = cli.explain_failure(ValueError("bad link " + "x" * 20_000))
     assert len(message) < 400 and "characters left out" in message
 
 

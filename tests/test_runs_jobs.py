@@ -10,7 +10,8 @@ import zipfile
 
 import pytest
 
-from core import jobs, runs
+from core import cli, jobs, runs
+from core.errors import NonFiniteLoss
 from core.config import ConfigError
 
 
@@ -306,13 +307,13 @@ def test_stop_running_ends_stopped_quickly(managers):
 
 
 @pytest.mark.parametrize("exc, words, hint", [
-    (RuntimeError("boom"), "training failed: RuntimeError: boom", jobs.GENERIC_HINT),
-    (MemoryError(), "out of memory", jobs.OOM_HINT),
-    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory", jobs.OOM_HINT),
-    (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"), "out of memory", jobs.OOM_HINT),
-    (jobs.NonFiniteLoss("loss is nan at step 2"), "NaN", jobs.NAN_HINT),
+    (RuntimeError("boom"), "training failed: RuntimeError: boom", cli.GENERIC_HINT),
+    (MemoryError(), "out of memory", cli.OOM_HINT),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory", cli.OOM_HINT),
+    (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"), "out of memory", cli.OOM_HINT),
+    (NonFiniteLoss("loss is nan at step 2"), "NaN", cli.NAN_HINT),
     (ConfigError("data.text_column='txt' is not a column"), "data.text_column='txt' is not a column", ""),
-    (SystemExit(3), "training failed: SystemExit", jobs.GENERIC_HINT),
+    (SystemExit(3), "training failed: SystemExit", cli.GENERIC_HINT),
 ])
 def test_failure_is_explained_and_next_job_runs(managers, exc, words, hint):
     calls = []
@@ -336,8 +337,8 @@ def test_failure_is_explained_and_next_job_runs(managers, exc, words, hint):
 def test_explain_failure_torch_oom_by_type_name():
     class OutOfMemoryError(RuntimeError):  # what torch.OutOfMemoryError looks like from here
         pass
-    assert jobs.explain_failure(OutOfMemoryError("x"))[1] == jobs.OOM_HINT
-    assert jobs.explain_failure(ValueError("finance data"))[1] == jobs.GENERIC_HINT  # 'nan' inside a word
+    assert cli.explain_failure(OutOfMemoryError("x"))[1] == cli.OOM_HINT
+    assert cli.explain_failure(ValueError("finance data"))[1] == cli.GENERIC_HINT  # 'nan' inside a word
 
 
 def test_ownership_and_admin(managers, monkeypatch):
