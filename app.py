@@ -5,17 +5,10 @@ import streamlit as st
 
 from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
-from pages.ui import (
-    JOB_KEY,
-    device_info,
-    fmt_seconds,
-    manager,
-    md_escape,
-    owner_id,
-    show_error,
-    wait_for_warm_up,
-    warm_up,
-)
+from pages.shared.formatting import fmt_seconds, md_escape, show_error
+from pages.shared.keys import JOB_KEY
+from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.session import device_info, manager, owner_id, wait_for_warm_up, warm_up
 
 SIDEBAR_REFRESH_S = 5.0  # a summary; each poll costs the browser CPU (see pages/train.py: job_panel)
 # A progress bar eases into each new value with a CSS transition; redrawn every few seconds while a
@@ -23,6 +16,9 @@ SIDEBAR_REFRESH_S = 5.0  # a summary; each poll costs the browser CPU (see pages
 # cores in a one-bar app). The bar jumps instead: on a machine that also trains, that CPU is the trainer's.
 STEADY_PROGRESS_BARS = "<style>[data-testid='stProgress'] * { transition: none !important; }</style>"
 
+# Before anything is drawn: on the first request after a start, Streamlit may still be in its old
+# pages/ mode (see pages/shared/legacy.py); this turns it off and asks for the rerun through st.navigation.
+leave_legacy_multipage_mode()
 st.set_page_config(page_title="PEFT Playground", layout="wide")
 
 
