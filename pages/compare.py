@@ -103,7 +103,6 @@ def classify(model, info) -> None:
 
 # ------------------------------------------------------------------------------------ the page
 
-
 leave_legacy_multipage_mode()
 st.title("Compare base and fine-tuned")
 _lesson = lessons.get(urlstate.lesson_of(query_params()))

@@ -13,9 +13,10 @@ def leave_legacy_multipage_mode() -> None:
 
     Streamlit still supports its old multipage mode: while a `pages/` folder sits next to the main
     script and no script has called st.navigation yet, a request for /train runs pages/train.py
-    directly, skipping app.py (no page config, no shared sidebar, and every file in pages/, this one
-    included, listed as a page). Every page calls this before drawing, so the first such request
-    lands here: turn the old mode off and rerun, which goes through app.py's st.navigation.
+    directly, skipping app.py (no page config, no shared sidebar, and every file in pages/ listed as
+    a page; pages/shared/ never is: the old mode reads pages/*.py only). Every page calls this before
+    drawing, so the first such request lands here: turn the old mode off and rerun, which goes
+    through app.py's st.navigation.
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
