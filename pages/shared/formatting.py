@@ -42,7 +42,7 @@ def run_label(info: Any) -> str:
     model = status.get("model") or (config.get("model") or {}).get("name", "")
     parts = [str(name)]
     if method or model:
-        parts.append(f"{method or '?'} on {_short_model(model)}")
+        parts.append(f"{method or '?'} on {short_path(model)}")
     if state:
         parts.append(state)
     if created:
@@ -51,13 +51,6 @@ def run_label(info: Any) -> str:
         except (TypeError, ValueError, OSError):
             pass
     return " · ".join(parts)
-
-
-def _short_model(model: str) -> str:
-    # A local folder path is long and says little; its last part is what people recognise.
-    text = str(model or "?").rstrip("/\\")
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text and os.path.isabs(text)
-    return os.path.basename(text) or text if looks_local else text
 
 
 def md_escape(text: Any) -> str:
