@@ -5,17 +5,10 @@ import streamlit as st
 
 from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
-from pages.ui import (
-    JOB_KEY,
-    device_info,
-    fmt_seconds,
-    manager,
-    md_escape,
-    owner_id,
-    show_error,
-    wait_for_warm_up,
-    warm_up,
-)
+from pages.shared.formatting import fmt_seconds, md_escape, show_error
+from pages.shared.keys import JOB_KEY
+from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.session import device_info, manager, owner_id, wait_for_warm_up, warm_up
 
 SIDEBAR_REFRESH_S = 5.0  # a summary; each poll costs the browser CPU (see pages/train.py: job_panel)
 # A progress bar eases into each new value with a CSS transition; redrawn every few seconds while a
@@ -23,6 +16,9 @@ SIDEBAR_REFRESH_S = 5.0  # a summary; each poll costs the browser CPU (see pages
 # cores in a one-bar app). The bar jumps instead: on a machine that also trains, that CPU is the trainer's.
 STEADY_PROGRESS_BARS = "<style>[data-testid='stProgress'] * { transition: none !important; }</style>"
 
+# Before anything is drawn: on the first request after a start, Streamlit may still be in its old
+# pages/ mode (see pages/shared/legacy.py); this turns it off and asks for the rerun through st.navigation.
+leave_legacy_multipage_mode()
 st.set_page_config(page_title="PEFT Playground", layout="wide")
 
 
@@ -149,8 +145,9 @@ present.apply()  # presentation mode and theme, from the link or the sidebar, be
 sidebar(page)  # first: its device probe imports torch in this thread, before the warm-up starts
 warm_up()
 if page.title != "Learn":
-    # Learn needs no torch; the other pages may load models, and must not import the same big
-    # packages as the warm-up thread at the same moment.
+    # Learn loads no model: it draws its text at once and waits only where it reads the method
+    # registry (pages/shared/method_names.py). The other pages may load models, and must not import
+    # the same big packages as the warm-up thread at the same moment.
     with st.spinner("Loading PyTorch, transformers and PEFT (first time only)…"):
         wait_for_warm_up()
 page.run()

@@ -11,19 +11,12 @@ import streamlit as st
 
 from core import board, runs
 from core.textsafe import plotly_text
-from pages.ui import (
-    poll_events,
-    anatomy_view,
-    fmt_params,
-    fmt_seconds,
-    is_admin,
-    manager,
-    md_escape,
-    metrics_charts,
-    run_label,
-    show_error,
-    uses_dora,
-)
+from pages.shared.anatomy import anatomy_view, uses_dora
+from pages.shared.charts import metrics_charts
+from pages.shared.formatting import fmt_params, fmt_seconds, md_escape, run_label, show_error
+from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.polling import poll_events
+from pages.shared.session import is_admin, manager
 
 BOARD_REFRESH_S = 10.0  # new finished runs appear within this; a board costs a disk listing per poll
 FOLLOW_REFRESH_S = 2.0  # progress of a followed run, as on Train
@@ -221,4 +214,5 @@ def main() -> None:
         board_view()
 
 
+leave_legacy_multipage_mode()
 main()

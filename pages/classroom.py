@@ -11,7 +11,9 @@ from urllib.parse import quote, unquote
 import streamlit as st
 
 from core import jobs, runs
-from pages.ui import ADMIN_TOKEN_KEY, OWNER_COOKIE, fmt_seconds, is_admin, manager, md_escape, owner_id, show_error
+from pages.shared.formatting import fmt_seconds, md_escape, show_error
+from pages.shared.keys import ADMIN_TOKEN_KEY
+from pages.shared.session import OWNER_COOKIE, is_admin, manager, owner_id
 
 NICK_KEY = "_playground_nickname"  # the sidebar text_input's widget key
 NICK_COOKIE = "peft_playground_nickname"

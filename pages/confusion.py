@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import present
-from pages.ui import show_error
+from pages.shared.formatting import show_error
 
 RESULTS_KEY = "_cmp_confusion"   # run id -> {"labels", "rows": [{"text", "true", "base", "tuned"}]}
 MAX_ROWS = 60                    # two forward passes each: seconds on a CPU for MiniLM

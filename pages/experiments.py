@@ -6,96 +6,25 @@ runs sharing an `experiment` id, so the Runs page lists them too.
 """
 from __future__ import annotations
 
-import math
-
-import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import experiments, lessons, presets, urlstate
-from core.config import ConfigError, RunConfig
-from core.textsafe import csv_cell, plotly_text
-from pages import palette, present
-from pages.ui import (
-    error_text,
-    fmt_params,
-    fmt_seconds,
-    is_admin,
-    lesson_box,
-    manager,
-    md_escape,
-    owner_id,
-    query_params,
-    show_error,
-)
+from core.config import ConfigError
+from pages import present
+from pages.shared.experiment_queue import FLASH_KEY, PENDING_KEY, PICK_KEY, WANTED_KEY, drain_pending, submit_all
+from pages.shared.experiment_results import AXIS_LABELS, experiment_title, result_charts, results_frame, varied_settings
+from pages.shared.formatting import fmt_params, md_escape, show_error
+from pages.shared.keys import TRAIN_DRAFT_KEY
+from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.links import lesson_box, query_params
+from pages.shared.session import is_admin, manager, owner_id
 
-PICK_KEY = "exp_pick"               # the results selectbox
-WANTED_KEY = "_exp_wanted"          # an experiment just queued: the results show it
-PENDING_KEY = "_exp_pending"        # experiment id -> [config dicts] waiting for room in the queue
-FLASH_KEY = "_exp_flash"            # (kind, text) to show once after a rerun
-TRAIN_DRAFT_KEY = "_train_draft"    # pages/train.py DRAFT_KEY
 REFRESH_S = 2.0
 LIVE_STATES = ("queued", "running")
-AXIS_LABELS = {"method": "Method", "r": "LoRA rank r", "alpha": "LoRA alpha", "dropout": "Adapter dropout",
-               "n_samples": "Training rows N", "virtual_tokens": "Virtual tokens V",
-               "learning_rate": "Learning rate"}
 AXIS_HINTS = {"method": "lora, prompt_tuning, linear_head", "r": "2, 8, 32", "alpha": "8, 16, 32",
               "dropout": "0, 0.1", "n_samples": "50, 150, 300", "virtual_tokens": "8, 25",
               "learning_rate": "0.0001, 0.001"}
 NONE = "(none)"
-
-
-# ------------------------------------------------------------------------------------ queueing
-
-def submit_all(configs: list[RunConfig], experiment: str) -> None:
-    """Queue the runs in order; those the queue has no room for wait in the session (PENDING_KEY)."""
-    from core.jobs import OwnerLimit, QueueFull, max_queue
-    queued = 0
-    for i, cfg in enumerate(configs):
-        try:
-            manager().submit(cfg, owner_id())
-        except QueueFull as exc:
-            rest = [c.to_dict() for c in configs[i:]]
-            st.session_state.setdefault(PENDING_KEY, {})[experiment] = rest
-            why = (str(exc) if isinstance(exc, OwnerLimit) else "the training queue is full (it holds at most "
-                   f"{max_queue()} waiting runs, PLAYGROUND_MAX_QUEUE)")
-            st.session_state[FLASH_KEY] = (
-                "warning",
-                f"Queued {queued} of {len(configs)} runs: {why}. The other {len(rest)} wait here and join "
-                "the queue by themselves as places free up, while this page stays open.")
-            break
-        except Exception as exc:
-            st.session_state[FLASH_KEY] = ("error", f"Queued {queued} of {len(configs)} runs, then: "
-                                                    f"{error_text(exc)}")
-            break
-        queued += 1
-    else:
-        st.session_state[FLASH_KEY] = ("success", f"Queued all {len(configs)} runs. Results appear below as "
-                                                  "each one finishes.")
-    st.session_state[WANTED_KEY] = experiment
-    st.session_state.pop(PICK_KEY, None)
-    st.rerun()
-
-
-def drain_pending() -> int:
-    """Move waiting runs into the queue while it has room; returns how many still wait."""
-    from core.jobs import QueueFull
-    pending = st.session_state.get(PENDING_KEY) or {}
-    for experiment in list(pending):
-        rest = pending[experiment]
-        while rest:
-            try:
-                manager().submit(RunConfig.from_dict(rest[0]), owner_id())
-            except QueueFull:
-                break
-            except Exception as exc:  # a config that stopped being valid (a limit changed): drop it, say so
-                st.session_state[FLASH_KEY] = ("error", f"A waiting run of {experiment} was dropped: "
-                                                        f"{error_text(exc)}")
-            rest.pop(0)
-        if not rest:
-            del pending[experiment]
-    return sum(len(v) for v in pending.values())
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -171,123 +100,9 @@ def grid_builder() -> None:
 
 # ------------------------------------------------------------------------------------ results
 
-def _title(rows: list[dict], experiment: str) -> str:
-    name = next((r["name"] for r in rows if r.get("name")), "")
-    return (name.split(": ", 1)[0] if ": " in name else name) or experiment
-
-
 @st.cache_data(ttl=2, show_spinner=False)
 def _experiment_labels(ids: tuple) -> dict:
-    return {e: f"{_title(experiments.results(e), e)} · {e}" for e in ids}
-
-
-def _varied(rows: list[dict]) -> list[str]:
-    """The settings the grid varied: named in the runs' names ("title: r=4, dropout=0.1"), else
-    every setting with more than one value."""
-    named: list[str] = []
-    for r in rows:
-        label = str(r.get("name") or "").split(": ", 1)[-1]
-        for part in label.split(", "):
-            axis = part.split("=", 1)[0]
-            if "=" in part and axis in experiments.AXES and axis not in named:
-                named.append(axis)
-    if named:
-        if len({r.get("method") for r in rows}) > 1 and "method" not in named:
-            named.insert(0, "method")
-        return [a for a in experiments.AXES if a in named]
-    return [a for a in experiments.AXES
-            if len({repr(r.get(a)) for r in rows if r.get(a) is not None}) > 1]
-
-
-def _num(value):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok else None
-
-
-def results_frame(rows: list[dict], varied: list[str]) -> pd.DataFrame:
-    table = []
-    for r in rows:
-        row = {"Run": csv_cell(r["name"].split(": ", 1)[-1] if r.get("name") else r["run"]), "Status": r["state"],
-               "Method": r["method"]}
-        for axis in varied:
-            if axis != "method":
-                row[AXIS_LABELS.get(axis, axis)] = r.get(axis)
-        row.update({"N train": r.get("n_train"), "Accuracy": _num(r.get("accuracy")),
-                    "Val loss": _num(r.get("eval_loss")), "Trainable": r.get("trainable_params"),
-                    "Trainable %": _num(r.get("trainable_percent")), "Train time (s)": _num(r.get("train_time_s")),
-                    "Latency (ms)": _num(r.get("latency_ms")), "id": r["run"]})
-        table.append(row)
-    return pd.DataFrame(table)
-
-
-def _group_label(r: dict, axes: list[str]) -> str:
-    parts = [str(r.get("method"))]
-    parts += [f"{AXIS_LABELS.get(a, a).split()[-1]}={r.get(a)}" for a in axes
-              if a != "method" and r.get(a) is not None]
-    return ", ".join(parts)
-
-
-def result_charts(rows: list[dict], varied: list[str]) -> list[tuple[str, go.Figure]]:
-    done = [r for r in rows if r["state"] in ("completed", "stopped")]
-    if not done:
-        return []
-    metric = "accuracy" if any(_num(r.get("accuracy")) is not None for r in done) else "eval_loss"
-    metric_label = "validation accuracy" if metric == "accuracy" else "validation loss"
-    layout = dict(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
-    figs = []
-    points = [r for r in done if _num(r.get(metric)) is not None and (r.get("trainable_params") or 0) > 0]
-    if points:
-        fig = px.scatter(pd.DataFrame([{"trainable parameters": r["trainable_params"], metric_label: r[metric],
-                                        "method": plotly_text(r["method"]),
-                                        "run": plotly_text(r["name"].split(": ", 1)[-1])}
-                                       for r in points]),
-                         x="trainable parameters", y=metric_label, color="method", log_x=True, hover_data=["run"],
-                         title=f"{metric_label.capitalize()} vs trainable parameters", symbol="method",
-                         **palette.px_method_args(r["method"] for r in points))
-        fig.update_traces(marker=dict(size=13, line=dict(width=1, color="#2c3e50")))
-        if metric == "accuracy":
-            fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
-        fig.update_layout(**layout)
-        figs.append(("params", fig))
-    x_axis = "n_samples" if "n_samples" in varied else next((a for a in varied if a != "method"), None)
-    if x_axis:
-        others = [a for a in varied if a not in (x_axis, "method")]
-        x_of = (lambda r: r.get("n_train") or r.get("n_samples")) if x_axis == "n_samples" else (lambda r: r.get(x_axis))
-        fig = go.Figure()
-        groups: dict[str, list] = {}
-        for r in sorted(points or done, key=lambda r: (x_of(r) or 0)):
-            if _num(r.get(metric)) is not None:
-                groups.setdefault(_group_label(r, others), []).append(r)
-        for label, members in groups.items():
-            fig.add_trace(go.Scatter(x=[x_of(r) for r in members], y=[r[metric] for r in members],
-                                     mode="lines+markers", name=plotly_text(label)))
-        x_title = "training rows N" if x_axis == "n_samples" else AXIS_LABELS.get(x_axis, x_axis)
-        fig.update_layout(title=dict(text=f"{metric_label.capitalize()} vs {x_title}", x=0.0), xaxis_title=x_title,
-                          yaxis_title=metric_label, **layout)
-        if x_axis in ("learning_rate",):
-            fig.update_xaxes(type="log")
-        if metric == "accuracy":
-            fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
-        figs.append(("by_axis", fig))
-    names = [plotly_text(r["name"].split(": ", 1)[-1]) for r in done]
-    times = go.Figure(go.Bar(x=names, y=[_num(r.get("train_time_s")) for r in done],
-                             marker_color=[palette.colour(r["method"]) for r in done],
-                             text=[fmt_seconds(r.get("train_time_s")) for r in done], textposition="auto"))
-    _flag_busy(times, done)
-    times.update_layout(title=dict(text="Training time (s)", x=0.0), yaxis_title="seconds", **layout)
-    figs.append(("time", times))
-    lat = [r for r in done if _num(r.get("latency_ms")) is not None]
-    if lat:
-        latency = go.Figure(go.Bar(x=[plotly_text(r["name"].split(": ", 1)[-1]) for r in lat],
-                                   y=[r["latency_ms"] for r in lat],
-                                   marker_color=[palette.colour(r["method"]) for r in lat],
-                                   text=[f"{r['latency_ms']:.1f}" for r in lat],
-                                   textposition="auto"))
-        _flag_busy(latency, lat)
-        latency.update_layout(title=dict(text="Inference latency (ms per example, batch 1)", x=0.0),
-                              yaxis_title="ms", **layout)
-        figs.append(("latency", latency))
-    return figs
+    return {e: f"{experiment_title(experiments.results(e), e)} · {e}" for e in ids}
 
 
 def cancel_button(experiment: str) -> None:
@@ -304,14 +119,6 @@ def cancel_button(experiment: str) -> None:
     st.session_state[FLASH_KEY] = ("success", f"Cancelled {n} run(s) of this experiment." if n else
                                    "Nothing of yours was waiting or training in this experiment.")
     st.rerun()
-def _flag_busy(fig: go.Figure, rows: list[dict]) -> None:
-    """Hatch the bars of runs timed while other work loaded the machine, and say so in the title."""
-    busy = [bool(r.get("busy")) for r in rows]
-    if not any(busy):
-        return
-    fig.update_traces(marker_pattern_shape=["/" if b else "" for b in busy])
-    fig.add_annotation(text="hatched: timed while the machine was busy (slower than alone)", showarrow=False,
-                       xref="paper", yref="paper", x=0, y=1.0, xanchor="left", yanchor="bottom")
 
 
 def _notice(experiment: str) -> str:
@@ -334,10 +141,10 @@ def show_results(experiment: str) -> None:
             parts.append(f"{counts[state]} {state}")
     if waiting:
         parts.append(f"{waiting} waiting for room in the queue")
-    st.markdown(f"**{md_escape(_title(rows, experiment))}** · " + " · ".join(parts))
+    st.markdown(f"**{md_escape(experiment_title(rows, experiment))}** · " + " · ".join(parts))
     if counts["running"] or counts["queued"] or waiting:
         cancel_button(experiment)
-    varied = _varied(rows)
+    varied = varied_settings(rows)
     df = results_frame(rows, varied)
     present.table(df.drop(columns=["id"]), hide_index=True, key="exp_table",
                   keep=["Run", "Method", "Accuracy", "Trainable %", "Train time (s)", "Latency (ms)", "Status"], column_config={
@@ -442,4 +249,5 @@ def main() -> None:
     results_section(highlight, flash)
 
 
+leave_legacy_multipage_mode()
 main()

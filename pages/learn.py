@@ -5,24 +5,16 @@ a 70B model is as quick to explore as MiniLM.
 """
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from core import estimate, lessons, urlstate
+from core import estimate
 from core.textsafe import md_text
 from pages import present
-from pages.ui import fmt_bytes, fmt_params, query_params, show_error, sync_query_params
-
-METHOD_LABELS = {
-    "full": "Full fine-tuning",
-    "linear_head": "Linear head only (frozen model)",
-    "lora": "LoRA",
-    "dora": "DoRA (LoRA + magnitude)",
-    "qlora": "QLoRA (4-bit base + LoRA)",
-    "prompt_tuning": "Prompt tuning",
-    "prefix_tuning": "Prefix tuning",
-    "ia3": "IA³ (learned scaling vectors)",
-}
+from pages.shared.formatting import fmt_bytes, fmt_params, show_error
+from pages.shared.learn_figures import lora_figure, memory_figure
+from pages.shared.learn_links import TARGET_MODES, lessons_section, load_url, write_url
+from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.method_names import learn_method_labels
 
 # What each non-LoRA method trains instead of LoRA's A and B (said under the LoRA picture).
 OTHER_METHOD_PICTURE = {
@@ -35,18 +27,7 @@ OTHER_METHOD_PICTURE = {
 }
 
 LORA_FAMILY = ("lora", "dora", "qlora")
-TARGET_MODES = ("Default targets", "All linear layers", "Choose modules")
-PART_COLOURS = {"weights": "#7f8c8d", "gradients": "#e67e22", "optimizer": "#c0392b", "activations": "#2980b9"}
-PART_LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "optimizer states (AdamW)",
-               "activations": "activations"}
-GPU_LINES = ((16, "16 GB (T4 / laptop GPU)"), (24, "24 GB (RTX 4090)"), (80, "80 GB (A100 / H100)"))
-GB = 1024 ** 3
 DEFAULT_MODEL = "llama-2-7b"
-URL_TARGET_MODES = ("default", "all", "choose")  # TARGET_MODES as they appear in a link
-SAVED_KEY = "_learn_values"       # the calculator's values by URL key: they outlive the widgets
-URL_LOADED_KEY = "_learn_url_loaded"
-# Pages' own "read the URL again" markers, cleared when a lesson card opens them.
-PAGE_URL_STATE = {"train": "_train_url", "experiments": "_exp_url"}
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -72,77 +53,6 @@ def _block_modules(cfg: dict, task: str, layer: int) -> list[str]:
     return out
 
 
-def _box(fig: go.Figure, x0: float, y0: float, x1: float, y1: float, fill: str, text: str,
-         text_pos: str = "inside") -> None:
-    fig.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line=dict(color="#2c3e50", width=1),
-                  fillcolor=fill, opacity=0.85)
-    if text_pos == "inside":
-        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=text, showarrow=False,
-                           font=dict(size=13, color="white"))
-    elif text_pos == "below":
-        fig.add_annotation(x=(x0 + x1) / 2, y=y0, text=text, showarrow=False, yshift=-22,
-                           font=dict(size=12))
-    else:  # above
-        fig.add_annotation(x=(x0 + x1) / 2, y=y1, text=text, showarrow=False, yshift=22, font=dict(size=12))
-
-
-def lora_figure(pic: dict) -> tuple[go.Figure, bool]:
-    """W (d×k) beside B (d×r) and A (r×k), to scale; returns the figure and whether r was thickened."""
-    d, k, r = pic["d"], pic["k"], pic["r"]
-    unit = 10.0 / max(d, k)                   # the largest side of W is 10 plot units
-    w_w, w_h = k * unit, d * unit
-    min_thick = 0.25                          # r = 8 next to 4096 is 0.02 units: invisible
-    thick = max(r * unit, min_thick)
-    exaggerated = r * unit < min_thick
-    gap = 1.6
-    fig = go.Figure()
-    top = w_h
-    _box(fig, 0, 0, w_w, w_h, "#95a5a6",
-         f"<b>W</b> frozen<br>{d:,} × {k:,}<br>{fmt_params(pic['params_W'])} weights")
-    fig.add_annotation(x=w_w + gap / 2, y=top / 2, text=f"<b>+ {pic['scale']:.3g} ·</b>", showarrow=False,
-                       font=dict(size=16))
-    bx0 = w_w + gap
-    _box(fig, bx0, 0, bx0 + thick, w_h, "#e67e22", "", "inside")
-    fig.add_annotation(x=bx0 + thick / 2, y=0, text=f"<b>B</b> trained<br>{d:,} × {r}<br>{d * r:,}",
-                       showarrow=False, yshift=-34, font=dict(size=12))
-    ax0 = bx0 + thick + 0.35
-    _box(fig, ax0, top - thick, ax0 + w_w, top, "#d35400", "", "inside")
-    fig.add_annotation(x=ax0 + w_w / 2, y=top - thick, text=f"<b>A</b> trained<br>{r} × {k:,}<br>{r * k:,}",
-                       showarrow=False, yshift=-34, font=dict(size=12))
-    fig.update_xaxes(visible=False, range=[-0.5, ax0 + w_w + 0.5])
-    fig.update_yaxes(visible=False, range=[-2.2, top + 0.8], scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="rgba(0,0,0,0)",
-                      title=dict(text=f"W′ = W + (α/r)·B·A  with α/r = {pic['alpha']:g}/{r} = {pic['scale']:.3g}",
-                                 x=0.0))
-    return fig, exaggerated
-
-
-def memory_figure(memory: dict[str, dict[str, int]]) -> go.Figure:
-    methods = list(memory)
-    labels = [METHOD_LABELS.get(m, m).split(" (")[0] for m in methods]
-    fig = go.Figure()
-    for part in ("weights", "gradients", "optimizer", "activations"):
-        values = [memory[m][part] / GB for m in methods]
-        fig.add_trace(go.Bar(x=labels, y=values, name=PART_LABELS[part], marker_color=PART_COLOURS[part],
-                             hovertemplate="%{x}: %{y:.2f} GB<extra>" + PART_LABELS[part] + "</extra>"))
-    totals = [memory[m]["total"] for m in methods]
-    fig.add_trace(go.Scatter(x=labels, y=[t / GB for t in totals], mode="text", showlegend=False,
-                             text=[fmt_bytes(t) for t in totals], textposition="top center", hoverinfo="skip"))
-    top = max(totals) / GB if totals else 0
-    # GPU sizes as legend entries, not labels on the lines: on a 70B model the 16/24/80 GB labels
-    # piled onto the bars' totals (issue 23).
-    for (size, name), dash in zip(GPU_LINES, ("dot", "dash", "longdash")):
-        if size <= top * 1.15:
-            fig.add_hline(y=size, line_dash=dash, line_color="#7f8c8d")
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
-                                     line=dict(color="#7f8c8d", dash=dash)))
-    fig.update_layout(barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
-                      yaxis_title="GB", title=dict(text="Estimated training memory", x=0.0),
-                      yaxis_range=[0, top * 1.18 if top else 1],
-                      legend=dict(orientation="h", y=-0.15))
-    return fig
-
-
 @st.cache_data(show_spinner=False)
 def qlora_claim() -> str:
     """QLoRA's headline, with the settings that make it true by this page's own calculator (the
@@ -161,101 +71,9 @@ def qlora_claim() -> str:
             f"batch 4 at 512 tokens needs about {fmt_bytes(with_gc)}, as the QLoRA paper did it.")
 
 
-def _full_link(relative: str) -> str:
-    """A lesson link a teacher can paste: the address this page was opened at, plus the lesson
-    (and present=1 while presentation mode is on)."""
-    from urllib.parse import urljoin, urlsplit
-    link = relative + ("&present=1" if present.enabled() else "")
-    try:
-        here = str(st.context.url or "")
-    except Exception:  # no browser context (AppTest): the relative link
-        return link
-    if not urlsplit(here).scheme:
-        return link
-    base = here.split("?", 1)[0].rstrip("/")
-    if base.endswith("/learn"):  # this page's own path: the lesson pages are its siblings
-        base = base[: -len("/learn")]
-    return urljoin(base + "/", link)
-
-
-def _open_lesson(lesson) -> None:
-    st.session_state.pop(PAGE_URL_STATE.get(lesson.page, ""), None)  # the target page applies it afresh
-    st.switch_page(lesson.page_path, query_params={urlstate.LESSON_KEY: lesson.key})
-
-
-def _lesson_gpu_model(lesson) -> str:
-    """The GPU shelf model this machine's lesson link uses ("" on a CPU, or when nothing fits)."""
-    try:
-        entry = lesson.preset_and_gpu_model()[1]
-    except Exception:  # the card is a hint: a failed probe must not cost the page
-        return ""
-    return entry.label.split(" (")[0] if entry else ""
-
-
-def lessons_section() -> None:
-    try:
-        found = list(lessons.all_lessons().values())
-    except Exception as exc:  # a broken lessons file must not hide the page
-        show_error(exc)
-        return
-    st.subheader("Lessons for a class")
-    st.caption("Each opens its page with the settings already chosen and a short guide. The address bar then "
-               "holds the whole setup: copy it and share it with the class.")
-    cols = st.columns(len(found) or 1)
-    for col, lesson in zip(cols, found):
-        with col.container(border=True):
-            st.markdown(f"**{lesson.title}**")
-            st.caption(lesson.summary)
-            if st.button("Open lesson", key=f"learn_lesson_{lesson.key}", type="primary"):
-                _open_lesson(lesson)
-            st.caption(f"Link: `{_full_link(lesson.url)}`")
-            gpu_model = _lesson_gpu_model(lesson)
-            if gpu_model:
-                st.caption(f"On this GPU: {gpu_model}, scaled up (more data, longer inputs, larger batches).")
-
-
-def load_url() -> dict:
-    """Seed the calculator's widgets: from the URL on the session's first view, else from before."""
-    saved = st.session_state.setdefault(SAVED_KEY, {})
-    fresh: dict = {}
-    if not st.session_state.get(URL_LOADED_KEY):
-        st.session_state[URL_LOADED_KEY] = True
-        fresh, warnings = urlstate.decode_learn(query_params(), {"model": list(estimate.list_models()),
-                                                                 "method": list(METHOD_LABELS)})
-        for text in warnings:
-            st.warning(f"This link could not be used in full: {md_text(text)}.")  # a link anyone can craft
-        saved.update(fresh)
-    for url_key, (state_key, default, _) in urlstate.LEARN_FIELDS.items():
-        if state_key in st.session_state:
-            continue
-        value = saved.get(url_key)
-        if value is None and url_key in ("model", "module", "tg", "layer"):
-            continue  # the page picks these from the model below
-        value = default if value is None else value
-        if url_key == "tm":
-            value = TARGET_MODES[URL_TARGET_MODES.index(value)] if value in URL_TARGET_MODES else TARGET_MODES[0]
-        st.session_state[state_key] = value
-    return fresh
-
-
-def write_url(implied: dict | None = None) -> None:
-    """The calculator's values into the address bar; `implied` values (what the page picks by
-    itself for this model) are left out to keep the link short."""
-    values = {}
-    for url_key, (state_key, _, _) in urlstate.LEARN_FIELDS.items():
-        if state_key not in st.session_state:
-            continue
-        value = st.session_state[state_key]
-        if url_key == "tm":
-            value = URL_TARGET_MODES[TARGET_MODES.index(value)] if value in TARGET_MODES else "default"
-        values[url_key] = value
-    st.session_state[SAVED_KEY] = values
-    shown = {k: v for k, v in values.items() if (implied or {}).get(k, object()) != v}
-    sync_query_params(urlstate.encode_learn(shown))
-
-
 # ------------------------------------------------------------------------------------ the page
 
+leave_legacy_multipage_mode()
 st.title("Fine-tuning, and doing it cheaply")
 lessons_section()
 url_values = load_url()
@@ -293,11 +111,12 @@ keys = list(models)
 if st.session_state.get("learn_model") not in keys:
     st.session_state["learn_model"] = DEFAULT_MODEL if DEFAULT_MODEL in keys else keys[0]
 
+method_labels = learn_method_labels()
 top_left, top_right = st.columns(2)
 with top_left:
     model_key = st.selectbox("Model", keys, format_func=lambda k: models.get(k, k), key="learn_model")
 with top_right:
-    method = st.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="learn_method")
+    method = st.selectbox("Method", list(method_labels), format_func=method_labels.get, key="learn_method")
 
 try:
     cfg = _config(model_key)
@@ -354,7 +173,7 @@ else:
     chosen_method = st.session_state.get("learn_method", "lora")
     if chosen_method not in LORA_FAMILY:
         # The calculator below has another method picked: this picture must not pass for it.
-        st.info(f"This picture is LoRA's. {METHOD_LABELS.get(chosen_method, chosen_method)}, picked in the "
+        st.info(f"This picture is LoRA's. {method_labels.get(chosen_method, chosen_method)}, picked in the "
                 f"calculator below, " + OTHER_METHOD_PICTURE.get(chosen_method, "adds no A and B matrices.")
                 + " Its r and alpha sliders do not apply.")
 
@@ -414,9 +233,9 @@ except ValueError as exc:
 share = 100.0 * counts.trainable / counts.total if counts.total else 0.0
 k1, k2, k3 = st.columns(3)
 k1.metric("Trainable parameters", f"{counts.trainable:,}",
-          help=f"{METHOD_LABELS[method]} on {models.get(model_key, model_key)}")
+          help=f"{method_labels[method]} on {models.get(model_key, model_key)}")
 k2.metric("Share of all parameters", f"{share:.3g} %", help=f"of {counts.total:,} parameters in total")
-k3.metric(f"Training memory ({METHOD_LABELS[method].split(' (')[0]})", fmt_bytes(memory[method]["total"]))
+k3.metric(f"Training memory ({method_labels[method].split(' (')[0]})", fmt_bytes(memory[method]["total"]))
 st.caption(f"Total parameters: {counts.total:,} ({fmt_params(counts.total)}), task: "
            f"{'instruction tuning (causal LM)' if task == 'sft' else 'classification (encoder + head)'}.")
 

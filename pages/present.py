@@ -19,7 +19,7 @@ import streamlit as st
 
 PRESENT_URL_KEY = "present"
 THEME_URL_KEY = "theme"
-URL_KEYS = (PRESENT_URL_KEY, THEME_URL_KEY)   # kept in the address bar by pages.ui.sync_query_params
+URL_KEYS = (PRESENT_URL_KEY, THEME_URL_KEY)   # kept in the address bar by pages.shared.links.sync_query_params
 THEMES = ("system", "light", "dark")
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 PRESENT_KEY = "_present_mode"     # outlives the widget (widget state is dropped on a page switch)

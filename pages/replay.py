@@ -12,7 +12,8 @@ import time
 import streamlit as st
 
 from pages import present
-from pages.ui import md_escape, metrics_charts
+from pages.shared.charts import metrics_charts
+from pages.shared.formatting import md_escape
 
 SPEEDS = {"1x": 1.0, "5x": 5.0, "20x": 20.0}
 STATE_KEY = "_train_replay"     # {"id", "speed", "started"}: the replay running in this session

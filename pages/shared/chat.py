@@ -1,0 +1,179 @@
+"""Compare for instruction-tuned runs: one prompt, the base and the tuned model answering side by side."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import chat_gate, limits
+from core.textsafe import md_text
+from pages.shared.compare_examples import PANES, PENDING_KEY, set_pending, short, shown_examples
+from pages.shared.formatting import error_text, md_escape, show_error
+from pages.shared.session import owner_id
+
+CHATS_KEY = "_compare_chats"       # run id -> {"base": [messages], "tuned": [messages]}
+HISTORY_MESSAGES = 6               # earlier messages sent as context: 3 turns keep small models on track
+NO_ANSWER = "_(no answer: the model stopped at once)_"
+NOTICES_KEY = "_compare_notices"   # sends the server refused: shown until the next answer
+SUPERSEDED = "_(stopped: a newer message replaced this one before it was answered)_"
+
+
+def _escaped_stream(chunks, raw: list[str]):
+    """Model output, streamed as inert text: a model tuned on someone's data may answer with a
+    markdown image or link. Trailing letters wait for the next chunk, so 'www' is never split
+    between two chunks and escaped on neither; `raw` collects the text as generated."""
+    held = ""
+    for chunk in chunks:
+        raw.append(str(chunk))
+        text = held + str(chunk)
+        cut = len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"))
+        held = text[cut:]
+        if cut:
+            yield md_text(text[:cut], max_len=None, multiline=True)
+    if held:
+        yield md_text(held, max_len=None, multiline=True)
+
+
+def _general_question() -> str | None:
+    from core import data
+    try:
+        questions = data.builtin_general_questions()
+    except (ValueError, OSError):
+        return None
+    return questions[0]["prompt"] if questions else None
+
+
+# ------------------------------------------------------------------------------------ chat (sft)
+
+def chat(model, info) -> None:
+    chats = st.session_state.setdefault(CHATS_KEY, {})
+    chat_state = chats.setdefault(info.id, {"base": [], "tuned": []})
+
+    s1, s2, s3 = st.columns([2, 2, 1.2])
+    max_new = s1.slider("Max new tokens", 8, 512, 128, step=8, key="cmp_max_new",
+                        help="How long an answer may get. Small CPUs: keep it short.")
+    temperature = s2.slider("Temperature", 0.0, 1.5, 0.0, step=0.1, key="cmp_temp",
+                            help="0 = greedy: the most likely token every time, so the class sees the same "
+                                 "answer twice. Higher = more varied answers.")
+    # The facts (hallucination) lesson asks paraphrases one after another: with the previous exchange
+    # in its context the tuned model copied a wrong answer forward (issue 23). Each question fresh.
+    facts = (info.config.get("data") or {}).get("source") == "builtin:facts"
+    remember = s3.toggle("Remember chat", value=not facts, key="cmp_remember",
+                         help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
+
+    data_cfg = info.config.get("data") or {}
+    seed = int((info.config.get("train") or {}).get("seed", 42))
+    examples = shown_examples(info, "sft", seed)
+    general = _general_question()
+    if examples or general:
+        if not examples:  # e.g. another session's upload: its rows are not ours to show
+            st.caption("Try one: a general question (a run's uploaded data is shown only to the session "
+                       "that started it).")
+        else:
+            st.caption("Try one: questions from the run's own data"
+                       + (" (held-out rephrasings — watch the base model make things up)"
+                          if data_cfg.get("source") == "builtin:facts" else "")
+                       + ", and a general question to check that nothing else broke.")
+        buttons = examples + ([general] if general else [])
+        cols = st.columns(len(buttons))
+        for i, (col, text) in enumerate(zip(cols, buttons)):
+            # A button label renders markdown: an image in a row would load in this visitor's browser.
+            label = ("General: " if text == general and i == len(buttons) - 1 else "") + md_text(short(text, 70))
+            col.button(label, key=f"cmp_ex_{i}", on_click=set_pending, args=(text,), width="stretch")
+
+    with st.form("cmp_form", clear_on_submit=True):
+        typed = st.text_input("Prompt", key="cmp_prompt", placeholder="Ask both models the same question…",
+                              max_chars=limits.max_prompt_chars())
+        sent = st.form_submit_button("Send", key="cmp_send", type="primary")
+    prompt = typed.strip() if sent and typed and typed.strip() else st.session_state.pop(PENDING_KEY, None)
+    if sent and not (typed or "").strip():
+        st.warning("The prompt is empty: type a question, then press Send.")
+
+    if prompt:
+        prompt = _admit(model, prompt, [chat_state[p][-HISTORY_MESSAGES:] if remember else [] for p, *_ in PANES])
+    for notice in st.session_state.get(NOTICES_KEY, []):
+        st.warning(notice)
+
+    panes = st.columns(2)
+    for col, (pane, _, title, sub) in zip(panes, PANES):
+        with col:
+            st.subheader(title)
+            st.caption(sub)
+            for msg in chat_state[pane]:
+                with st.chat_message(msg["role"]):
+                    st.markdown(_shown(msg["content"]))
+
+    if prompt:
+        # One answer in flight per session: this send cancels the one before it (whose script run
+        # Streamlit has replaced with this one), and a closed tab cancels it too (its generator closes).
+        cancel = chat_gate.begin(owner_id())
+        try:
+            for col, (pane, tuned, _, _) in zip(panes, PANES):
+                history = chat_state[pane][-HISTORY_MESSAGES:] if remember else []
+                with col:
+                    _answer_pane(model, chat_state[pane], prompt, tuned, history, max_new, temperature, cancel)
+        finally:
+            chat_gate.end(owner_id(), cancel)
+
+    if any(chat_state.values()):
+        if st.button("Clear both chats", key="cmp_clear"):
+            chats[info.id] = {"base": [], "tuned": []}
+            st.rerun()
+
+
+def _admit(model, prompt: str, histories: list[list]) -> str | None:
+    """The prompt if this server will answer it now; else None, with the reason kept on screen."""
+    notices = st.session_state.setdefault(NOTICES_KEY, [])
+    try:
+        for history in histories:  # the longer history decides whether the token cap holds
+            model.check_prompt(prompt, history)
+        chat_gate.check_rate(owner_id())
+    except Exception as exc:
+        notices.append(f"Not sent: “{md_escape(short(prompt, 60))}” — {error_text(exc)}")
+        del notices[:-3]
+        return None
+    notices.clear()
+    return prompt
+
+
+def _not_answered(exc: BaseException) -> str:
+    return f"_(not answered: {md_escape(error_text(exc))})_"
+
+
+def _shown(content: str) -> str:
+    """A chat message as markdown: the model's or visitor's text escaped; the page's own notes
+    (NO_ANSWER, SUPERSEDED, not answered), which end the text, keep their italics."""
+    for note in (SUPERSEDED, NO_ANSWER):
+        if content.endswith(note):
+            body = content[: -len(note)].strip()
+            return (md_text(body, max_len=None, multiline=True) + "\n\n" if body else "") + note
+    if content.startswith("_(not answered: ") and content.endswith(")_"):
+        return content  # built by _not_answered from an escaped error text
+    return md_text(content, max_len=None, multiline=True) or NO_ANSWER
+
+
+def _answer_pane(model, messages: list, prompt: str, tuned: bool, history: list, max_new: int,
+                 temperature: float, cancel) -> None:
+    """Stream one pane's answer and record it; a failed or superseded answer is recorded as such."""
+    answer = None
+    try:
+        with st.chat_message("user"):
+            st.markdown(md_text(prompt, max_len=None, multiline=True))
+        with st.chat_message("assistant"):
+            raw: list[str] = []
+            try:
+                st.write_stream(_escaped_stream(model.generate_stream(
+                    prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature, history=history,
+                    cancel=cancel), raw))
+            except Exception as exc:  # the model call must never show a traceback
+                show_error(exc)
+                st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
+                answer = _not_answered(exc)
+                return
+            answer = "".join(raw).strip()  # as generated: it goes back to the model as history
+            if cancel.is_set():
+                answer = (answer + "\n\n" if answer else "") + SUPERSEDED
+            if not answer:
+                st.markdown(NO_ANSWER)
+    finally:
+        # Also when Streamlit stops this script run mid-answer (a newer send): never dropped silently.
+        messages += [{"role": "user", "content": prompt},
+                     {"role": "assistant", "content": SUPERSEDED if answer is None else answer}]
