@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 
-from core.config import ConfigError
+from core.schema import ConfigError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # owner/name as the Hub spells it: letters, digits, '-', '_', '.'; at most one slash.
