@@ -5,6 +5,7 @@ import os
 import sys
 from typing import Callable
 
+from core import settings
 from core.config import ConfigError
 
 
@@ -23,7 +24,7 @@ def cli_guard(fn: Callable[[], int]) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a failure during training: one line, the details are in the run folder
-        if os.environ.get("PLAYGROUND_DEBUG"):
+        if settings.debug():
             raise
         from core.jobs import explain_failure
         message, hint = explain_failure(exc)

@@ -32,7 +32,8 @@ from typing import Any
 
 from core.config import ConfigError, DataSpec
 from core.errors import disk_problem
-from core.safety import _HUB_ID, local_models_allowed
+from core import settings
+from core.safety import HUB_ID, local_models_allowed
 
 
 class DataError(ConfigError):
@@ -80,26 +81,17 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 
 # ---------------------------------------------------------------------------------------- limits
 
-def _env_number(name: str, default: float) -> float:
-    # A typo in a deployment's environment must not lift a limit: anything unusable means default.
-    try:
-        value = float(os.environ.get(name, "").strip())
-    except ValueError:
-        return default
-    return value if math.isfinite(value) and value > 0 else default
-
-
 def max_upload_bytes() -> int:
-    return int(_env_number("PLAYGROUND_MAX_UPLOAD_MB", 20) * 2**20)
+    return int(settings.max_upload_mb() * 2**20)
 
 
 def max_rows() -> int:
-    return int(_env_number("PLAYGROUND_MAX_ROWS", 200_000))
+    return int(settings.max_rows())
 
 
 def max_line_bytes() -> int:
     """The longest single line (or text cell) accepted; nothing trainable is that long."""
-    return int(_env_number("PLAYGROUND_MAX_LINE_MB", 1) * 2**20)
+    return int(settings.max_line_mb() * 2**20)
 
 
 def local_files_allowed() -> bool:
@@ -108,15 +100,12 @@ def local_files_allowed() -> bool:
     PLAYGROUND_ALLOW_LOCAL_DATA decides when set; otherwise follow PLAYGROUND_ALLOW_LOCAL_MODELS, so a
     public Space that locks models to the hub also stops visitors from reading the server's files.
     """
-    raw = os.environ.get("PLAYGROUND_ALLOW_LOCAL_DATA", "").strip().lower()
-    if not raw:
-        return local_models_allowed()
-    return raw not in ("0", "false", "no")
+    allowed = settings.allow_local_data()
+    return local_models_allowed() if allowed is None else allowed
 
 
 def default_uploads_dir() -> str:
-    # .cache/ is git-ignored; a deployment can move uploads to a volume.
-    return os.path.abspath(os.environ.get("PLAYGROUND_UPLOADS_DIR") or os.path.join(".cache", "uploads"))
+    return settings.uploads_dir()
 
 
 def _size(n: float) -> str:
@@ -867,7 +856,7 @@ def _hf_offline() -> Iterator[None]:
 def _read_hub(ref: str, split: str, seed: int) -> _Table:
     dataset_id, _, config = ref.partition(":")
     dataset_id, config = dataset_id.strip(), config.strip()
-    if not _HUB_ID.match(dataset_id) or ".." in dataset_id:
+    if not HUB_ID.match(dataset_id) or ".." in dataset_id:
         raise DataError(f"hub:{ref} is not a Hugging Face dataset id; write hub:<owner>/<name> such as "
                         "hub:stanfordnlp/sst2 (add :<config> for a dataset with several)")
     if config and not _HUB_CONFIG.match(config):

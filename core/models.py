@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
 from urllib.parse import urlparse
 
+from core import settings
 from core.config import ConfigError
 from core.device import native_bf16
 from core.safety import check_model_id, local_models_allowed
@@ -130,7 +131,7 @@ def list_models(include_hub: bool = True) -> list[ModelEntry]:
     return entries
 
 
-def _offline_message(name: str) -> str:
+def offline_message(name: str) -> str:
     return f"model {name} is not available offline; embedded models: {', '.join(EMBEDDED)}"
 
 
@@ -201,7 +202,7 @@ def smollm2_gguf() -> tuple[Path, str]:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PLAYGROUND_CACHE_DIR") or "~/.cache/peft-playground").expanduser()
+    return settings.cache_dir()
 
 
 def smollm2_cache_dir() -> Path:
@@ -213,7 +214,7 @@ def smollm2_cache_dir() -> Path:
     return cache_root() / f"{SMOLLM2}-{tag}"
 
 
-def _locate(name: str) -> _Location:
+def locate(name: str) -> _Location:
     """Decide what a name refers to, touching neither the network nor any weights."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("model.name is empty; give an embedded model key, a hub id or a local folder")
@@ -364,7 +365,7 @@ def _from_pretrained(loader: Callable[..., T], loc: _Location, what: str, **kwar
     except ValueError as e:
         raise _explain(loc, what, e) from e
     if not _hub_allowed():
-        raise ModelNotAvailable(_offline_message(loc.name))
+        raise ModelNotAvailable(offline_message(loc.name))
     try:
         return loader(loc.source, **kwargs)
     except (OSError, ValueError) as e:
@@ -374,7 +375,7 @@ def _from_pretrained(loader: Callable[..., T], loc: _Location, what: str, **kwar
 def is_available_offline(name: str) -> bool:
     """True when the model loads with no network: embedded, a local folder, or fully in the HF cache."""
     try:
-        loc = _locate(name)
+        loc = locate(name)
     except ConfigError:
         return False
     if loc.origin != "hub":
@@ -395,7 +396,7 @@ def is_available_offline(name: str) -> bool:
 
 def load_config(name: str) -> Any:
     """The transformers config (no weights are read)."""
-    return _load_config_at(_locate(name))
+    return _load_config_at(locate(name))
 
 
 def _load_config_at(loc: _Location) -> Any:
@@ -491,7 +492,7 @@ def _hub_reader(repo: str, online: bool) -> Callable[[str], str | None]:
 
 def resolve(name: str) -> ResolvedModel:
     """What `name` is and how to treat it. Hub/local models have their config read (no weights)."""
-    loc = _locate(name)
+    loc = locate(name)
     if loc.entry is not None:
         e = loc.entry
         return ResolvedModel(loc.name, loc.origin, loc.source, e.kind, e.pooling, e.model_type,
@@ -1022,7 +1023,7 @@ def estimate_weights_bytes(loc_or_name: "_Location | str", dtype: "torch.dtype |
 
     from core import estimate
 
-    loc = _locate(loc_or_name) if isinstance(loc_or_name, str) else loc_or_name
+    loc = locate(loc_or_name) if isinstance(loc_or_name, str) else loc_or_name
     if isinstance(dtype, str):  # "auto" on a GPU is 16-bit
         name = dtype.strip().lower().removeprefix("torch.")
         dtype = torch.float16 if name == "auto" else getattr(torch, _DTYPE_NAMES.get(name, "float32"))

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from core import settings
 from core.config import ConfigError
 from core.errors import RunInterrupted
 
@@ -44,7 +45,7 @@ _status: dict[str, str] = {"address": "", "error": "", "cluster": ""}
 
 
 def address() -> str:
-    return os.environ.get(ADDRESS_ENV, "").strip()
+    return settings.raw(ADDRESS_ENV, "").strip()
 
 
 def status() -> dict[str, str]:
@@ -53,12 +54,12 @@ def status() -> dict[str, str]:
 
 
 def cpus_per_run() -> int:
-    raw = os.environ.get(CPUS_ENV, "").strip()
+    raw = settings.raw(CPUS_ENV, "").strip()
     return max(1, int(raw)) if raw.isdigit() else 1
 
 
 def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in settings.environ().items()
            if k.startswith(_FORWARDED_PREFIXES) and k not in _NOT_FORWARDED}
     # The task imports core.* by reference: the project must be importable on every node.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from core import workers
+from core import settings, workers
 from core.config import ConfigError, RunConfig, load_config
 from core.device import explain_cuda_oom
 
@@ -50,7 +50,7 @@ def default_threads() -> int:
     leaving a core idle, so pages are still served first."""
     from core.distributed import local_world_size
     cores = max(1, (os.cpu_count() or 1) // local_world_size())  # torchrun: the processes share the cores
-    fixed = os.environ.get("PLAYGROUND_TRAIN_THREADS", "").strip()
+    fixed = settings.raw("PLAYGROUND_TRAIN_THREADS", "").strip()
     if fixed.isdigit() and int(fixed) > 0:  # a host that wants a core kept free, or fewer threads
         return min(int(fixed), cores)
     return cores

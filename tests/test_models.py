@@ -285,7 +285,7 @@ def test_hub_goes_online_once_cache_misses(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(m, "_hub_reachable", lambda timeout=3.0: True)
-    loc = m._locate("some-org/some-model")
+    loc = m.locate("some-org/some-model")
     calls: list = []
     assert m._from_pretrained(_fake_loader(calls, "loaded"), loc, "model") == "loaded"
     assert [c.get("local_files_only") for c in calls] == [True, None]  # cache first, then the hub
