@@ -19,10 +19,7 @@ import math
 import os
 import random
 import re
-import socket
 import threading
-import time
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +29,7 @@ from typing import Any
 
 from core.config import ConfigError, DataSpec
 from core.errors import disk_problem
-from core import settings
+from core import hub, settings
 from core.safety import HUB_ID, local_models_allowed
 
 
@@ -798,39 +795,6 @@ def _parse_parquet(data: bytes, name: str) -> _Table:
 # ---------------------------------------------------------------------------------------- hub
 
 _hub_lock = threading.Lock()
-_probe_cache: dict[tuple[str, int], tuple[float, bool]] = {}
-_PROBE_TTL_S = 60.0
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _hub_offline_forced() -> bool:
-    if any(_truthy(os.environ.get(v)) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    import datasets.config
-    return bool(datasets.config.HF_HUB_OFFLINE)
-
-
-def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    """One TCP connect to the hub (or the proxy): datasets would otherwise retry for ~25 s offline."""
-    target = (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-              or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    parts = urllib.parse.urlsplit(target if "://" in target else "http://" + target)
-    if not parts.hostname:
-        return False
-    key = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    cached = _probe_cache.get(key)
-    if cached and time.monotonic() - cached[0] < _PROBE_TTL_S:
-        return cached[1]
-    try:
-        socket.create_connection(key, timeout=timeout_s).close()
-        ok = True
-    except OSError:
-        ok = False
-    _probe_cache[key] = (time.monotonic(), ok)
-    return ok
 
 
 @contextmanager
@@ -872,7 +836,7 @@ def _read_hub(ref: str, split: str, seed: int) -> _Table:
         import datasets
     except ImportError:
         raise DataError("hub datasets need the 'datasets' package, which is not installed") from None
-    if _hub_offline_forced() or not _hub_reachable():
+    if not hub.allowed(datasets=True, cached=True):
         with _hf_offline():
             try:
                 ds = datasets.load_dataset(dataset_id, config or None, split=split)

@@ -25,7 +25,7 @@ import fnmatch
 import re
 from typing import Any
 
-from core import settings
+from core import hub, settings
 from core.config import ConfigError
 
 DEFAULT_MAX_EPOCHS = 20
@@ -94,7 +94,7 @@ def check_model_allowed(name: str) -> None:
     if models.is_available_offline(loc.name):
         return
     # Offline and not cached: say so now rather than after the run waited its turn in the queue.
-    if models._offline_mode() or not models._hub_reachable(timeout=2.0):
+    if not hub.allowed(timeout=2.0):
         raise models.ModelNotAvailable(models.offline_message(loc.name))
 
 

@@ -23,16 +23,13 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, TypeVar
-from urllib.parse import urlparse
 
-from core import settings
+from core import hub, settings
 from core.config import ConfigError
 from core.device import native_bf16
 from core.safety import check_model_id, local_models_allowed
@@ -258,49 +255,8 @@ def _check_local_folder(name: str) -> Path:
 # Hub access: local cache first, the network only when allowed and quickly reachable
 # --------------------------------------------------------------------------------------------
 
-def _offline_mode() -> bool:
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    return False
-
-
-def _hub_endpoint() -> tuple[str, int]:
-    """Host and port a hub request would first connect to (the proxy, when one is set)."""
-    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        proxy = os.environ.get(var)
-        if proxy:
-            url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-            if url.hostname:
-                return url.hostname, url.port or 80
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP connect, bounded in time, before any hub request.
-
-    huggingface_hub retries a failed request for ~25 s; asking the socket once first lets an
-    offline machine answer at once. DNS has no timeout of its own, hence the thread.
-    """
-    host, port = _hub_endpoint()
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=probe, name="hub-probe", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(result and result[0])
-
-
 def _hub_allowed() -> bool:
-    return not _offline_mode() and _hub_reachable()
+    return hub.allowed()
 
 
 def _first_line(error: BaseException) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core import hub
 from core import models as m
 from core.config import ConfigError
 
@@ -202,7 +203,7 @@ def test_hub_id_offline_env(offline_env, monkeypatch, fn):
     def must_not_probe(*a, **k):
         raise AssertionError("HF_HUB_OFFLINE is set: no network probe expected")
 
-    monkeypatch.setattr(m, "_hub_reachable", must_not_probe)
+    monkeypatch.setattr(hub, "reachable", must_not_probe)
     started = time.monotonic()
     with pytest.raises(m.ModelNotAvailable) as error:
         fn("facebook/opt-350m")
@@ -221,7 +222,7 @@ def test_hub_id_on_this_machine_fails_fast(monkeypatch):
     """The real probe, no mocks: on a machine without hub access the answer comes in seconds."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    if m._hub_reachable():
+    if hub.reachable():
         pytest.skip("the Hugging Face Hub is reachable from here")
     started = time.monotonic()
     with pytest.raises(m.ModelNotAvailable) as error:
@@ -237,17 +238,17 @@ def test_probe_is_bounded_when_dns_hangs(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", hang)
     started = time.monotonic()
-    assert m._hub_reachable(timeout=0.3) is False
+    assert hub.reachable(timeout=0.3) is False
     assert time.monotonic() - started < 1.5
 
 
 def test_probe_goes_to_proxy(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert m._hub_endpoint() == ("proxy.internal", 3128)
+    assert hub.endpoint() == ("proxy.internal", 3128)
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example:8443")
-    assert m._hub_endpoint() == ("hf-mirror.example", 8443)
+    assert hub.endpoint() == ("hf-mirror.example", 8443)
 
 
 def test_hub_id_found_in_local_cache(offline_env, monkeypatch, tmp_path, st_bert_dir):
@@ -284,7 +285,7 @@ def _fake_loader(calls: list, online_result):
 def test_hub_goes_online_once_cache_misses(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(m, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0, cached=False: True)
     loc = m.locate("some-org/some-model")
     calls: list = []
     assert m._from_pretrained(_fake_loader(calls, "loaded"), loc, "model") == "loaded"
