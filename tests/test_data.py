@@ -421,7 +421,7 @@ def builtin_dir(tmp_path, monkeypatch):
     (folder / "facts.jsonl").write_bytes(_jsonl(facts))
     (folder / "general_questions.jsonl").write_bytes(_jsonl([{"prompt": "Capital of France?", "keywords": ["Paris"]},
                                                              {"prompt": "2+2?", "keywords": "4"}, {"prompt": ""}]))
-    monkeypatch.setattr(data, "BUILTIN_DIR", folder)
+    monkeypatch.setattr(data.builtin, "BUILTIN_DIR", folder)
     return folder
 
 
