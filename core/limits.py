@@ -25,8 +25,10 @@ import fnmatch
 import re
 from typing import Any
 
-from core import hub, settings
+from core import hub, memory, models, settings
 from core.config import ConfigError
+from core.methods import get_method
+from core.runs import cfg_dict
 
 DEFAULT_MAX_EPOCHS = 20
 DEFAULT_MAX_STEPS = 5000
@@ -81,7 +83,6 @@ def _matches(name: str, pattern: str) -> bool:
 def check_model_allowed(name: str) -> None:
     """Embedded keys always; local folders as PLAYGROUND_ALLOW_LOCAL_MODELS says; hub ids when
     they match PLAYGROUND_MODEL_ALLOW and can be had (in the local cache, or the hub is online)."""
-    from core import models
     loc = models.locate(name)  # refuses empty names, URLs, '..', control characters, disabled folders
     if loc.origin != "hub":
         return
@@ -99,9 +100,6 @@ def check_model_allowed(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- runs
-
-from core.runs import cfg_dict  # noqa: E402  (one way to read a config or its dict)
-
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -193,7 +191,6 @@ def memory_margin_bytes() -> int:
 
 def memory_guard_bytes() -> int | None:
     """The RSS above which a training run is stopped; None when the machine's RAM is unknown."""
-    from core import memory
     fixed = settings.limit("PLAYGROUND_MEMORY_GUARD_MB", 0)
     if fixed:
         return fixed * 2**20
@@ -234,8 +231,6 @@ def _compute(d: dict) -> dict:
     """Device, dtype and autocast as the run will train: the Train page's estimate card makes the
     same choice, so the refusal and the card show the same figure."""
     try:
-        from core import memory, models
-        from core.methods import get_method
         model = d.get("model") or {}
         device = models.pick_device(str(model.get("device") or "auto"))
         wanted = str(model.get("dtype") or "auto")
@@ -261,7 +256,6 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
     estimated peak memory (the training step or the evaluation batch) is above what this machine
     can give: its RAM (or container limit, or free GPU memory) minus PLAYGROUND_MEMORY_MARGIN_MB.
     `available` (bytes) replaces the machine's capacity: the worker passes what is free right now."""
-    from core import memory
     d = cfg_dict(cfg)
     name = (d.get("model") or {}).get("name")
     model_cfg = memory.model_config(name) if isinstance(name, str) else None
@@ -299,7 +293,6 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
 
 def check_fits_now(cfg: Any) -> None:
     """check_fits against the memory free at this moment (the worker, just before a run loads)."""
-    from core import memory
     if _compute(cfg_dict(cfg))["device"] == "cuda":
         gpu = memory.gpu_free()
         available = gpu[0] if gpu else None
