@@ -8,6 +8,7 @@ import re
 import sys
 from typing import Callable
 
+from core import settings
 from core.config import ConfigError
 from core.errors import NonFiniteLoss, RunInterrupted, disk_problem, shorten
 
@@ -83,7 +84,7 @@ def cli_guard(fn: Callable[[], int]) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a failure during training: one line, the details are in the run folder
-        if os.environ.get("PLAYGROUND_DEBUG"):
+        if settings.debug():
             raise
         message, hint = explain_failure(exc)
         print(f"error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)

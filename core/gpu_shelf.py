@@ -12,12 +12,11 @@ No weights are read here and torch is only imported to ask the GPU for its free 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import estimate
+from core import estimate, settings
 from core.config import RunConfig
 from core.device import cuda_half_dtype, free_gpu_bytes
 
@@ -120,7 +119,7 @@ GPU_MIN_EPOCHS = 3
 
 
 def hf_token_present() -> bool:
-    return any(os.environ.get(v, "").strip() for v in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
+    return settings.hf_token_set()
 
 
 def loadable(hub_id: str) -> bool:

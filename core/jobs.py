@@ -31,7 +31,7 @@ import traceback
 import types
 from typing import Any, Callable, Optional
 
-from core import limits, memory, ray_backend, runs, train, uploads, workers
+from core import limits, memory, ray_backend, runs, settings, train, uploads, workers
 from core.cli import DISK_FULL_HINT, GENERIC_HINT, OOM_HINT, explain_failure, os_cause
 from core.config import ConfigError
 from core.errors import RunInterrupted
@@ -82,26 +82,26 @@ class PermissionDenied(ConfigError):
 # ----------------------------------------------------------------------------- pure helpers
 
 def is_admin(token: Optional[str]) -> bool:
-    expected = os.environ.get("PLAYGROUND_ADMIN_TOKEN") or ""
+    expected = settings.raw("PLAYGROUND_ADMIN_TOKEN") or ""
     if not expected or not isinstance(token, str) or not token:
         return False  # no token configured: nobody is admin
     return hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8"))
 
 
 def admin_configured() -> bool:
-    return bool(os.environ.get("PLAYGROUND_ADMIN_TOKEN"))
+    return bool(settings.raw("PLAYGROUND_ADMIN_TOKEN"))
 
 
 def max_queue() -> int:
     try:
-        return max(0, int(os.environ.get("PLAYGROUND_MAX_QUEUE", DEFAULT_MAX_QUEUE)))
+        return max(0, int(settings.raw("PLAYGROUND_MAX_QUEUE", DEFAULT_MAX_QUEUE)))
     except ValueError:
         return DEFAULT_MAX_QUEUE
 
 
 def _env_number(name: str, default: float) -> float:
     try:
-        value = float(os.environ.get(name, default))
+        value = float(settings.raw(name, default))
     except ValueError:
         return default
     return value if value == value and value >= 0 else default  # NaN or negative: the default
@@ -162,7 +162,7 @@ def fair_order(queue: list[str], owner_of: dict[str, str], last_served: dict[str
 def max_run_seconds() -> float:
     # A cooperative time limit so that one student's 100-epoch run cannot hold the box all day.
     try:
-        return max(0.0, float(os.environ.get("PLAYGROUND_MAX_RUN_SECONDS", 0)))
+        return max(0.0, float(settings.raw("PLAYGROUND_MAX_RUN_SECONDS", 0)))
     except ValueError:
         return 0.0
 
@@ -255,7 +255,7 @@ class Job:
 
 
 def trainer_nice() -> int:
-    fixed = os.environ.get("PLAYGROUND_TRAIN_NICE", "").strip()
+    fixed = settings.raw("PLAYGROUND_TRAIN_NICE", "").strip()
     return min(int(fixed), 19) if fixed.isdigit() else TRAINER_NICE
 
 

@@ -22,12 +22,13 @@ Limits for a public Space (issue 25), read here too: see the section "public Spa
 from __future__ import annotations
 
 import fnmatch
-import math
-import os
 import re
 from typing import Any
 
+from core import hub, memory, models, settings
 from core.config import ConfigError
+from core.methods import get_method
+from core.runs import cfg_dict
 
 DEFAULT_MAX_EPOCHS = 20
 DEFAULT_MAX_STEPS = 5000
@@ -38,39 +39,29 @@ class LimitExceeded(ConfigError):
     """A run asks for more than this server allows; the message names the limit and its variable."""
 
 
-def _env_limit(name: str, default: int) -> int:
-    # A typo in a deployment must not lift a limit: anything but a positive number means the default.
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        return default
-    return int(value) if math.isfinite(value) and value >= 1 else default
-
-
 def max_epochs() -> int:
-    return _env_limit("PLAYGROUND_MAX_EPOCHS", DEFAULT_MAX_EPOCHS)
+    return settings.limit("PLAYGROUND_MAX_EPOCHS", DEFAULT_MAX_EPOCHS)
 
 
 def max_steps() -> int:
-    return _env_limit("PLAYGROUND_MAX_STEPS", DEFAULT_MAX_STEPS)
+    return settings.limit("PLAYGROUND_MAX_STEPS", DEFAULT_MAX_STEPS)
 
 
 def max_length() -> int:
-    return _env_limit("PLAYGROUND_MAX_LENGTH", DEFAULT_MAX_LENGTH)
+    return settings.limit("PLAYGROUND_MAX_LENGTH", DEFAULT_MAX_LENGTH)
 
 
 def summary() -> dict:
     """The limits in force, for a page that wants to show them."""
     return {"max_epochs": max_epochs(), "max_steps": max_steps(), "max_length": max_length(),
-            "model_allow": os.environ.get("PLAYGROUND_MODEL_ALLOW", "").strip()}
+            "model_allow": settings.model_allow()}
 
 
 # ------------------------------------------------------------------------------------ models
 
 def _allow_patterns() -> list[str] | None:
     """None: any hub id; []: none; else the patterns a hub id must match."""
-    raw = os.environ.get("PLAYGROUND_MODEL_ALLOW", "").strip()
+    raw = settings.model_allow()
     if not raw or raw == "*":
         return None
     if raw.lower() in ("none", "embedded"):
@@ -92,27 +83,23 @@ def _matches(name: str, pattern: str) -> bool:
 def check_model_allowed(name: str) -> None:
     """Embedded keys always; local folders as PLAYGROUND_ALLOW_LOCAL_MODELS says; hub ids when
     they match PLAYGROUND_MODEL_ALLOW and can be had (in the local cache, or the hub is online)."""
-    from core import models
-    loc = models._locate(name)  # refuses empty names, URLs, '..', control characters, disabled folders
+    loc = models.locate(name)  # refuses empty names, URLs, '..', control characters, disabled folders
     if loc.origin != "hub":
         return
     patterns = _allow_patterns()
     if patterns is not None and not any(_matches(loc.name, p) for p in patterns):
-        shown = os.environ.get("PLAYGROUND_MODEL_ALLOW", "").strip()
+        shown = settings.model_allow()
         raise LimitExceeded(f"model {loc.name} is not allowed on this server (PLAYGROUND_MODEL_ALLOW={shown!r}); "
                             f"use an embedded model ({', '.join(models.EMBEDDED)})"
                             + ("" if not patterns else " or a hub id matching it"))
     if models.is_available_offline(loc.name):
         return
     # Offline and not cached: say so now rather than after the run waited its turn in the queue.
-    if models._offline_mode() or not models._hub_reachable(timeout=2.0):
-        raise models.ModelNotAvailable(models._offline_message(loc.name))
+    if not hub.allowed(timeout=2.0):
+        raise models.ModelNotAvailable(models.offline_message(loc.name))
 
 
 # ------------------------------------------------------------------------------------- runs
-
-from core.runs import _cfg_dict  # noqa: E402  (one way to read a config or its dict)
-
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -122,7 +109,7 @@ def _number(value: Any) -> float | None:
 
 def check_run(cfg: Any) -> None:
     """Raise LimitExceeded (a ConfigError) when cfg asks for more than this server allows."""
-    d = _cfg_dict(cfg)
+    d = cfg_dict(cfg)
     train = d.get("train") or {}
     data = d.get("data") or {}
     epochs = _number(train.get("epochs"))
@@ -179,48 +166,47 @@ DEFAULT_UPLOAD_MAX_AGE_HOURS = 48
 
 
 def max_prompt_chars() -> int:
-    return _env_limit("PLAYGROUND_MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS)
+    return settings.limit("PLAYGROUND_MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS)
 
 
 def max_prompt_tokens() -> int:
-    return _env_limit("PLAYGROUND_MAX_PROMPT_TOKENS", DEFAULT_MAX_PROMPT_TOKENS)
+    return settings.limit("PLAYGROUND_MAX_PROMPT_TOKENS", DEFAULT_MAX_PROMPT_TOKENS)
 
 
 def chat_per_minute() -> int:
-    return _env_limit("PLAYGROUND_CHAT_PER_MINUTE", DEFAULT_CHAT_PER_MINUTE)
+    return settings.limit("PLAYGROUND_CHAT_PER_MINUTE", DEFAULT_CHAT_PER_MINUTE)
 
 
 def generation_seconds() -> int:
-    return _env_limit("PLAYGROUND_GENERATION_SECONDS", DEFAULT_GENERATION_SECONDS)
+    return settings.limit("PLAYGROUND_GENERATION_SECONDS", DEFAULT_GENERATION_SECONDS)
 
 
 def model_wait_seconds() -> int:
-    return _env_limit("PLAYGROUND_MODEL_WAIT_SECONDS", DEFAULT_MODEL_WAIT_SECONDS)
+    return settings.limit("PLAYGROUND_MODEL_WAIT_SECONDS", DEFAULT_MODEL_WAIT_SECONDS)
 
 
 def memory_margin_bytes() -> int:
-    return _env_limit("PLAYGROUND_MEMORY_MARGIN_MB", DEFAULT_MEMORY_MARGIN_MB) * 2**20
+    return settings.limit("PLAYGROUND_MEMORY_MARGIN_MB", DEFAULT_MEMORY_MARGIN_MB) * 2**20
 
 
 def memory_guard_bytes() -> int | None:
     """The RSS above which a training run is stopped; None when the machine's RAM is unknown."""
-    from core import memory
-    fixed = _env_limit("PLAYGROUND_MEMORY_GUARD_MB", 0)
+    fixed = settings.limit("PLAYGROUND_MEMORY_GUARD_MB", 0)
     if fixed:
         return fixed * 2**20
     capacity = memory.ram_capacity()
     if not capacity:
         return None
-    percent = min(_env_limit("PLAYGROUND_MEMORY_GUARD_PERCENT", DEFAULT_MEMORY_GUARD_PERCENT), 99)
+    percent = min(settings.limit("PLAYGROUND_MEMORY_GUARD_PERCENT", DEFAULT_MEMORY_GUARD_PERCENT), 99)
     return capacity * percent // 100
 
 
 def upload_quota_bytes() -> int:
-    return _env_limit("PLAYGROUND_UPLOAD_QUOTA_MB", DEFAULT_UPLOAD_QUOTA_MB) * 2**20
+    return settings.limit("PLAYGROUND_UPLOAD_QUOTA_MB", DEFAULT_UPLOAD_QUOTA_MB) * 2**20
 
 
 def upload_max_age_seconds() -> float:
-    return _env_limit("PLAYGROUND_UPLOAD_MAX_AGE_HOURS", DEFAULT_UPLOAD_MAX_AGE_HOURS) * 3600.0
+    return settings.limit("PLAYGROUND_UPLOAD_MAX_AGE_HOURS", DEFAULT_UPLOAD_MAX_AGE_HOURS) * 3600.0
 
 
 CLASSIFY_CHARS_FACTOR = 5  # a text to classify is cut to max_length tokens anyway: reviews may be long
@@ -245,8 +231,6 @@ def _compute(d: dict) -> dict:
     """Device, dtype and autocast as the run will train: the Train page's estimate card makes the
     same choice, so the refusal and the card show the same figure."""
     try:
-        from core import memory, models
-        from core.methods import get_method
         model = d.get("model") or {}
         device = models.pick_device(str(model.get("device") or "auto"))
         wanted = str(model.get("dtype") or "auto")
@@ -272,8 +256,7 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
     estimated peak memory (the training step or the evaluation batch) is above what this machine
     can give: its RAM (or container limit, or free GPU memory) minus PLAYGROUND_MEMORY_MARGIN_MB.
     `available` (bytes) replaces the machine's capacity: the worker passes what is free right now."""
-    from core import memory
-    d = _cfg_dict(cfg)
+    d = cfg_dict(cfg)
     name = (d.get("model") or {}).get("name")
     model_cfg = memory.model_config(name) if isinstance(name, str) else None
     if model_cfg is None:
@@ -310,8 +293,7 @@ def check_fits(cfg: Any, available: int | None = None) -> None:
 
 def check_fits_now(cfg: Any) -> None:
     """check_fits against the memory free at this moment (the worker, just before a run loads)."""
-    from core import memory
-    if _compute(_cfg_dict(cfg))["device"] == "cuda":
+    if _compute(cfg_dict(cfg))["device"] == "cuda":
         gpu = memory.gpu_free()
         available = gpu[0] if gpu else None
     else:

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from core import estimate
+from core import estimate, models
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,6 @@ def model_config(name: str) -> Optional[dict]:
     try:
         if name in ESTIMATE_KEYS:
             return estimate.load_config(name)
-        from core import models
         cfg = models.load_config(name).to_dict()
         estimate.dims(cfg)  # an architecture the estimator does not know: no estimate
         return cfg

@@ -20,6 +20,8 @@ import threading
 import types
 from typing import Any, Callable, Optional
 
+from core import settings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 2
@@ -28,7 +30,7 @@ DEFAULT_SIZE = 2
 def cache_size() -> int:
     """PLAYGROUND_MODEL_CACHE_SIZE, read at call time; anything unusable means the default."""
     try:
-        value = int(os.environ.get("PLAYGROUND_MODEL_CACHE_SIZE", "").strip())
+        value = int(settings.raw("PLAYGROUND_MODEL_CACHE_SIZE", "").strip())
     except ValueError:
         return DEFAULT_SIZE
     return value if value >= 1 else DEFAULT_SIZE

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from core import estimate, limits, train
+from core import estimate, limits, settings, train
 from core.config import ConfigError, RunConfig
 from core.errors import RunInterrupted
 from core.events import Event, EventFn, StatusEvent
@@ -46,7 +46,7 @@ _status: dict[str, str] = {"address": "", "error": "", "cluster": ""}
 
 
 def address() -> str:
-    return os.environ.get(ADDRESS_ENV, "").strip()
+    return settings.raw(ADDRESS_ENV, "").strip()
 
 
 def status() -> dict[str, str]:
@@ -55,12 +55,12 @@ def status() -> dict[str, str]:
 
 
 def cpus_per_run() -> int:
-    raw = os.environ.get(CPUS_ENV, "").strip()
+    raw = settings.raw(CPUS_ENV, "").strip()
     return max(1, int(raw)) if raw.isdigit() else 1
 
 
 def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in settings.environ().items()
            if k.startswith(_FORWARDED_PREFIXES) and k not in _NOT_FORWARDED}
     # The task imports core.* by reference: the project must be importable on every node.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)

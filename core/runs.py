@@ -30,6 +30,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import settings
 from core.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class NotFound(ConfigError):
 
 def runs_root() -> str:
     # Read at call time so tests and deployments can point it elsewhere without re-importing.
-    return os.path.abspath(os.environ.get("PLAYGROUND_RUNS_DIR") or "./runs")
+    return settings.runs_dir()
 
 
 def is_valid_run_id(run_id: object) -> bool:
@@ -88,7 +89,7 @@ def _slug(text: str, max_len: int) -> str:
     return s[:max_len].strip("-")
 
 
-def _cfg_dict(cfg: Any) -> dict:
+def cfg_dict(cfg: Any) -> dict:
     if isinstance(cfg, dict):
         return cfg
     if hasattr(cfg, "to_dict"):
@@ -97,7 +98,7 @@ def _cfg_dict(cfg: Any) -> dict:
 
 
 def new_run_id(cfg: Any) -> str:
-    d = _cfg_dict(cfg)
+    d = cfg_dict(cfg)
     method = _slug((d.get("method") or {}).get("name", ""), 16) or "run"
     # Only the last part of a hub id or folder: the id is shown to everyone, a server path is not.
     model_name = re.split(r"[\\/]", str((d.get("model") or {}).get("name", "")).rstrip("/\\"))[-1]
@@ -259,7 +260,7 @@ class RunInfo:
 
 def create_run(cfg: Any, owner: str, **status_fields: Any) -> str:
     """Make runs/<new id>/ with config.json and a queued status.json; return the folder."""
-    d = _cfg_dict(cfg)
+    d = cfg_dict(cfg)
     root = runs_root()
     os.makedirs(root, exist_ok=True)
     for _ in range(20):

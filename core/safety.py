@@ -8,16 +8,17 @@ from __future__ import annotations
 import os
 import re
 
-from core.config import ConfigError
+from core import settings
+from core.schema import ConfigError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # owner/name as the Hub spells it: letters, digits, '-', '_', '.'; at most one slash.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
 def local_models_allowed() -> bool:
     # A public Space sets this to 0 so that visitors cannot point the loader at the server's disk.
-    return os.environ.get("PLAYGROUND_ALLOW_LOCAL_MODELS", "1") not in ("0", "false", "no")
+    return settings.allow_local_models()
 
 
 def check_display_text(value: str, field: str) -> None:
@@ -35,7 +36,7 @@ def check_model_id(name: str) -> None:
     parts = re.split(r"[\\/]", name)
     if ".." in parts:
         raise ConfigError(f"model.name={name!r} contains '..'; paths that climb out of a folder are refused")
-    if _HUB_ID.match(name):
+    if HUB_ID.match(name):
         return
     looks_like_path = os.path.isabs(name) or name.startswith(("./", "~")) or os.sep in name
     if looks_like_path:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from core import data, distributed, models, runs, workers
+from core import data, distributed, models, runs, settings, workers
 from core.build import Prepared, build_model, check_method_on_model, count_params, enable_gradient_checkpointing, \
     method_context
 from core.callback import cuda_peak_mb, reset_cuda_peak
@@ -35,7 +35,7 @@ def default_threads() -> int:
     """All cores, in the app too: there the trainer runs at a lower priority (core.jobs) instead of
     leaving a core idle, so pages are still served first."""
     cores = max(1, (os.cpu_count() or 1) // distributed.local_world_size())  # torchrun: the processes share the cores
-    fixed = os.environ.get("PLAYGROUND_TRAIN_THREADS", "").strip()
+    fixed = settings.raw("PLAYGROUND_TRAIN_THREADS", "").strip()
     if fixed.isdigit() and int(fixed) > 0:  # a host that wants a core kept free, or fewer threads
         return min(int(fixed), cores)
     return cores

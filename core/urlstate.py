@@ -10,12 +10,14 @@ Learn page's calculator has its own small table (LEARN_FIELDS). No streamlit her
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from typing import Any, Iterable
 
 from core.config import ConfigError, RunConfig
 from core.errors import shorten
+from core.methods import get_method
 
 # (section, field) -> URL key. Method hyperparameters are under ("method", <param>).
 KEYS: dict[tuple[str, str], str] = {
@@ -105,9 +107,6 @@ def _method_key(param: str) -> str:
 
 
 def _method_defaults(name: str) -> dict:
-    import dataclasses
-
-    from core.methods import get_method
     return dataclasses.asdict(get_method(name).make_params({}))
 
 

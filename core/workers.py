@@ -22,6 +22,8 @@ import os
 import sys
 import threading
 
+from core import settings
+
 log = logging.getLogger(__name__)
 
 MAX_WORKERS = 8
@@ -86,7 +88,7 @@ def default_workers(cores: int | None = None, gpu_free: int | None = None, run_b
 
 def worker_count() -> int:
     """PLAYGROUND_WORKERS if it is a number from 1 to MAX_WORKERS (clamped), else default_workers()."""
-    raw = os.environ.get("PLAYGROUND_WORKERS", "").strip()
+    raw = settings.raw("PLAYGROUND_WORKERS", "").strip()
     if raw:
         try:
             return max(1, min(MAX_WORKERS, int(raw)))

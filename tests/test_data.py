@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core import data
+from core import data, hub
 from core.config import ConfigError, DataSpec
 from core.data import DataError
 from conftest import IMDB_SAMPLE as IMDB, needs_imdb_sample
@@ -421,7 +421,7 @@ def builtin_dir(tmp_path, monkeypatch):
     (folder / "facts.jsonl").write_bytes(_jsonl(facts))
     (folder / "general_questions.jsonl").write_bytes(_jsonl([{"prompt": "Capital of France?", "keywords": ["Paris"]},
                                                              {"prompt": "2+2?", "keywords": "4"}, {"prompt": ""}]))
-    monkeypatch.setattr(data, "BUILTIN_DIR", folder)
+    monkeypatch.setattr(data.builtin, "BUILTIN_DIR", folder)
     return folder
 
 
@@ -467,7 +467,7 @@ def test_hub_offline_without_env_probes_once_and_fails_fast(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(data, "_hub_reachable", lambda timeout_s=3.0: False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0, cached=False: False)
     t0 = time.monotonic()
     with pytest.raises(DataError, match="dataset imdb is not available offline"):
         data.load_rows(DataSpec(source="hub:imdb"))

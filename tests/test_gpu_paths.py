@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from core import models
+from core.models import device_policy, loading
 from core.config import ConfigError, RunConfig
 
 GIB = 1024 ** 3
@@ -38,7 +39,7 @@ def fake_cuda(monkeypatch):
         monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: int(peak_mb * 2 ** 20))
         monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: None)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-        monkeypatch.setattr(models, "_mps_available", lambda: False)
+        monkeypatch.setattr(device_policy, "_mps_available", lambda: False)
     return install
 
 
@@ -106,7 +107,7 @@ def test_mixed_precision_on_cuda(fake_cuda, bf16, dtype, expected):
 
 def test_mixed_precision_off_cuda(fake_cuda, monkeypatch):
     fake_cuda(available=False)
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device_policy, "cpu_has_native_bf16", lambda: False)
     for device in ("cpu", "mps"):
         assert models.mixed_precision(device, "auto") == {"bf16": False, "fp16": False}
 
@@ -114,7 +115,7 @@ def test_mixed_precision_off_cuda(fake_cuda, monkeypatch):
 def test_cpu_with_native_bf16_autocasts_unless_told_otherwise(fake_cuda, monkeypatch):
     """AVX512-BF16/AMX: bf16 autocast over fp32 weights; float32, a 4-bit base and MPS stay fp32."""
     fake_cuda(available=False)
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device_policy, "cpu_has_native_bf16", lambda: True)
     assert models.mixed_precision("cpu", "auto") == {"bf16": True, "fp16": False}
     assert models.pick_dtype("cpu", "auto") == torch.float32  # the weights stay fp32
     for dtype, quantized, device in (("float32", False, "cpu"), (torch.float32, False, "cpu"),
@@ -179,7 +180,7 @@ def test_training_args_cuda_float32_is_full_precision(fake_cuda, recorded_args):
 
 def test_training_args_cpu(fake_cuda, recorded_args, monkeypatch):
     fake_cuda(available=False)
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device_policy, "cpu_has_native_bf16", lambda: False)
     kw, _ = recorded_args("cpu")
     assert (kw["bf16"], kw["fp16"], kw["use_cpu"]) == (False, False, True)
     assert kw["train_sampling_strategy"] == "group_by_length"
@@ -187,7 +188,7 @@ def test_training_args_cpu(fake_cuda, recorded_args, monkeypatch):
 
 def test_training_args_cpu_with_native_bf16(fake_cuda, recorded_args, monkeypatch):
     fake_cuda(available=False)
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device_policy, "cpu_has_native_bf16", lambda: True)
     kw, _ = recorded_args("cpu")
     assert (kw["bf16"], kw["fp16"], kw["use_cpu"]) == (True, False, True)
     assert recorded_args("cpu", dtype="float32")[0]["bf16"] is False
@@ -197,9 +198,9 @@ def test_precision_label(fake_cuda, monkeypatch):
     from core.trainer_setup import precision_label
     fake_cuda(available=False)
     cfg = RunConfig.from_dict({"model": {"name": "minilm"}, "data": {"source": "x.jsonl"}, "method": {"name": "lora"}})
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device_policy, "cpu_has_native_bf16", lambda: True)
     assert precision_label(cfg, "cpu") == "bf16 mixed"
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device_policy, "cpu_has_native_bf16", lambda: False)
     assert precision_label(cfg, "cpu") == "float32"
 
 
@@ -309,8 +310,8 @@ def captured_load(monkeypatch):
     def fake_from_pretrained(loader, loc, what, **kwargs):
         calls.append(kwargs)
         return FakeModel()
-    monkeypatch.setattr(models, "_from_pretrained", fake_from_pretrained)
-    monkeypatch.setattr(models, "_seeded", lambda seed: contextlib.nullcontext())  # no CUDA RNG to fork
+    monkeypatch.setattr(loading, "load_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(loading, "_seeded", lambda seed: contextlib.nullcontext())  # no CUDA RNG to fork
     return calls
 
 

@@ -14,6 +14,7 @@ import torch
 from core import estimate, gpu_shelf, lessons, models
 from core.config import ConfigError, RunConfig, TrainSpec, params_schema
 from core.device import GPU_CARDS, GpuOutOfMemory, explain_cuda_oom, native_bf16
+from core.models import device_policy
 
 GIB = 2 ** 30
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def card(monkeypatch):
         monkeypatch.setattr(torch.cuda, "mem_get_info",
                             lambda *a, **k: (int(free_gb * GIB), int(spec["memory_gb"] * GIB)))
         monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
-        monkeypatch.setattr(models, "_mps_available", lambda: False)
+        monkeypatch.setattr(device_policy, "_mps_available", lambda: False)
         return calls
     calls: list = []
     return install

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from core import hub
 from core import models as m
+from core.models import cli, device_policy, gguf, resolving
 from core.config import ConfigError
 
 OFFLINE_MSG = "model {} is not available offline; embedded models: minilm, smollm2-135m-instruct"
@@ -202,7 +204,7 @@ def test_hub_id_offline_env(offline_env, monkeypatch, fn):
     def must_not_probe(*a, **k):
         raise AssertionError("HF_HUB_OFFLINE is set: no network probe expected")
 
-    monkeypatch.setattr(m, "_hub_reachable", must_not_probe)
+    monkeypatch.setattr(hub, "reachable", must_not_probe)
     started = time.monotonic()
     with pytest.raises(m.ModelNotAvailable) as error:
         fn("facebook/opt-350m")
@@ -221,7 +223,7 @@ def test_hub_id_on_this_machine_fails_fast(monkeypatch):
     """The real probe, no mocks: on a machine without hub access the answer comes in seconds."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    if m._hub_reachable():
+    if hub.reachable():
         pytest.skip("the Hugging Face Hub is reachable from here")
     started = time.monotonic()
     with pytest.raises(m.ModelNotAvailable) as error:
@@ -237,17 +239,17 @@ def test_probe_is_bounded_when_dns_hangs(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", hang)
     started = time.monotonic()
-    assert m._hub_reachable(timeout=0.3) is False
+    assert hub.reachable(timeout=0.3) is False
     assert time.monotonic() - started < 1.5
 
 
 def test_probe_goes_to_proxy(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert m._hub_endpoint() == ("proxy.internal", 3128)
+    assert hub.endpoint() == ("proxy.internal", 3128)
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example:8443")
-    assert m._hub_endpoint() == ("hf-mirror.example", 8443)
+    assert hub.endpoint() == ("hf-mirror.example", 8443)
 
 
 def test_hub_id_found_in_local_cache(offline_env, monkeypatch, tmp_path, st_bert_dir):
@@ -284,15 +286,15 @@ def _fake_loader(calls: list, online_result):
 def test_hub_goes_online_once_cache_misses(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(m, "_hub_reachable", lambda timeout=3.0: True)
-    loc = m._locate("some-org/some-model")
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0, cached=False: True)
+    loc = m.locate("some-org/some-model")
     calls: list = []
-    assert m._from_pretrained(_fake_loader(calls, "loaded"), loc, "model") == "loaded"
+    assert resolving.load_pretrained(_fake_loader(calls, "loaded"), loc, "model") == "loaded"
     assert [c.get("local_files_only") for c in calls] == [True, None]  # cache first, then the hub
     assert all(c["trust_remote_code"] is False for c in calls)
     missing = OSError("some-org/some-model is not a local folder and is not a valid model identifier")
     with pytest.raises(m.ModelNotAvailable, match="was not found on the Hugging Face Hub"):
-        m._from_pretrained(_fake_loader([], missing), loc, "model")
+        resolving.load_pretrained(_fake_loader([], missing), loc, "model")
 
 
 # ---------------------------------------------------------------- local folders: kind, pooling, heads
@@ -389,7 +391,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if cuda else 0)
-        monkeypatch.setattr(m, "_mps_available", lambda: mps)
+        monkeypatch.setattr(device_policy, "_mps_available", lambda: mps)
     return install
 
 
@@ -443,7 +445,7 @@ def test_device_summary(fake_gpu):
 def _fake_convert(calls: list):
     def convert(out: Path) -> None:
         calls.append(out)
-        for name in m._CACHE_FILES:
+        for name in gguf._CACHE_FILES:
             (out / name).write_text("{}")
     return convert
 
@@ -455,7 +457,7 @@ def test_cache_build_is_atomic(monkeypatch, tmp_path):
         (out / "config.json").write_text("{}")
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(m, "_convert_smollm2", crash)
+    monkeypatch.setattr(gguf, "_convert_smollm2", crash)
     with pytest.raises(RuntimeError, match="mid-write"):
         m.ensure_smollm2_cache()
     target = m.smollm2_cache_dir()
@@ -463,7 +465,7 @@ def test_cache_build_is_atomic(monkeypatch, tmp_path):
     assert not list(tmp_path.glob(".*.tmp-*"))  # no half cache, no leftovers
 
     calls: list = []
-    monkeypatch.setattr(m, "_convert_smollm2", _fake_convert(calls))
+    monkeypatch.setattr(gguf, "_convert_smollm2", _fake_convert(calls))
     assert m.ensure_smollm2_cache() == target
     assert m.ensure_smollm2_cache() == target
     assert len(calls) == 1  # converted once
@@ -475,7 +477,7 @@ def test_cache_cleans_stale_temp_folders(monkeypatch, tmp_path):
     stale = tmp_path / f".{m.smollm2_cache_dir().name}.tmp-crashed"
     stale.mkdir()
     (stale / "model.safetensors").write_text("half")
-    monkeypatch.setattr(m, "_convert_smollm2", _fake_convert([]))
+    monkeypatch.setattr(gguf, "_convert_smollm2", _fake_convert([]))
     m.ensure_smollm2_cache()
     assert not stale.exists()
 
@@ -496,14 +498,14 @@ def test_drop_quantizer_markers():
     model.hf_quantizer = object()
     model.quantization_method = "gguf"
     model.config.quantization_config = {"quant_method": "gguf"}
-    m._drop_quantizer_markers(model)
+    gguf._drop_quantizer_markers(model)
     assert model.hf_quantizer is None and not model.is_quantized
     assert not hasattr(model.config, "quantization_config")
     assert not hasattr(model, "quantization_method")
 
 
 def test_cli_list(capsys):
-    assert m._main(["--list"]) == 0
+    assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("minilm")
 
@@ -557,7 +559,7 @@ def smollm2_cache():
 @pytest.mark.slow
 def test_smollm2_cache_builds_once_then_loads_fast(smollm2_cache):
     path, cold = smollm2_cache
-    assert m._cache_complete(path) and (path / "chat_template.jinja").is_file()
+    assert gguf.cache_complete(path) and (path / "chat_template.jinja").is_file()
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config and config["architectures"] == ["LlamaForCausalLM"]
     mtime = (path / "model.safetensors").stat().st_mtime

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from core.config import ConfigError, params_schema, validate_fields
+from core.schema import ConfigError, params_schema, validate_fields
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Method:
             params = self.params_cls(**values)
         except TypeError as e:
             raise ConfigError(f"method {self.name}: {e}") from None
-        from core.config import coerce_fields
+        from core.schema import coerce_fields
         coerce_fields(params)
         validate_fields(params, f"method.params")
         check = getattr(params, "check", None)

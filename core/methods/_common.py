@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from peft import TaskType
 
-from core.config import ConfigError
+from core.schema import ConfigError
 
 
 def freeze(model) -> None:

@@ -5,7 +5,7 @@ costs only the head (see core.train for the cached path).
 """
 from dataclasses import dataclass
 
-from core.config import ConfigError, hp
+from core.schema import ConfigError, hp
 from core.methods import Method, register
 from core.methods._common import freeze, unfreeze_named
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from peft import LoraConfig, get_peft_model
 
-from core.config import ConfigError, hp
+from core.schema import ConfigError, hp
 from core.methods import Method, register
 from core.methods._common import TARGETS_HELP, resolve_targets, task_type
 

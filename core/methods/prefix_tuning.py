@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from peft import PrefixTuningConfig, get_peft_model
 
-from core.config import hp
+from core.schema import hp
 from core.methods import Method, register
 from core.methods._common import task_type
 

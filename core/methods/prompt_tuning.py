@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
-from core.config import ConfigError, hp
+from core.schema import ConfigError, hp
 from core.methods import Method, register
 from core.methods._common import task_type
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 
-from core.config import ConfigError, hp
+from core.schema import ConfigError, hp
 from core.device import cuda_half_dtype
 from core.methods import Method, register
 from core.methods.lora import LoraParams, check_model, lora_config
