@@ -22,11 +22,16 @@ from pathlib import Path
 from typing import Any, Iterable, NoReturn, Sequence
 
 from core.config import ConfigError
+from core.methods import get_method
+from core.methods.targets import ia3_feedforward, ia3_targets, lora_targets
 from core.safety import local_models_allowed
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "model_configs"
 INDEX_FILE = CONFIG_DIR / "index.json"
 
+# The estimator's arithmetic, one per kind of method ("dora" is LoRA with use_dora: its own count).
+# A method maps its params onto one of these (Method.estimate_args); a registered method that trains
+# some of the base's own weights instead gives Method.estimate_trainable and is counted by name.
 METHODS = ("full", "linear_head", "lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3", "zero_shot")
 ADAPTER_METHODS = ("lora", "dora", "qlora", "ia3", "prompt_tuning", "prefix_tuning")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -39,14 +44,7 @@ TASKS = ("classification", "sft")
 FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "opt": "opt", "bert": "bert",
             "roberta": "bert", "distilbert": "distilbert"}
 
-# Mirrors peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING. peft has no entry for
-# distilbert (it asks for explicit targets); q_lin/v_lin is the conventional equivalent.
-_LORA_DEFAULTS = {"llama": ["q_proj", "v_proj"], "opt": ["q_proj", "v_proj"],
-                  "bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"]}
-# Mirrors peft's IA3 target/feed-forward mappings. Note peft's OPT entry really is q,k,fc2 (not k,v).
-_IA3_DEFAULTS = {"llama": ["k_proj", "v_proj", "down_proj"], "opt": ["q_proj", "k_proj", "fc2"],
-                 "bert": ["key", "value", "output.dense"], "distilbert": ["k_lin", "v_lin", "lin2"]}
-_IA3_FEEDFORWARD = {"llama": ["down_proj"], "opt": ["fc2"], "bert": ["output.dense"], "distilbert": ["lin2"]}
+# Default LoRA / IA3 targets: core.methods.targets, the table the engine reads too.
 
 NF4_BLOCK = 64          # bitsandbytes 4-bit block size: one absmax constant per 64 weights
 NF4_NESTED_BLOCK = 256  # double quantisation: the absmax constants are themselves 8-bit, blocks of 256
@@ -348,8 +346,10 @@ def _unique(names: Iterable[str]) -> list[str]:
 
 
 def default_targets(cfg: dict[str, Any] | str) -> list[str]:
-    """peft's default LoRA targets: the attention query and value projections."""
-    return list(_LORA_DEFAULTS[family(_as_config(cfg))])
+    """LoRA's "auto" targets (the engine's too): the attention query and value projections."""
+    cfg = _as_config(cfg)
+    family(cfg)  # an architecture the estimator does not know fails here, by name
+    return lora_targets(cfg["model_type"])
 
 
 def all_linear_targets(cfg: dict[str, Any] | str, task: str | None = None) -> list[str]:
@@ -498,8 +498,18 @@ def _check_positive(name: str, value: int, lo: int = 1) -> int:
     return value
 
 
+def _trains_own_weights(method: str):
+    """The estimate_trainable hook of a registered method the estimator has no arithmetic of, else None."""
+    if method in METHODS:
+        return None
+    try:
+        return get_method(method).estimate_trainable
+    except ConfigError:
+        return None
+
+
 def _check_method(method: str) -> str:
-    if method not in METHODS:
+    if method not in METHODS and _trains_own_weights(method) is None:
         raise ConfigError(f"method={method!r} is not known; choose one of {list(METHODS)}")
     return method
 
@@ -512,7 +522,7 @@ def _lora_params(shapes: list[LinearShape], r: int, dora: bool) -> int:
 def _ia3_params(cfg: dict[str, Any], shapes: list[LinearShape]) -> int:
     # One scaling vector per adapted layer: on the output (length d), or for feed-forward layers
     # on the input (length k), as peft's IA3 does.
-    feedforward = _IA3_FEEDFORWARD[family(cfg)]
+    feedforward = ia3_feedforward(cfg["model_type"])
     return sum(s.in_features if any(_matches(s, f) for f in feedforward) else s.out_features for s in shapes)
 
 
@@ -534,7 +544,7 @@ def adapter_params(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: 
         _check_positive("r", r)
         return _lora_params(targeted_layers(cfg, targets, task, top_layers), r, dora=method == "dora")
     if method == "ia3":
-        chosen = _IA3_DEFAULTS[d.family] if targets is None else targets
+        chosen = ia3_targets(d.model_type) if targets is None else targets
         return _ia3_params(cfg, targeted_layers(cfg, chosen, task))
     if method == "prompt_tuning":
         return _check_positive("num_virtual_tokens", num_virtual_tokens) * d.hidden
@@ -574,6 +584,10 @@ def method_counts(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: s
         return MethodCounts(base, 0, base)
     if method == "zero_shot":
         return MethodCounts(base, 0, 0)
+    own = _trains_own_weights(method)
+    if own is not None:  # some of the base's own weights train (e.g. biases), plus a new head
+        head_trainable = _peft_head_trainable(d, _head_kind(cfg, task), num_labels)
+        return MethodCounts(base, 0, own(linear_layers(cfg, task)) + head_trainable)
     added = adapter_params(cfg, method, r, targets, num_virtual_tokens, task, top_layers)
     head_trainable = _peft_head_trainable(d, _head_kind(cfg, task), num_labels)
     return MethodCounts(base, added, added + head_trainable)
@@ -803,7 +817,7 @@ def _adapter_activation_bytes(cfg: dict[str, Any], method: str, shapes: list[Lin
             per.append(tok * kept)
         return sum(per)
     if method == "ia3":
-        feedforward = _IA3_FEEDFORWARD[family(cfg)]
+        feedforward = ia3_feedforward(cfg["model_type"])
         # an input scaling keeps the fp32 input it scaled; an output scaling, the linear's output
         return sum(tok * (4 * sh.in_features if any(_matches(sh, f) for f in feedforward)
                           else c.act * sh.out_features) for sh in shapes)
@@ -862,7 +876,7 @@ def activation_bytes(cfg: dict[str, Any] | str, method: str, batch_size: int = 8
     shapes: list[LinearShape] = []
     if method in ("lora", "qlora", "dora", "ia3"):
         _check_positive("r", r)
-        chosen = _IA3_DEFAULTS[d.family] if method == "ia3" and targets is None else targets
+        chosen = ia3_targets(d.model_type) if method == "ia3" and targets is None else targets
         shapes = targeted_layers(cfg, chosen, task, top_layers if first else 0)
         total += int(share * _adapter_activation_bytes(cfg, method, shapes, b, s_q, c, r, lora_dropout, first))
     if c.autocast:
@@ -953,7 +967,7 @@ def report(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: str | Se
     top = top_layers if method in ("lora", "dora", "qlora") else 0
     counts = method_counts(cfg, method, r, targets, num_labels, num_virtual_tokens, head_hidden, task, top)
     uses_targets = method in ("lora", "dora", "qlora", "ia3")
-    chosen = _IA3_DEFAULTS[family(cfg)] if method == "ia3" and targets is None else targets
+    chosen = ia3_targets(cfg["model_type"]) if method == "ia3" and targets is None else targets
     return {
         "model_type": cfg.get("model_type"),
         "method": method,
@@ -1056,22 +1070,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def method_args(method: dict) -> tuple[str, dict]:
-    """Our method spec (as a dict) -> core.estimate's method name and keyword arguments."""
-    name, p = method.get("name", "lora"), method.get("params") or {}
-    kwargs: dict = {}
-    if name in ("lora", "qlora"):
-        kwargs["r"] = int(p.get("r") or 8)
-        targets = p.get("targets", "auto")
-        kwargs["targets"] = None if targets in ("auto", None) else targets
-        kwargs["lora_dropout"] = float(p.get("dropout") or 0.0)
-        kwargs["top_layers"] = int(p.get("top_layers") or 0)
-        if name == "lora" and p.get("use_dora"):
-            name = "dora"
-    elif name in ("prompt_tuning", "prefix_tuning"):
-        kwargs["num_virtual_tokens"] = int(p.get("num_virtual_tokens") or 20)
-    elif name == "linear_head":
-        kwargs["head_hidden"] = int(p.get("head_hidden") or 0)
-    return name, kwargs
+    """Our method spec (as a dict) -> core.estimate's method name and keyword arguments (the method says)."""
+    return get_method(method.get("name", "lora")).estimate_args(method.get("params"))
 
 
 if __name__ == "__main__":

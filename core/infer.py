@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 
 from core.config import ConfigError, RunConfig
+from core.methods.zero_shot import label_prompt  # the zero-shot method owns its prompt
 
 # Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
 # the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
@@ -28,11 +29,6 @@ REPETITION_PENALTY = 1.0
 # ----------------------------------------------------------------------------------------------
 # Zero-shot scoring of a causal LM on classification: which label word is more likely next?
 # ----------------------------------------------------------------------------------------------
-def label_prompt(text: str, label_names: list[str]) -> str:
-    return (f"Review: {text}\nIs the sentiment of this review {' or '.join(label_names)}?\n"
-            f"Answer:")
-
-
 @torch.no_grad()
 def label_word_probs(model, tokenizer, texts: list[str], label_names: list[str], max_length: int = 256):
     first_ids = [tokenizer(" " + name, add_special_tokens=False)["input_ids"][0] for name in label_names]

@@ -47,13 +47,10 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit, stop: t
 def _anatomy_fn(p: Prepared):
     from core.distributed import shards_parameters
     from core.methods import get_method
-    if get_method(p.cfg.method.name).name not in ("lora", "qlora") or shards_parameters():
+    anatomy = get_method(p.cfg.method.name).anatomy
+    if anatomy is None or shards_parameters():
         return None  # under FSDP/ZeRO-3 a rank holds only shards of the adapters
-    try:
-        from core.anatomy import lora_anatomy
-    except ImportError:
-        return None
-    return lambda: lora_anatomy(p.model)
+    return lambda: anatomy(p.model)
 
 
 def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, resume_from=None,

@@ -174,11 +174,13 @@ def test_targets_defaults_and_all_linear():
 
 def test_defaults_mirror_peft():
     from peft.utils import constants as c
+
+    from core.methods import targets as T
     for model_type in ("llama", "mistral", "opt", "bert"):
-        fam = E.FAMILIES[model_type]
-        assert E._LORA_DEFAULTS[fam] == c.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type]
-        assert E._IA3_DEFAULTS[fam] == c.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[model_type]
-        assert E._IA3_FEEDFORWARD[fam] == c.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[model_type]
+        assert T.LORA_TARGETS[model_type] == c.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type]
+        assert T.IA3_TARGETS[model_type] == c.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[model_type]
+        assert T.IA3_FEEDFORWARD[model_type] == c.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[model_type]
+    assert set(E.FAMILIES) <= set(T.LORA_TARGETS) & set(T.IA3_TARGETS) & set(T.IA3_FEEDFORWARD)
 
 
 # --------------------------------------------------------------------------------------------
