@@ -313,7 +313,7 @@ def test_activation_formula_reduces_to_korthikanti():
     d = E.dims(cfg)
     s, b, h, a = 128, 4, 64, 8
     half_on_gpu = E.compute_mode("bfloat16", device="cuda")
-    assert E._layer_activation_bytes(d, b, s, s, half_on_gpu, flash=False) == s * b * h * 34 + 5 * a * s * s * b
+    assert E.layer_activation_bytes(d, b, s, s, half_on_gpu, flash=False) == s * b * h * 34 + 5 * a * s * s * b
 
 
 def test_autocast_keeps_16bit_activations_and_weight_copies():
