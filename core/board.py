@@ -13,6 +13,8 @@ import threading
 from typing import Any
 
 from core import runs
+from core.config import ConfigError
+from core.methods import get_method
 
 HIDDEN_FILE = "board_hidden.json"
 # A stopped run that reached its final evaluation has a real score: it belongs on the board too.
@@ -56,9 +58,10 @@ def _number(value: Any) -> float | None:
 def _method_label(config: dict, summary: dict) -> str:
     method = config.get("method") or {}
     name = str(summary.get("method") or method.get("name") or "?")
-    if name == "lora" and (method.get("params") or {}).get("use_dora"):
-        return "dora"
-    return name
+    try:
+        return get_method(name).variant_name(method.get("params") if isinstance(method.get("params"), dict) else {})
+    except ConfigError:  # a method this version does not know: shown by its name
+        return name
 
 
 def row(info: runs.RunInfo) -> dict | None:

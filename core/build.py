@@ -56,13 +56,8 @@ def method_context(model, kind: str, task: str, tokenizer, model_name: str):
 
 
 def _default_targets(model, model_name: str, linear: list[str]) -> list[str]:
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
-    entry = models.EMBEDDED.get(model_name)
-    if entry and entry.default_lora_targets:
-        return list(entry.default_lora_targets)
-    model_type = getattr(getattr(model, "config", None), "model_type", "")
-    found = [t for t in mapping.get(model_type, []) if t in linear]
-    return found or linear[:2]
+    from core.methods.targets import lora_targets  # the one table (the estimate reads it too)
+    return lora_targets(getattr(getattr(model, "config", None), "model_type", ""), linear)
 
 
 def build_model(cfg: RunConfig, label_names: list | None, device: str):

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from core.config import ConfigError, RunConfig
+from core.methods import all_methods, get_method
 
 # Settings a grid may vary: a short name for the UI -> the config path it sets.
 AXES = {
@@ -20,16 +21,18 @@ AXES = {
     "virtual_tokens": "method.params.num_virtual_tokens", "learning_rate": "train.learning_rate",
 }
 
-# Per-method hyperparameters that make each method learn at this budget (a method's own defaults
-# are tuned for the slider, not for a race).
-METHOD_OVERRIDES = {
-    "full": {"train.learning_rate": 5e-5},
-    "linear_head": {"train.learning_rate": 1e-3, "train.epochs": 5},
-    "lora": {},
-    "qlora": {},
-    "prompt_tuning": {"train.learning_rate": 1e-2},
-    "ia3": {"train.learning_rate": 5e-3},
-}
+
+def method_overrides(name: str) -> dict:
+    """{config path: value} that make a method learn at this budget (Method.recommended_train)."""
+    try:
+        return dict(get_method(name).recommended_train)
+    except ConfigError:  # an unknown name: the run's own validation says so
+        return {}
+
+
+def overridden_paths() -> set[str]:
+    """Every config path some method overrides."""
+    return {path for method in all_methods().values() for path in method.recommended_train}
 
 
 @dataclass
@@ -75,7 +78,7 @@ def grid(base: RunConfig | dict, axes: dict[str, list], experiment: str = "", ti
         if "method" in names:  # a new method brings its own hyperparameters
             method = combo[names.index("method")]
             d["method"] = {"name": method, "params": {}}
-            for path, value in METHOD_OVERRIDES.get(method, {}).items():
+            for path, value in method_overrides(method).items():
                 _set(d, path, value)
         for name, value in zip(names, combo):
             if name != "method":
@@ -180,7 +183,7 @@ def preset_runs(key: str) -> list[RunConfig]:
     for extra in p.extra_grids:
         base = _deep_copy(p.base)
         base["method"] = {"name": extra["method"], "params": {}}
-        for path, value in METHOD_OVERRIDES.get(extra["method"], {}).items():
+        for path, value in method_overrides(extra["method"]).items():
             _set(base, path, value)
         runs += grid(base, extra["axes"], experiment, p.title)
     return runs

@@ -19,6 +19,7 @@ from typing import Any
 from core import estimate, settings
 from core.config import RunConfig
 from core.device import cuda_half_dtype, free_gpu_bytes
+from core.methods import get_method
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "assets" / "chat_templates"
 
@@ -187,7 +188,7 @@ def recipe(entry: ShelfEntry) -> RunConfig:
 
 def estimator_args(cfg: RunConfig) -> tuple[str, dict]:
     """A RunConfig's method as core.estimate names it, with the keyword arguments it reads."""
-    return estimate.method_args({"name": cfg.method.name, "params": cfg.method.params})
+    return get_method(cfg.method.name).estimate_args(cfg.method.params)
 
 
 def estimate_bytes(cfg: RunConfig, half: str | None = None, model_cfg: dict | None = None) -> int:
@@ -261,7 +262,7 @@ def describe(cfg: RunConfig, entry: ShelfEntry | None, half: str | None = None) 
         return ""
     half = half or cuda_half_dtype()
     precision = "bf16" if half == "bfloat16" else "fp16 with a loss scaler"
-    if cfg.method.name == "qlora":
+    if get_method(cfg.method.name).quantized_base:
         precision = f"a 4-bit NF4 base (bitsandbytes CUDA kernels), {precision} compute"
     need = needed_bytes(estimate_bytes(cfg, half)) / 2**30
     return (f"This machine has a GPU, so the lesson uses {entry.label.split(' (')[0]} ({entry.hub_id}, "

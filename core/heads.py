@@ -25,7 +25,7 @@ def make_head(hidden_size: int, num_labels: int, head_hidden: int = 0, dropout: 
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
 
 
-def _drop_unused_pooler(encoder: nn.Module) -> None:
+def drop_unused_pooler(encoder: nn.Module) -> None:
     """BERT-likes carry a [CLS] pooler (dense + tanh) that our pooling never reads. Left in, full
     fine-tuning counts and optimises it although it gets no gradient, all-linear LoRA puts adapters
     on it that never train, and full runs save it. Models built with add_pooling_layer=False have
@@ -55,7 +55,7 @@ class PooledClassifier(PreTrainedModel):
 
     def __init__(self, config, encoder: nn.Module, pooling: str = "mean", head_hidden: int = 0):
         super().__init__(config)
-        _drop_unused_pooler(encoder)
+        drop_unused_pooler(encoder)
         self.encoder = encoder
         self.pooling = pooling
         self.num_labels = config.num_labels

@@ -34,15 +34,15 @@ class FitResult:
     eval_time_s: float | None = None  # zero-shot: the one evaluation
 
 
-def _eval_subset(cfg, val_set: list) -> list:
+def eval_subset(cfg, val_set: list) -> list:
     """Mid-run evaluations on a fixed sample keep the chart live; the final one uses every row."""
     limit = cfg.train.eval_max_rows
     if not limit or len(val_set) <= limit:
-        return _by_length(val_set)
-    return _by_length(random.Random(cfg.train.seed).sample(val_set, limit))
+        return by_length(val_set)
+    return by_length(random.Random(cfg.train.seed).sample(val_set, limit))
 
 
-def _by_length(rows: list) -> list:
+def by_length(rows: list) -> list:
     """Evaluation order does not change a score; batching similar lengths cuts the padding
     (IMDb at max length 256, eval batch 32: ~1.2x fewer tokens)."""
     if rows and "input_ids" in rows[0]:
@@ -66,13 +66,10 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit: EventFn
 
 def _anatomy_fn(p: Prepared):
     from core.methods import get_method
-    if get_method(p.cfg.method.name).name not in ("lora", "qlora") or distributed.shards_parameters():
+    anatomy = get_method(p.cfg.method.name).anatomy
+    if anatomy is None or distributed.shards_parameters():
         return None  # under FSDP/ZeRO-3 a rank holds only shards of the adapters
-    try:
-        from core.anatomy import lora_anatomy
-    except ImportError:
-        return None
-    return lambda: lora_anatomy(p.model)
+    return lambda: anatomy(p.model)
 
 
 def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, resume_from=None,
@@ -93,7 +90,7 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
     callback = make_callback(emit, stop, rows_per_step, anatomy, every)
     trainer = Trainer(
         model=model, args=args, train_dataset=RowsDataset(train_set),
-        eval_dataset=RowsDataset(_eval_subset(cfg, val_set)) if has_eval else None,
+        eval_dataset=RowsDataset(eval_subset(cfg, val_set)) if has_eval else None,
         data_collator=collator or batch_collator(p),
         compute_metrics=accuracy if classification else None,
         preprocess_logits_for_metrics=argmax_logits if classification else None,
@@ -105,7 +102,7 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
     train_time = time.perf_counter() - t0
     final = {}
     if has_eval:  # also after a stop: the class wants to see where the run got to
-        metrics = trainer.evaluate(eval_dataset=RowsDataset(_by_length(val_set)), metric_key_prefix="final")
+        metrics = trainer.evaluate(eval_dataset=RowsDataset(by_length(val_set)), metric_key_prefix="final")
         final = {k.replace("final_", "eval_"): float(v) for k, v in metrics.items()
                  if k in ("final_loss", "final_accuracy")}
         if "eval_loss" in final and not classification:

@@ -1,28 +1,25 @@
 """What a method needs to learn: the training settings to load when a user switches to it, and the
 learning rates where it is known to learn.
 
-The recommended settings are core.experiments.METHOD_OVERRIDES (the rates the "Which method wins?"
-study uses), not a second table. No streamlit here.
+Both belong to the method (Method.recommended_train, the rates the "Which method wins?" study
+uses, and Method.learning_rate_range), not to a second table. No streamlit here.
 """
 from __future__ import annotations
 
 import copy
 
-from core.experiments import METHOD_OVERRIDES
+from core.config import ConfigError
+from core.experiments import method_overrides, overridden_paths
+from core.methods import get_method
 
-# Learning rates each method learns at on this app's tasks (MiniLM on the sentiment reviews, SmolLM2
-# on the facts), around the recommended rates above. Outside them a short run is known to fail:
-# full fine-tuning at 5e-4 collapsed to 50 % (chance), prompt tuning at 5e-4 stayed at 50 % (issue
-# 23); the LoRA family learns from 2e-4 (bench/imdb_defaults.py) to 2e-3 (the app's default).
-LEARNING_RATE_RANGES: dict[str, tuple[float, float]] = {
-    "full": (1e-5, 1e-4),
-    "linear_head": (1e-4, 1e-2),
-    "lora": (1e-4, 5e-3),
-    "qlora": (1e-4, 5e-3),
-    "prompt_tuning": (1e-3, 1e-1),
-    "prefix_tuning": (1e-3, 1e-1),
-    "ia3": (1e-3, 2e-2),
-}
+
+def learning_rate_range(method: str) -> tuple[float, float] | None:
+    """Learning rates the method learns at on this app's tasks (MiniLM on the sentiment reviews,
+    SmolLM2 on the facts); outside them a short run is known to fail (Method.learning_rate_range)."""
+    try:
+        return get_method(method).learning_rate_range
+    except ConfigError:
+        return None
 
 FIELD_LABELS = {"train.learning_rate": "learning rate", "train.epochs": "epochs"}
 
@@ -51,8 +48,8 @@ def recommended(method: str, base: dict) -> dict[str, object]:
     base preset's value (LoRA has no overrides: it learns at the preset's own rate, which was tuned
     for it), so switching LoRA -> full -> LoRA comes back to where it started."""
     out = {}
-    paths = {p for overrides in METHOD_OVERRIDES.values() for p in overrides}
-    own = METHOD_OVERRIDES.get(method, {})
+    paths = overridden_paths()
+    own = method_overrides(method)
     for path in sorted(paths):
         value = own[path] if path in own else _get(base, path)
         if value is not None:
@@ -84,7 +81,7 @@ def describe(changes: list[tuple[str, object, object]]) -> str:
 
 def learning_rate_warning(method: str, learning_rate: float) -> str:
     """Plain words when the rate is outside the range where the method is known to learn; else ''."""
-    bounds = LEARNING_RATE_RANGES.get(method)
+    bounds = learning_rate_range(method)
     if bounds is None or not isinstance(learning_rate, (int, float)):
         return ""
     lo, hi = bounds

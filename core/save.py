@@ -18,13 +18,7 @@ from core.distributed import is_main_process, shards_parameters
 
 
 def weights_format(method) -> str:
-    if method.saves_adapter and method.trains:
-        return "peft"
-    if method.name == "full":
-        return "full"
-    if method.name == "linear_head":
-        return "head"
-    return "none"
+    return method.weights_format  # each method says how its weights are saved
 
 
 _DISK_FULL = re.compile(r"no space left|StorageFull|os error 28|disk quota", re.IGNORECASE)

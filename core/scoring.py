@@ -9,17 +9,13 @@ import time
 
 import torch
 
+from core.methods.zero_shot import label_prompt  # the zero-shot method owns its prompt
 from core.trainer_setup import batch_collator
 
 
 # ----------------------------------------------------------------------------------------------
 # Zero-shot scoring of a causal LM on classification: which label word is more likely next?
 # ----------------------------------------------------------------------------------------------
-def label_prompt(text: str, label_names: list[str]) -> str:
-    return (f"Review: {text}\nIs the sentiment of this review {' or '.join(label_names)}?\n"
-            f"Answer:")
-
-
 @torch.no_grad()
 def label_word_probs(model, tokenizer, texts: list[str], label_names: list[str], max_length: int = 256):
     first_ids = [tokenizer(" " + name, add_special_tokens=False)["input_ids"][0] for name in label_names]

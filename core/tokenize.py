@@ -21,7 +21,7 @@ class RowsDataset(Dataset):
         return self.rows[i]
 
 
-def _head_tail(ids: list[int], max_length: int, n_special_start: int, n_special_end: int) -> list[int]:
+def head_tail(ids: list[int], max_length: int, n_special_start: int, n_special_end: int) -> list[int]:
     """Keep the start and the end of a long text (Sun et al. 2019: reviews conclude at the end)."""
     if len(ids) <= max_length:
         return ids
@@ -43,7 +43,7 @@ def encode_classification(rows: list[dict], tokenizer, max_length: int, truncati
         core = tokenizer("a", add_special_tokens=False)["input_ids"]
         start = probe.index(core[0]) if core and core[0] in probe else 0
         end = len(probe) - start - len(core)
-        ids_list = [_head_tail(ids, max_length, start, end) for ids in enc["input_ids"]]
+        ids_list = [head_tail(ids, max_length, start, end) for ids in enc["input_ids"]]
     else:
         ids_list = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     out = []
@@ -70,7 +70,7 @@ def encode_sft(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
     for row in rows:
         prompt_ids = chat_prompt_ids(tokenizer, row["prompt"])
         response_ids = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
-        end = _end_of_turn_ids(tokenizer)
+        end = end_of_turn_ids(tokenizer)
         response_ids = response_ids + end
         ids = (prompt_ids + response_ids)[:max_length]
         labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
@@ -80,7 +80,7 @@ def encode_sft(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
     return out
 
 
-def _end_of_turn_ids(tokenizer) -> list[int]:
+def end_of_turn_ids(tokenizer) -> list[int]:
     """The token(s) that close an assistant turn, so the tuned model learns to stop."""
     template = getattr(tokenizer, "chat_template", None) or ""
     if "<|im_end|>" in template:

@@ -174,11 +174,13 @@ def test_targets_defaults_and_all_linear():
 
 def test_defaults_mirror_peft():
     from peft.utils import constants as c
+
+    from core.methods import targets as T
     for model_type in ("llama", "mistral", "opt", "bert"):
-        fam = E.FAMILIES[model_type]
-        assert E._LORA_DEFAULTS[fam] == c.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type]
-        assert E._IA3_DEFAULTS[fam] == c.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[model_type]
-        assert E._IA3_FEEDFORWARD[fam] == c.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[model_type]
+        assert T.LORA_TARGETS[model_type] == c.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type]
+        assert T.IA3_TARGETS[model_type] == c.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[model_type]
+        assert T.IA3_FEEDFORWARD[model_type] == c.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING[model_type]
+    assert set(E.FAMILIES) <= set(T.LORA_TARGETS) & set(T.IA3_TARGETS) & set(T.IA3_FEEDFORWARD)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +313,7 @@ def test_activation_formula_reduces_to_korthikanti():
     d = E.dims(cfg)
     s, b, h, a = 128, 4, 64, 8
     half_on_gpu = E.compute_mode("bfloat16", device="cuda")
-    assert E._layer_activation_bytes(d, b, s, s, half_on_gpu, flash=False) == s * b * h * 34 + 5 * a * s * s * b
+    assert E.layer_activation_bytes(d, b, s, s, half_on_gpu, flash=False) == s * b * h * 34 + 5 * a * s * s * b
 
 
 def test_autocast_keeps_16bit_activations_and_weight_copies():

@@ -498,7 +498,7 @@ def test_drop_quantizer_markers():
     model.hf_quantizer = object()
     model.quantization_method = "gguf"
     model.config.quantization_config = {"quant_method": "gguf"}
-    gguf._drop_quantizer_markers(model)
+    gguf.drop_quantizer_markers(model)
     assert model.hf_quantizer is None and not model.is_quantized
     assert not hasattr(model.config, "quantization_config")
     assert not hasattr(model, "quantization_method")

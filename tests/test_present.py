@@ -13,7 +13,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, presets, recommend
-from core.experiments import METHOD_OVERRIDES
+from core.experiments import method_overrides
 from pages import present
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def train_page(query: dict | None = None) -> AppTest:
 
 def test_recommended_rates_come_from_the_experiments_table():
     base = presets.app_defaults().to_dict()
-    assert recommend.recommended("full", base)["train.learning_rate"] == METHOD_OVERRIDES["full"]["train.learning_rate"]
+    assert recommend.recommended("full", base)["train.learning_rate"] == method_overrides("full")["train.learning_rate"]
     # LoRA overrides nothing: it goes back to the preset's own rate, so LoRA -> full -> LoRA round-trips.
     assert recommend.recommended("lora", base)["train.learning_rate"] == base["train"]["learning_rate"]
 

@@ -1,8 +1,6 @@
 """Pieces several methods share: freezing, peft task types, target resolution."""
 from __future__ import annotations
 
-from peft import TaskType
-
 from core.schema import ConfigError
 
 
@@ -18,8 +16,19 @@ def unfreeze_named(model, names: list[str]) -> None:
                 p.requires_grad_(True)
 
 
-def task_type(ctx) -> TaskType:
-    return TaskType.CAUSAL_LM if ctx.task == "sft" else TaskType.SEQ_CLS
+def task_type_name(task: str) -> str:
+    """The peft TaskType member a task trains with (the exported script names it too)."""
+    return "CAUSAL_LM" if task == "sft" else "SEQ_CLS"
+
+
+def task_type(ctx):
+    from peft import TaskType
+    return getattr(TaskType, task_type_name(ctx.task))
+
+
+def peft_code(config_call: str) -> str:
+    """Export code that builds a peft config and wraps the model with it."""
+    return f"peft_config = {config_call}\nmodel = get_peft_model(model, peft_config)"
 
 
 def resolve_targets(targets: str, ctx) -> list[str] | str:

@@ -29,9 +29,22 @@ def apply(model, params, ctx):
     return model
 
 
+def estimate(params):
+    return "linear_head", {"head_hidden": int(params.get("head_hidden") or 0)}
+
+
+def export(params, ctx):
+    return (f"for param in model.parameters():\n    param.requires_grad_(False)\n"
+            f"for module_name, module in model.named_modules():\n"
+            f"    if module_name.split('.')[-1] in {ctx.head_names!r}:\n"
+            f"        for param in module.parameters():\n            param.requires_grad_(True)")
+
+
 METHOD = register(Method(
     name="linear_head", label="Frozen base + linear head",
     summary="The base is frozen; only a new head on top trains. Fastest to train and to run, "
             "but it cannot change what the base notices.",
     params_cls=LinearHeadParams, apply=apply, tasks=("classification",), saves_adapter=False,
-    frozen_features=True))
+    frozen_features=True, weights_format="head", estimate=estimate, export=export,
+    recommended_train={"train.learning_rate": 1e-3, "train.epochs": 5}, learning_rate_range=(1e-4, 1e-2),
+    trains_instead="keeps W frozen and trains only a new classification head on top."))

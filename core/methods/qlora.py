@@ -5,13 +5,12 @@ adapters (and the new head) train.
 """
 from dataclasses import dataclass
 
-import torch
-from peft import get_peft_model, prepare_model_for_kbit_training
-
 from core.schema import ConfigError, hp
 from core.device import cuda_half_dtype
 from core.methods import Method, register
-from core.methods.lora import LoraParams, check_model, lora_config
+from core.methods.lora import LoraParams, anatomy, check_model, lora_config
+from core.methods.lora import estimate as lora_estimate
+from core.methods.lora import export as lora_export
 
 
 @dataclass
@@ -35,6 +34,7 @@ def quantization_config(params, device: str, skip_modules: list[str]):
     if not bitsandbytes_available():
         raise ConfigError("method qlora needs the bitsandbytes package, which is not installed; "
                           "pip install bitsandbytes, or choose lora")
+    import torch
     from transformers import BitsAndBytesConfig
     compute = params.compute_dtype
     if compute == "auto":
@@ -105,14 +105,27 @@ def return_freed_memory_promptly(threshold: int = 128 * 1024) -> bool:
 
 
 def apply(model, params, ctx):
+    from peft import get_peft_model, prepare_model_for_kbit_training
     # No gradient checkpointing: it recomputes every block in the backward pass, and QLoRA's peak is
     # below LoRA's without it (bench/memory_by_method.py, with return_freed_memory_promptly).
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, lora_config(params, ctx))
 
 
+def estimate(params):
+    _, kwargs = lora_estimate(params)
+    return "qlora", kwargs  # the 4-bit base has no DoRA arithmetic in the estimator
+
+
+def export(params, ctx):
+    return lora_export(params, ctx, prepare=(
+        "# QLoRA: the 4-bit base gets peft's k-bit preparation before the adapters.\n"
+        "model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)\n"))
+
+
 METHOD = register(Method(
     name="qlora", label="QLoRA (4-bit base + LoRA)",
     summary="LoRA on a base stored in 4-bit NF4: about a quarter of the memory for the weights, "
             "at some cost in speed.",
-    params_cls=QLoraParams, apply=apply, quantized_base=True, check_model=check_model))
+    params_cls=QLoraParams, apply=apply, quantized_base=True, check_model=check_model, estimate=estimate,
+    export=export, anatomy=anatomy, learning_rate_range=(1e-4, 5e-3)))

@@ -40,4 +40,3 @@ from core.models.cli import (  # noqa: F401
     prepare,
 )
 # core.export copies this function's source into its scripts by this name (methods-one-file's area).
-from core.models.gguf import _drop_quantizer_markers  # noqa: F401,E402

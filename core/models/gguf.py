@@ -42,7 +42,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _drop_quantizer_markers(model: Any) -> None:
+def drop_quantizer_markers(model: Any) -> None:
     """Make a dequantized GGUF model an ordinary one, which `save_pretrained` accepts.
 
     transformers 5.23 refuses to save a model whose `hf_quantizer` is not serializable (GGUF's is
@@ -80,7 +80,7 @@ def _convert_smollm2(out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf, dtype=torch.float32,
                                                  trust_remote_code=False, **extra)
-    _drop_quantizer_markers(model)
+    drop_quantizer_markers(model)
     packed = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
     if packed:
         raise RuntimeError(f"GGUF weights stayed packed (e.g. {packed[0]}); cannot build the cache")

@@ -14,9 +14,6 @@ from core.models.locate import locate, smollm2_gguf
 from core.models.gguf import cache_complete
 
 
-# peft's own table misses a few common encoders.
-_EXTRA_LORA_TARGETS: dict[str, list[str]] = {"distilbert": ["q_lin", "v_lin"]}
-
 
 def _hub_allowed() -> bool:
     return hub.allowed()
@@ -150,13 +147,8 @@ def kind_of(config: Any) -> Kind:
 
 
 def _lora_targets_for(model_type: str) -> list[str]:
-    if model_type in _EXTRA_LORA_TARGETS:
-        return list(_EXTRA_LORA_TARGETS[model_type])
-    try:
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as mapping
-    except ImportError:
-        return []
-    return list(mapping.get(model_type) or [])
+    from core.methods.targets import lora_targets  # the one table (engine and estimate read it too)
+    return lora_targets(model_type)
 
 
 def _pooling_from_st_files(read: Callable[[str], str | None]) -> Pooling | None:
