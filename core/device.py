@@ -12,7 +12,7 @@ import re
 import traceback
 from typing import Any, Callable, TypeVar
 
-from core.config import ConfigError
+from core.schema import ConfigError
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

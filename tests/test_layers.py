@@ -13,52 +13,33 @@ CORE = ROOT / "core"
 LAYERS: dict[str, int] = {
     # 0 base
     "core": 0, "core.errors": 0, "core.settings": 0, "core.textsafe": 0, "core.distributed": 0,
-    "core.launch": 0, "core.showcase": 0, "core.anatomy": 0, "core.heads": 0, "core.cli": 0,
+    "core.launch": 0, "core.showcase": 0, "core.anatomy": 0, "core.heads": 0,
     # 1 schema
-    "core.schema": 1, "core.safety": 1,
+    "core.schema": 1, "core.safety": 1, "core.device": 1,
     # 2 methods
     "core.methods": 2,
     # 3 config
     "core.config": 3, "core.presets": 3, "core.urlstate": 3,
-    # 4 stores
-    "core.hub": 4, "core.device": 4, "core.runs": 4,
+    # 4 stores (and the CLI guard, which explains a ConfigError in plain words)
+    "core.hub": 4, "core.runs": 4, "core.cli": 4,
     # 5 resources
     "core.models": 5, "core.data": 5, "core.tokenize": 5, "core.estimate": 5, "core.memory": 5,
     "core.limits": 5, "core.uploads": 5,
     # 6 engine
-    "core.loop": 6, "core.save": 6, "core.train": 6,
+    "core.events": 6, "core.build": 6, "core.trainer_setup": 6, "core.callback": 6, "core.scoring": 6,
+    "core.workers": 6, "core.loop": 6, "core.save": 6, "core.train": 6,
     # 7 use
     "core.infer": 7, "core.generate": 7, "core.export": 7, "core.evaluate": 7, "core.probe": 7,
     "core.model_cache": 7,
     # 8 serve
-    "core.jobs": 8, "core.workers": 8, "core.ray_backend": 8, "core.chat_gate": 8, "core.lessons": 8,
+    "core.jobs": 8, "core.ray_backend": 8, "core.chat_gate": 8, "core.lessons": 8,
     "core.experiments": 8, "core.board": 8, "core.recommend": 8, "core.gpu_shelf": 8,
 }
 
 # What the code breaks today, in areas other branches are still refactoring. The coordinator
 # empties this set after the merge; the test fails on any violation not listed here AND on a listed
 # one that no longer occurs, so the set can only shrink.
-KNOWN_VIOLATIONS: set[str] = {
-    'cycle: core.cli <-> core.infer <-> core.jobs <-> core.loop <-> core.ray_backend <-> core.train',
-    'layer: core.cli (0) imports core.config (3)',
-    'layer: core.cli (0) imports core.jobs (8)',
-    'layer: core.loop (6) imports core.infer (7)',
-    'layer: core.methods.qlora (2) imports core.device (4)',
-    'layer: core.train (6) imports core.infer (7)',
-    'layer: core.train (6) imports core.workers (8)',
-    'private: core.evaluate imports _quiet_libraries from core.train',
-    'private: core.export uses core.heads._drop_unused_pooler',
-    'private: core.export uses core.models._drop_quantizer_markers',
-    'private: core.models imports _drop_quantizer_markers from core.models.gguf',  # for core.export's copy
-    'private: core.export uses core.tokenize._end_of_turn_ids',
-    'private: core.export uses core.tokenize._head_tail',
-    'private: core.export uses core.train._accuracy',
-    'private: core.export uses core.train._argmax_logits',
-    'private: core.infer imports _collator from core.train',
-    'private: core.loop imports _accuracy from core.train',
-    'private: core.loop imports _argmax_logits from core.train',
-    'private: core.loop imports _collator from core.train',
-}
+KNOWN_VIOLATIONS: set[str] = set()
 
 
 def module_name(path: Path) -> str:
