@@ -145,9 +145,9 @@ present.apply()  # presentation mode and theme, from the link or the sidebar, be
 sidebar(page)  # first: its device probe imports torch in this thread, before the warm-up starts
 warm_up()
 if page.title != "Learn":
-    # Learn loads no model: it draws its text at once and waits only where it reads the method
-    # registry (pages/shared/method_names.py). The other pages may load models, and must not import
-    # the same big packages as the warm-up thread at the same moment.
+    # Learn loads no model and imports neither torch nor peft (the method registry is light), so it
+    # draws at once. The other pages may load models, and must not import the same big packages as
+    # the warm-up thread at the same moment.
     with st.spinner("Loading PyTorch, transformers and PEFT (first time only)…"):
         wait_for_warm_up()
 page.run()

@@ -2,20 +2,27 @@
 Learn page's own wording where it says more."""
 from __future__ import annotations
 
-from pages.shared.session import wait_for_warm_up
+from core.methods import all_methods
 
-# The calculator's methods, as core.estimate prices them (zero_shot trains nothing: no bar to draw).
-CALCULATOR_METHODS = ("full", "linear_head", "lora", "dora", "qlora", "prompt_tuning", "prefix_tuning", "ia3")
 # Learn's wording where the registry's label is shorter: the page explains each method to a newcomer.
-# dora is not a registered method (it is LoRA with use_dora), but the estimate prices it apart.
-LEARN_WORDING = {"linear_head": "Linear head only (frozen model)", "dora": "DoRA (LoRA + magnitude)",
-                 "ia3": "IA³ (learned scaling vectors)"}
+LEARN_WORDING = {"linear_head": "Linear head only (frozen model)", "ia3": "IA³ (learned scaling vectors)"}
+
+
+def calculator_methods() -> list[str]:
+    """The calculator's methods, in the registry's order: every method that trains, each followed by
+    the variants the estimate prices apart (LoRA's "dora"). Zero-shot trains nothing: no bar to draw."""
+    names = []
+    for name, method in all_methods().items():
+        if method.trains:
+            names += [name, *method.variants]
+    return names
 
 
 def learn_method_labels() -> dict[str, str]:
     """Method name -> label for the Learn page's calculator, in the calculator's order."""
-    # Loading the registry imports peft: never beside the warm-up thread importing it too.
-    wait_for_warm_up()
-    from core.methods import all_methods
-    registry = {name: method.label for name, method in all_methods().items()}
-    return {name: LEARN_WORDING.get(name) or registry[name] for name in CALCULATOR_METHODS}
+    # The registry imports no peft or torch (tests/test_method_registry.py), so no warm-up wait here.
+    labels = {}
+    for name, method in all_methods().items():
+        labels[name] = LEARN_WORDING.get(name) or method.label
+        labels.update(method.variants)
+    return {name: labels[name] for name in calculator_methods()}
