@@ -174,7 +174,7 @@ def test_the_engine_adapts_the_modules_the_estimate_counts(key):
     import torch
 
     from core import models
-    from core.train import build_model, method_context
+    from core.build import build_model, method_context
     cfg = SHIPPED[key]
     if cfg.method.name == "qlora":
         from core.methods.qlora import bitsandbytes_available
