@@ -72,6 +72,7 @@ def test_learn_lora_picture_says_so_when_another_method_is_picked(runs_dir):
     assert notes and "virtual token" in notes[0], [i.value for i in at.info]
 
 
+@pytest.mark.slow  # a sweep: every model, then every method (~15 s on one busy core)
 def test_learn_every_model_and_method_renders(runs_dir):
     from core.estimate import list_models
     at = _app()
