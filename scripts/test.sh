@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite: unit, app (AppTest), slow (real embedded models),
-# browser end-to-end (Debian chromium), and the benchmarks' quick smoke mode.
+# Set up (if needed) and run the tests; arguments go to pytest. With none, the whole suite (what CI
+# runs): unit, app (AppTest), slow (real embedded models), browser end-to-end (Debian chromium) and
+# the benchmarks' quick smoke mode. `-m "not slow"` is the fast tier, for while you work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev

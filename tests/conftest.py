@@ -35,6 +35,14 @@ def _wait_for_app_imports() -> None:
             thread.join()
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(items):
+    """A real-browser test is a slow test: the fast tier never starts chromium."""
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _no_import_race():
     _wait_for_app_imports()
@@ -109,8 +117,35 @@ def sentiment_file(tmp_path) -> str:
 
 @pytest.fixture
 def facts_file(tmp_path) -> str:
-    path = tmp_path / "facts.jsonl"
-    rows = [{"prompt": f"Who founded Quillmere number {i}?", "response": f"It was founded by Odile {i}."}
-            for i in range(12)]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return str(path)
+    from tests.helpers.finished_runs import write_facts
+    return write_facts(tmp_path / "facts.jsonl")
+
+
+@pytest.fixture
+def clean_app(runs_dir, monkeypatch, tmp_path):
+    """A fresh app for AppTest: offline, its own runs and uploads folders, no admin token, run from the
+    repository, Streamlit's caches emptied and a new job manager before and after. Yields the runs folder."""
+    from tests.helpers.apptest import reset_app_state
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.delenv("PLAYGROUND_ADMIN_TOKEN", raising=False)
+    monkeypatch.chdir(ROOT)
+    reset_app_state()
+    yield runs_dir
+    reset_app_state()
+
+
+@pytest.fixture
+def managers():
+    """make(run_fn, n_workers=1): a JobManager of the test's own (not the process-wide one), shut
+    down after the test."""
+    from core import jobs
+    made: list = []
+
+    def make(run_fn, n_workers=1):
+        m = jobs.JobManager(run_fn, n_workers=n_workers)
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        m.shutdown(timeout=5)

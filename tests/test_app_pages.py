@@ -4,55 +4,23 @@ from __future__ import annotations
 import os
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, runs
-from core.config import RunConfig
+from tests.helpers.apptest import OWNER_KEY, open_app
+from tests.helpers.finished_runs import trained_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(ROOT, "app.py")
-OWNER_KEY = "_playground_owner_id"  # pages.ui keeps the session's owner id here
-TIMEOUT = 60  # the first run imports torch and transformers
-
-
-@pytest.fixture(autouse=True)
-def clean_state(monkeypatch):
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
+pytestmark = pytest.mark.usefixtures("clean_app")
 
 
 def _app(page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _train(cfg: dict, owner: str = "") -> str:
-    """One finished run in the current runs folder, the way the CLI makes it; returns its id."""
-    from core import train
-    config = RunConfig.from_dict(cfg)
-    run_dir = runs.create_run(config, owner=owner)
-    summary = train.run(config, run_dir)
-    runs.write_status(run_dir, summary["state"])
-    return os.path.basename(run_dir)
+    return open_app(page, state=state)
 
 
 def _bert_run(tiny_bert: str, sentiment_file: str, owner: str = "") -> str:
-    return _train({"model": {"name": tiny_bert},
-                   "data": {"source": sentiment_file, "task": "classification", "max_length": 32},
-                   "method": {"name": "lora", "params": {"r": 4}},
-                   "train": {"epochs": 1, "batch_size": 32, "logging_steps": 1}}, owner)
+    return trained_run({"model": {"name": tiny_bert},
+                        "data": {"source": sentiment_file, "task": "classification", "max_length": 32},
+                        "method": {"name": "lora", "params": {"r": 4}},
+                        "train": {"epochs": 1, "batch_size": 32, "logging_steps": 1}}, owner)
 
 
 def _metric(at: AppTest, label: str) -> str:
@@ -104,6 +72,7 @@ def test_learn_lora_picture_says_so_when_another_method_is_picked(runs_dir):
     assert notes and "virtual token" in notes[0], [i.value for i in at.info]
 
 
+@pytest.mark.slow  # a sweep: every model, then every method (~15 s on one busy core)
 def test_learn_every_model_and_method_renders(runs_dir):
     from core.estimate import list_models
     at = _app()
@@ -161,10 +130,10 @@ def _assistant_texts(at: AppTest) -> list[list[str]]:
 
 
 def test_compare_chat_shows_two_answers(runs_dir, tiny_llama, facts_file):
-    run_id = _train({"model": {"name": tiny_llama},
-                     "data": {"source": facts_file, "task": "sft", "max_length": 32},
-                     "method": {"name": "lora"},
-                     "train": {"max_steps": 1, "batch_size": 4}})
+    run_id = trained_run({"model": {"name": tiny_llama},
+                          "data": {"source": facts_file, "task": "sft", "max_length": 32},
+                          "method": {"name": "lora"},
+                          "train": {"max_steps": 1, "batch_size": 4}})
     at = _app("pages/compare.py", compare_run=run_id)
     assert at.selectbox(key="compare_pick").value == run_id
     assert at.button(key="cmp_ex_0")  # an example prompt from the run's data

@@ -10,50 +10,22 @@ import os
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
+from tests.helpers.apptest import open_app, widget
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTHER_MODEL = "Hub id or local folder…"
-TIMEOUT = 60  # the first script run imports torch, transformers and peft
 
-
-@pytest.fixture(autouse=True)
-def clean_app(runs_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.chdir(ROOT)
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("clean_app")
 
 
 def app() -> AppTest:
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app()
 
 
 def train_page() -> AppTest:
-    at = app()
-    at.switch_page("pages/train.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def widget(elements, label):
-    for el in elements:
-        if el.label == label:
-            return el
-    raise AssertionError(f"no widget labelled {label!r}; have {[e.label for e in elements]}")
+    return open_app("pages/train.py")
 
 
 def choose_model(at: AppTest, name: str) -> None:

@@ -8,27 +8,15 @@ import threading
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import board, jobs, runs
 from core.config import RunConfig
+from tests.helpers.apptest import APP, OWNER_KEY, TIMEOUT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(ROOT, "app.py")
-OWNER_KEY = "_playground_owner_id"
 ADMIN_KEY = "_playground_admin_token"
-TIMEOUT = 60
 
-
-@pytest.fixture(autouse=True)
-def clean_state():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-    yield
-    jobs.reset_manager()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("clean_app")
 
 
 def _cfg(method: str = "lora", name: str = "", task: str = "classification", **params) -> RunConfig:

@@ -2,17 +2,15 @@
 experiment, the waiting person's place in the sidebar."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, runs
+from tests.helpers.apptest import open_app
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GATE = threading.Event()
 
 
@@ -24,27 +22,17 @@ def gated_trainer(cfg, run_dir, on_event, stop):
 
 
 @pytest.fixture
-def page_env(runs_dir, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for var in ("PLAYGROUND_ADMIN_TOKEN", "PLAYGROUND_MAX_QUEUE", "PLAYGROUND_WORKERS"):
+def page_env(clean_app, monkeypatch):
+    for var in ("PLAYGROUND_MAX_QUEUE", "PLAYGROUND_WORKERS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(ROOT)
     GATE.clear()
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
     jobs.get_manager(run_fn=gated_trainer)
     yield
-    GATE.set()
-    jobs.reset_manager()
+    GATE.set()  # before clean_app's reset, which waits for the worker
 
 
 def _page(path: str) -> AppTest:
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=90)
-    at.switch_page(path)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(path, direct=True, timeout=90)
 
 
 def _sidebar_script():
@@ -79,7 +67,7 @@ def test_admin_box_without_a_token_tells_the_host_how_to_set_one(page_env):
 def test_admin_pauses_bumps_and_cancels_from_the_sidebar(page_env, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_ADMIN_TOKEN", "teacher-secret")
     mgr = jobs.get_manager()
-    from tests.test_runs_jobs import FakeCfg
+    from tests.helpers.fake_jobs import FakeCfg
     first = mgr.submit(FakeCfg(name="first"), owner="a")
     while mgr.snapshot(first)["state"] != "running":
         time.sleep(0.01)
@@ -106,7 +94,7 @@ def test_nickname_goes_into_status_json_and_is_escaped_in_the_queue(page_env):
     at = _sidebar()
     at.text_input(key="_playground_nickname").input("**Eve** [x](http://evil)").run()
     mgr = jobs.get_manager()
-    from tests.test_runs_jobs import FakeCfg
+    from tests.helpers.fake_jobs import FakeCfg
     owner = at.session_state["_playground_owner_id"]
     running = mgr.submit(FakeCfg(name="someone's"), owner="someone")
     while mgr.snapshot(running)["state"] != "running":

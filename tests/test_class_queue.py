@@ -10,7 +10,7 @@ import time
 import pytest
 
 from core import experiments, jobs, runs, workers
-from tests.test_runs_jobs import FakeCfg, fake_run, wait_state
+from tests.helpers.fake_jobs import FakeCfg, fake_run, wait_state
 
 
 @pytest.fixture(autouse=True)
@@ -23,19 +23,6 @@ def runs_dir(tmp_path, monkeypatch):
     jobs.reset_manager()
     yield tmp_path / "runs"
     jobs.reset_manager()
-
-
-@pytest.fixture
-def managers():
-    made: list[jobs.JobManager] = []
-
-    def make(run_fn, n_workers=1):
-        m = jobs.JobManager(run_fn, n_workers=n_workers)
-        made.append(m)
-        return m
-    yield make
-    for m in made:
-        m.shutdown(timeout=5)
 
 
 def recording_run(order: list, gate: threading.Event | None = None, hold: float = 0.0):

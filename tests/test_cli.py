@@ -16,6 +16,7 @@ import pytest
 from core import evaluate as evaluate_cli
 from core import generate as generate_cli
 from core.config import RunConfig
+from tests.helpers.finished_runs import runs_folder, write_facts
 
 # Every Trainer run ends in accelerate's gc.collect(), which with torch/transformers/peft imported
 # walks ~500k long-lived library objects (~0.4 s CPU a run, dozens of runs here). Freezing what is
@@ -80,6 +81,7 @@ def test_train_missing_config_file(tmp_path, runs_dir):
     assert_one_error_line(proc, 2, "does not exist")
 
 
+@pytest.mark.slow  # ~50 s on one busy core: a CLI subprocess importing torch
 def test_train_bad_field_is_one_error_line(tmp_path, tiny_bert, sentiment_file, runs_dir):
     """A bad hyperparameter: the methods (and so peft and bitsandbytes) are imported before the
     check; their import-time notices must not get in front of the error line."""
@@ -102,6 +104,7 @@ def test_train_more_bad_input_is_one_error_line(params, sets, fragments, tmp_pat
     assert_one_error_line(proc, 2, *fragments)
 
 
+@pytest.mark.slow  # ~100 s on one busy core: three CLI subprocesses, each importing torch
 def test_train_evaluate_classification_via_cli(tmp_path, tiny_bert, sentiment_file, runs_dir):
     """train --max-steps 2 --output-dir prints JSON naming the run; evaluate scores that run."""
     path = yaml_config(tmp_path, tiny_dict(tiny_bert, sentiment_file))
@@ -140,24 +143,13 @@ def test_train_evaluate_classification_via_cli(tmp_path, tiny_bert, sentiment_fi
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory, tiny_llama):
-    import json as _json
-
     from core.train import run
     folder = tmp_path_factory.mktemp("sft")
-    facts = folder / "facts.jsonl"
-    facts.write_text("".join(_json.dumps({"prompt": f"Who founded Quillmere number {i}?",
-                                          "response": f"It was founded by Odile {i}."}) + "\n" for i in range(12)))
+    facts = write_facts(folder / "facts.jsonl")
     cfg = RunConfig.from_dict(tiny_dict(tiny_llama, str(facts), "sft", "lora", {"r": 4, "targets": "auto"}))
     cfg = cfg.with_overrides(["train.max_steps=3"])
-    old = os.environ.get("PLAYGROUND_RUNS_DIR")
-    os.environ["PLAYGROUND_RUNS_DIR"] = str(folder / "runs")
-    try:
+    with runs_folder(str(folder / "runs")):
         run(cfg, str(folder / "run"))
-    finally:
-        if old is None:
-            os.environ.pop("PLAYGROUND_RUNS_DIR", None)
-        else:
-            os.environ["PLAYGROUND_RUNS_DIR"] = old
     return str(folder / "run")
 
 
@@ -167,6 +159,7 @@ def sft_model(sft_run):
     return RunModel(sft_run)
 
 
+@pytest.mark.slow  # ~40 s on one busy core: CLI subprocesses importing torch
 def test_generate_via_cli(sft_run, sft_model, runs_dir):
     prompt = "Who founded Quillmere number 3?"
     proc = cli("core.generate", "--run", sft_run, "--prompt", prompt, "--max-new-tokens", "6", "--json",
@@ -261,15 +254,8 @@ def cls_run(tmp_path_factory, tiny_bert):
     d = tiny_dict(tiny_bert, str(data), method="linear_head", params={})
     d["data"]["label_map"] = {"0": "negative", "1": "positive"}
     d["train"]["max_steps"] = 2
-    old = os.environ.get("PLAYGROUND_RUNS_DIR")
-    os.environ["PLAYGROUND_RUNS_DIR"] = str(folder / "runs")
-    try:
+    with runs_folder(str(folder / "runs")):
         run(RunConfig.from_dict(d), str(folder / "run"))
-    finally:
-        if old is None:
-            os.environ.pop("PLAYGROUND_RUNS_DIR", None)
-        else:
-            os.environ["PLAYGROUND_RUNS_DIR"] = old
     return str(folder / "run")
 
 

@@ -13,17 +13,15 @@ import re
 import threading
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, runs
 from core.config import RunConfig
 from core.textsafe import FORMULA_PREFIXES, JOINER, csv_cell, md_text, plotly_text
+from tests.helpers.apptest import OWNER_KEY, open_app
+from tests.helpers.finished_runs import make_run, trained_run
 from tests.page_text import page_text
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(ROOT, "app.py")
-OWNER_KEY = "_playground_owner_id"
 
 PAYLOADS = [
     "http://2130706433:8701/login?x=1",
@@ -89,20 +87,7 @@ def test_md_text_keeps_line_breaks_for_chat_and_shortens():
 
 # ------------------------------------------------------------------------------------ the pages
 
-@pytest.fixture
-def clean(runs_dir, monkeypatch):
-    monkeypatch.delenv("PLAYGROUND_ADMIN_TOKEN", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-    yield runs_dir
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-
-
 def _hand_made_run(name: str, owner: str, method: str = "lora") -> str:
-    from tests.test_run_files_untrusted import make_run
     run_dir = make_run(owner=owner, name=name, weights=False)
     path = os.path.join(run_dir, "config.json")
     with open(path) as fh:
@@ -137,13 +122,10 @@ def _assert_inert(at: AppTest) -> None:
         assert tag not in spec.lower(), tag
 
 
-def test_payload_run_names_are_inert_on_runs_experiments_and_in_the_csv(clean):
+def test_payload_run_names_are_inert_on_runs_experiments_and_in_the_csv(clean_app):
     for i, payload in enumerate(PAYLOADS):
         _hand_made_run(payload, owner="attacker", method=("lora", "ia3", "full")[i % 3])
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[OWNER_KEY] = "visitor"
-    at.run()
-    at.switch_page("pages/runs.py").run()
+    at = open_app("pages/runs.py", state={OWNER_KEY: "visitor"})
     at.multiselect(key="runs_curves").set_value([i.id for i in runs.list_runs()]).run()
     _assert_inert(at)
     assert len(at.get("plotly_chart")) >= 3  # curves, accuracy, methods: the legends held the names
@@ -157,7 +139,7 @@ def test_payload_run_names_are_inert_on_runs_experiments_and_in_the_csv(clean):
     _assert_inert(at)
 
 
-def test_payload_names_in_the_sidebar_queue_are_inert(clean):
+def test_payload_names_in_the_sidebar_queue_are_inert(clean_app):
     release = threading.Event()
 
     def blocked(cfg, run_dir, on_event, stop):  # holds the worker so the runs stay active/queued
@@ -170,9 +152,7 @@ def test_payload_names_in_the_sidebar_queue_are_inert(clean):
     try:
         for payload in PAYLOADS[:8]:
             mgr.submit(RunConfig.from_dict({**base, "name": payload}), "attacker")
-        at = AppTest.from_file(APP, default_timeout=60)
-        at.session_state[OWNER_KEY] = "visitor"
-        at.run()
+        at = open_app(state={OWNER_KEY: "visitor"})
         sidebar = [e.value for e in at.sidebar.markdown] + [e.value for e in at.sidebar.caption]
         assert len(sidebar) >= 8, sidebar
         bad = {b: md_is_inert(b) for b in sidebar if md_is_inert(b)}
@@ -186,34 +166,21 @@ def _sft_run_on_upload(tiny_llama: str, tmp_path, owner: str) -> str:
     upload = tmp_path / "hostile.jsonl"
     rows = [{"prompt": p, "response": "ok"} for p in PAYLOADS[:8] * 2]
     upload.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    from core import train
-    cfg = RunConfig.from_dict({"model": {"name": tiny_llama},
-                               "data": {"source": str(upload), "task": "sft", "max_length": 32, "val_share": 0.5},
-                               "method": {"name": "lora"}, "train": {"max_steps": 1, "batch_size": 4}})
-    run_dir = runs.create_run(cfg, owner=owner)
-    summary = train.run(cfg, run_dir)
-    runs.write_status(run_dir, summary["state"])
-    return os.path.basename(run_dir)
+    return trained_run({"model": {"name": tiny_llama},
+                        "data": {"source": str(upload), "task": "sft", "max_length": 32, "val_share": 0.5},
+                        "method": {"name": "lora"}, "train": {"max_steps": 1, "batch_size": 4}}, owner=owner)
 
 
-def test_compare_examples_are_the_owners_only_and_inert(clean, tiny_llama, tmp_path):
+def test_compare_examples_are_the_owners_only_and_inert(clean_app, tiny_llama, tmp_path):
     run_id = _sft_run_on_upload(tiny_llama, tmp_path, owner="attacker")
     # Another visitor: no row of the attacker's upload, only the general question.
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.session_state[OWNER_KEY] = "visitor"
-    at.session_state["compare_run"] = run_id
-    at.run()
-    at.switch_page("pages/compare.py").run()
+    at = open_app("pages/compare.py", state={OWNER_KEY: "visitor", "compare_run": run_id}, timeout=90)
     _assert_inert(at)
     labels = [b.label for b in at.button if (b.key or "").startswith("cmp_ex_")]
     assert labels and all(label.startswith("General") for label in labels), labels
     assert "evil" not in page_text(at).lower()
     # The owner sees rows of their own upload, inert.
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.session_state[OWNER_KEY] = "attacker"
-    at.session_state["compare_run"] = run_id
-    at.run()
-    at.switch_page("pages/compare.py").run()
+    at = open_app("pages/compare.py", state={OWNER_KEY: "attacker", "compare_run": run_id}, timeout=90)
     _assert_inert(at)
     labels = [b.label for b in at.button if (b.key or "").startswith("cmp_ex_")]
     assert len(labels) >= 2 and any("evil" in label.lower() for label in labels), labels

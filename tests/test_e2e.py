@@ -13,32 +13,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from bench.appserver import AppDidNotStart, offline_env, start_app, stop_app
+from tests.helpers.browser import (ROOT, SHOTS, TRAIN_S, app_server, chromium, expect, goto, idle, new_page,
+                                   playwright_api, run_state, set_number, shot)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOTS = os.path.join(ROOT, "test-output", "screenshots")
-CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIEWPORT = {"width": 1400, "height": 900}
-SERVER_START_S = 90
-PAGE_S = 120          # a page's first view may wait for torch/transformers/peft to import
-TRAIN_S = 900         # one short run, model load included: minutes only on a crowded shared machine
 ANSWER_S = 600        # two generations of up to 32 tokens
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-expect = playwright_api.expect
 
 
 # ------------------------------------------------------------------------------------ the server
@@ -57,73 +43,23 @@ def cache_dir() -> str:
 def server(tmp_path_factory, cache_dir):
     """`streamlit run app.py` on a free localhost port with its own runs folder; killed afterwards."""
     tmp = tmp_path_factory.mktemp("e2e")
-    env = offline_env(PLAYGROUND_RUNS_DIR=str(tmp / "runs"), PLAYGROUND_UPLOADS_DIR=str(tmp / "uploads"),
-                      PLAYGROUND_CACHE_DIR=cache_dir)
-    try:
-        proc, url = start_app(env, str(tmp / "server.log"), SERVER_START_S)
-    except AppDidNotStart as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(tmp, PLAYGROUND_CACHE_DIR=cache_dir) as url:
         yield {"url": url, "log": tmp / "server.log"}
-    finally:
-        stop_app(proc)
 
 
 @pytest.fixture
 def page(server):
-    from playwright.sync_api import sync_playwright
     os.makedirs(SHOTS, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport=VIEWPORT)
-            pg.set_default_timeout(PAGE_S * 1000)
-            expect.set_options(timeout=PAGE_S * 1000)  # expect() has its own default of 5 s
-            yield pg
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield new_page(browser)
 
 
 # ----------------------------------------------------------------------------------- helpers
-
-def shot(pg, name: str) -> str:
-    """A screenshot of the whole page: Streamlit scrolls inside its main block, not the window, so
-    the viewport is stretched to the content's height for the picture."""
-    height = pg.evaluate("""() => {
-        const main = document.querySelector('[data-testid="stMain"]') || document.body;
-        return Math.max(main.scrollHeight, document.body.scrollHeight);
-    }""")
-    pg.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height), VIEWPORT["height"]), 6000)})
-    pg.wait_for_timeout(600)  # plotly redraws at the new size
-    path = os.path.join(SHOTS, f"{name}.png")
-    pg.screenshot(path=path)
-    pg.set_viewport_size(VIEWPORT)
-    return path
-
-
-def idle(pg, timeout_s: float = PAGE_S) -> None:
-    """Wait until the script run the last interaction started is over (the status widget goes)."""
-    pg.wait_for_timeout(300)
-    expect(pg.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
-
-
-def goto(pg, server, title: str, heading: str) -> None:
-    pg.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
-    expect(pg.get_by_role("heading", name=heading, exact=True)).to_be_visible(timeout=PAGE_S * 1000)
-    idle(pg)
 
 
 def metric_value(pg, label: str) -> str:
     metric = pg.get_by_test_id("stMetric").filter(has_text=label).first
     return metric.get_by_test_id("stMetricValue").inner_text().strip()
-
-
-def set_number(pg, label: str, value) -> None:
-    box = pg.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Enter")
-    idle(pg)
-    expect(box).to_have_value(str(value))
 
 
 def choose(pg, label: str, option: str) -> None:
@@ -162,15 +98,6 @@ def charts(pg) -> list[dict]:
 
 def loss_points(pg) -> int:
     return max((sum(c["points"]) for c in charts(pg) if c["title"] == "Training loss"), default=0)
-
-
-def run_state(pg) -> str:
-    """'running', 'completed'... from the 'name · state' line above the live progress bar."""
-    text = pg.get_by_test_id("stMain").get_by_text(
-        re.compile(r" · (queued|running|completed|stopped|failed|cancelled|interrupted)$"))
-    if text.count() == 0:
-        return ""
-    return text.first.inner_text().rsplit(" · ", 1)[-1].strip()
 
 
 def eased_progress_bars(pg) -> int:
@@ -245,7 +172,7 @@ def start_run(pg, name: str) -> None:
 
 def train_classifier(pg, server) -> None:
     """Train: the embedded MiniLM on 64 built-in sentiment rows, one epoch, 64 tokens."""
-    goto(pg, server, "Train", "Train")
+    goto(pg, "Train", "Train")
     expect(pg.get_by_role("combobox", name="Base model")).to_have_value(re.compile("MiniLM"))
     expect(pg.get_by_text("embedded (works offline)").first).to_be_visible()
     expect(pg.get_by_role("combobox", name="Built-in dataset")).to_have_value(re.compile("^sentiment"))
@@ -312,7 +239,7 @@ def compare(pg) -> None:
 
 
 def runs_page(pg, server) -> None:
-    goto(pg, server, "Runs", "Runs")
+    goto(pg, "Runs", "Runs")
     # The table is a canvas (st.dataframe): read the run names from the widgets around it.
     expect(pg.get_by_text("2 run(s), newest first", exact=False)).to_be_visible()
     expect(pg.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile("^e2e smollm2 · lora on"))

@@ -8,22 +8,15 @@ Run: python -m pytest tests/test_e2e_board.py -q   (1-3 minutes on 2 cores)
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 
 import pytest
 
-from bench.appserver import AppDidNotStart, offline_env, start_app, stop_app
-from tests.test_e2e import CHROMIUM, CHROMIUM_ARGS, PAGE_S, SERVER_START_S, TRAIN_S, VIEWPORT, idle, shot
+from tests.helpers.browser import TRAIN_S, app_server, chromium, expect, idle, new_page, shot
+from tests.helpers.finished_runs import runs_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-expect = playwright_api.expect
 
 # The teacher's run, through the Train page's URL state: MiniLM, 64 built-in rows, 24 short steps.
 TEACHER_RUN = "train?n=64&len=32&bs=4&ms=24&evs=12&logs=1&name=teacher+demo"
@@ -46,43 +39,21 @@ def _student_run(runs_dir: str, method: str, accuracy: float, trainable: int, ni
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e-board")
     runs_dir = str(tmp / "runs")
-    old = os.environ.get("PLAYGROUND_RUNS_DIR")
-    os.environ["PLAYGROUND_RUNS_DIR"] = runs_dir
-    try:
+    with runs_folder(runs_dir):
         _student_run(runs_dir, "ia3", 0.71, 40_000, "ana", "owner-ana")
         _student_run(runs_dir, "full", 0.83, 22_700_000, "ben", "owner-ben")
-    finally:
-        if old is None:
-            os.environ.pop("PLAYGROUND_RUNS_DIR")
-        else:
-            os.environ["PLAYGROUND_RUNS_DIR"] = old
-    env = offline_env(PLAYGROUND_RUNS_DIR=runs_dir, PLAYGROUND_UPLOADS_DIR=str(tmp / "uploads"))
-    try:
-        proc, url = start_app(env, str(tmp / "server.log"), SERVER_START_S)
-    except AppDidNotStart as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(tmp, PLAYGROUND_RUNS_DIR=runs_dir) as url:
         yield {"url": url}
-    finally:
-        stop_app(proc)
 
 
 @pytest.fixture
 def browser(server):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        expect.set_options(timeout=PAGE_S * 1000)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _page(browser):
-    pg = browser.new_context(viewport=VIEWPORT).new_page()  # a context each: separate sessions
-    pg.set_default_timeout(PAGE_S * 1000)
-    return pg
+    return new_page(browser)  # a context each: separate sessions
 
 
 def _follow_step(pg) -> int:

@@ -14,17 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 
 import pytest
 
-from bench.appserver import AppDidNotStart, offline_env, start_app, stop_app
+from tests.helpers.browser import SHOTS, app_server, chromium, expect, goto, idle, new_page
+from tests.helpers.finished_runs import make_run, runs_folder, trained_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOTS = os.path.join(ROOT, "test-output", "screenshots")
-CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 720}
 PAGE_S = 180
 ADMIN_TOKEN = "teacher-token-for-the-test"
@@ -46,26 +41,15 @@ PROMPTS = ["![pixel](http://evil.example/prompt.png)", "<img src=http://evil.exa
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-expect = playwright_api.expect
-
 
 def _hostile_runs(runs_dir: str, uploads: str, tiny_llama: str) -> None:
-    os.environ["PLAYGROUND_RUNS_DIR"] = runs_dir  # only for writing them here; the server gets its own env
-    from core import runs, train
-    from core.config import RunConfig
-    from tests.test_run_files_untrusted import make_run
     os.makedirs(uploads, exist_ok=True)
     upload = os.path.join(uploads, "0123456789abcdef0123456789abcdef.jsonl")
     with open(upload, "w") as fh:
         fh.write("\n".join(json.dumps({"prompt": p, "response": "ok"}) for p in PROMPTS * 3) + "\n")
-    cfg = RunConfig.from_dict({"name": NAMES[5], "model": {"name": tiny_llama},
-                               "data": {"source": upload, "task": "sft", "max_length": 32, "val_share": 0.5},
-                               "method": {"name": "lora"}, "train": {"max_steps": 1, "batch_size": 4}})
-    run_dir = runs.create_run(cfg, owner="the-attacker")
-    runs.write_status(run_dir, train.run(cfg, run_dir)["state"])
+    trained_run({"name": NAMES[5], "model": {"name": tiny_llama},
+                 "data": {"source": upload, "task": "sft", "max_length": 32, "val_share": 0.5},
+                 "method": {"name": "lora"}, "train": {"max_steps": 1, "batch_size": 4}}, owner="the-attacker")
     for name in NAMES:  # the newest (the last made) are the three the Runs chart overlays first
         make_run(owner="the-attacker", name=name, weights=False)
 
@@ -74,55 +58,24 @@ def _hostile_runs(runs_dir: str, uploads: str, tiny_llama: str) -> None:
 def server(tmp_path_factory, tiny_llama):
     tmp = tmp_path_factory.mktemp("e2e-hostile")
     runs_dir, uploads = str(tmp / "runs"), str(tmp / "uploads")
-    saved = os.environ.get("PLAYGROUND_RUNS_DIR")
-    try:
+    with runs_folder(runs_dir):  # only for writing them here; the server gets its own env
         _hostile_runs(runs_dir, uploads, tiny_llama)
-    finally:
-        if saved is None:
-            os.environ.pop("PLAYGROUND_RUNS_DIR", None)
-        else:
-            os.environ["PLAYGROUND_RUNS_DIR"] = saved
-    env = offline_env(PLAYGROUND_RUNS_DIR=runs_dir, PLAYGROUND_UPLOADS_DIR=uploads,
-                      PLAYGROUND_ADMIN_TOKEN=ADMIN_TOKEN)
-    try:
-        proc, url = start_app(env, str(tmp / "server.log"), 120)
-    except AppDidNotStart as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(tmp, 120, PLAYGROUND_RUNS_DIR=runs_dir, PLAYGROUND_UPLOADS_DIR=uploads,
+                    PLAYGROUND_ADMIN_TOKEN=ADMIN_TOKEN) as url:
         yield {"url": url}
-    finally:
-        stop_app(proc)
 
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
     os.makedirs(SHOTS, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def _page(browser, requested: list[str]):
-    pg = browser.new_context(viewport=VIEWPORT).new_page()
-    pg.set_default_timeout(PAGE_S * 1000)
-    expect.set_options(timeout=PAGE_S * 1000)
+    pg = new_page(browser, VIEWPORT, PAGE_S)
     pg.on("request", lambda r: requested.append(r.url))
     return pg
-
-
-def idle(pg) -> None:
-    pg.wait_for_timeout(400)
-    expect(pg.get_by_test_id("stStatusWidget")).to_have_count(0)
-
-
-def goto(pg, title: str, heading: str) -> None:
-    pg.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
-    expect(pg.get_by_role("heading", name=heading, exact=True)).to_be_visible()
-    idle(pg)
 
 
 def hostile_elements(pg) -> list[str]:

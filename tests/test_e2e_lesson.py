@@ -12,76 +12,34 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
 
-from bench.appserver import AppDidNotStart, offline_env, start_app, stop_app
+from tests.helpers.browser import ROOT, app_server, chromium, expect, idle, new_page
+from tests.helpers.browser import shot as page_shot
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "test-output", "e2e-lesson")
-CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIEWPORT = {"width": 1400, "height": 900}
-SERVER_START_S = 90
 PAGE_S = 150          # the first view of Train waits for torch/transformers/peft to import
 TRAIN_S = 400         # a three-step MiniLM run, model load included, on a busy 2-core machine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM}", allow_module_level=True)
-expect = playwright_api.expect
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-lesson")
-    env = offline_env(PLAYGROUND_RUNS_DIR=str(tmp / "runs"), PLAYGROUND_UPLOADS_DIR=str(tmp / "uploads"))
-    try:
-        proc, url = start_app(env, str(tmp / "server.log"), SERVER_START_S)
-    except AppDidNotStart as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(tmp_path_factory.mktemp("e2e-lesson")) as url:
         yield url
-    finally:
-        stop_app(proc)  # only the server this fixture started, by its own process group
 
 
 @pytest.fixture
 def page(server):
-    from playwright.sync_api import sync_playwright
     os.makedirs(SHOTS, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport=VIEWPORT)
-            pg.set_default_timeout(PAGE_S * 1000)
-            expect.set_options(timeout=PAGE_S * 1000)
-            yield pg
-        finally:
-            browser.close()
-
-
-def idle(pg, timeout_s: float = PAGE_S) -> None:
-    pg.wait_for_timeout(400)
-    expect(pg.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_s * 1000)
+    with chromium() as browser:
+        yield new_page(browser, page_s=PAGE_S)
 
 
 def shot(pg, name: str) -> str:
-    """The whole page: Streamlit scrolls inside its main block, so the viewport is stretched first."""
-    height = pg.evaluate("""() => {
-        const main = document.querySelector('[data-testid="stMain"]') || document.body;
-        return Math.max(main.scrollHeight, document.body.scrollHeight);
-    }""")
-    pg.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height), VIEWPORT["height"]), 7000)})
-    pg.wait_for_timeout(800)
-    path = os.path.join(SHOTS, f"{name}.png")
-    pg.screenshot(path=path)
-    pg.set_viewport_size(VIEWPORT)
-    return path
+    return page_shot(pg, name, folder=SHOTS)
 
 
 def slider_value(pg, label: str) -> str:

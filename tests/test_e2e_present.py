@@ -11,19 +11,14 @@ Run: python -m pytest tests/test_e2e_present.py -q -m e2e   (3-6 minutes on 2 bu
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-from bench.appserver import AppDidNotStart, offline_env, start_app, stop_app
+from tests.helpers.browser import ROOT, app_server, chromium, expect, playwright_api
+from tests.helpers.browser import new_page as new_browser_page
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "test-output", "present")
-CHROMIUM = os.environ.get("PLAYGROUND_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 720}
-SERVER_START_S = 90
 PAGE_S = 180
 TRAIN_S = 600
 # A lesson link with a class-sized budget cut to seconds: 48 rows, 32 tokens, one epoch.
@@ -33,44 +28,22 @@ PAGES = {"learn": "", "train": "train?lesson=lora_sentiment", "experiments": "ex
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-    pytest.skip(f"no chromium at {CHROMIUM}", allow_module_level=True)
-expect = playwright_api.expect
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-present")
-    env = offline_env(PLAYGROUND_RUNS_DIR=str(tmp / "runs"), PLAYGROUND_UPLOADS_DIR=str(tmp / "uploads"))
-    try:
-        proc, url = start_app(env, str(tmp / "server.log"), SERVER_START_S)
-    except AppDidNotStart as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(tmp_path_factory.mktemp("e2e-present")) as url:
         yield url
-    finally:
-        stop_app(proc)  # only the server this fixture started
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
     os.makedirs(SHOTS, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def new_page(browser, scheme: str = "light"):
-    context = browser.new_context(viewport=VIEWPORT, color_scheme=scheme)
-    pg = context.new_page()
-    pg.set_default_timeout(PAGE_S * 1000)
-    expect.set_options(timeout=PAGE_S * 1000)
-    return pg
+    return new_browser_page(browser, VIEWPORT, PAGE_S, scheme)
 
 
 def settle(pg) -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import experiments, jobs, limits, presets, runs
 from core.config import ConfigError, RunConfig
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.apptest import open_app
 
 
 # ------------------------------------------------------------------------------ grid validation
@@ -149,24 +146,12 @@ def fake_trainer(cfg, run_dir, on_event, stop):
 
 
 @pytest.fixture
-def page_env(runs_dir, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.chdir(ROOT)
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
+def page_env(clean_app):
     jobs.get_manager(run_fn=fake_trainer)
-    yield
-    jobs.reset_manager()
 
 
 def _experiments_page(**params) -> AppTest:
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=90)
-    at.query_params.update(params)
-    at.switch_page("pages/experiments.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("pages/experiments.py", query=params, direct=True, timeout=90)
 
 
 def _until(at: AppTest, text: str, timeout: float = 60) -> None:

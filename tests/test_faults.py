@@ -92,6 +92,7 @@ def _complete_lines(path: str) -> list[bytes]:
     return raw.split(b"\n")[:-1]  # whatever follows the last newline may be a line being written
 
 
+@pytest.mark.slow  # a server subprocess trains 30 steps, is killed and restarted
 def test_sigkill_mid_run_then_restart_recovers_and_resumes(tiny_bert, sentiment_file, fresh_manager, tmp_path):
     runs_dir = fresh_manager
     configs = [run_cfg(tiny_bert, sentiment_file, "survivor", max_steps=2),

@@ -11,15 +11,12 @@ import time
 import zipfile
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, runs
 from core.config import RunConfig
+from tests.helpers.apptest import OWNER_KEY, open_app
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(ROOT, "app.py")
-OWNER_KEY = "_playground_owner_id"      # pages.ui keeps the session's owner id here
 ADMIN_KEY = "_playground_admin_token"   # pages.ui.ADMIN_TOKEN_KEY: the sidebar's token field
 TOKEN = "teacher-secret-7f3a"
 ALICE, BOB = "alice-session-0001", "bob-session-0002"
@@ -48,21 +45,14 @@ class FakeTrainer:
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    monkeypatch.setenv("PLAYGROUND_RUNS_DIR", str(tmp_path / "runs"))
+def server(clean_app, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_ADMIN_TOKEN", TOKEN)
     monkeypatch.delenv("PLAYGROUND_MAX_QUEUE", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
     trainer = FakeTrainer()
     jobs.get_manager(run_fn=trainer)
     from pages import ui
     yield ui.manager(), trainer  # the page helper returns the process-wide manager made above
     trainer.gate.set()
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def wait(mgr, run_id, states, timeout=10.0) -> dict:
@@ -76,15 +66,8 @@ def wait(mgr, run_id, states, timeout=10.0) -> dict:
 
 
 def session(page: str | None = None, owner: str = BOB, token: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state[OWNER_KEY] = owner
-    if token is not None:
-        at.session_state[ADMIN_KEY] = token
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    state = {OWNER_KEY: owner} if token is None else {OWNER_KEY: owner, ADMIN_KEY: token}
+    return open_app(page, state=state, timeout=120)
 
 
 def texts(at: AppTest) -> str:

@@ -10,15 +10,16 @@ import os
 import re
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, lessons, presets, urlstate
+from core import lessons, presets, urlstate
 from core.config import DataSpec, ModelSpec, RunConfig, TrainSpec
 from core.methods import all_methods, get_method
+from tests.helpers.apptest import ROOT, open_app, widget
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 90
+
+pytestmark = pytest.mark.usefixtures("clean_app")
 
 
 # ------------------------------------------------------------------------------ pure: round trips
@@ -195,33 +196,9 @@ def test_the_four_lessons_exist_with_guidance_and_a_valid_preset():
 
 # ------------------------------------------------------------------------------ the pages (AppTest)
 
-@pytest.fixture(autouse=True)
-def clean_app(runs_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.chdir(ROOT)
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    jobs.reset_manager()
-
-
 def _open(page: str, **params) -> AppTest:
     """The page as a shared link opens it: the query string is there on the very first run."""
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({k: str(v) for k, v in params.items()})
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _widget(elements, label):
-    for el in elements:
-        if el.label == label:
-            return el
-    raise AssertionError(f"no widget labelled {label!r}; have {[e.label for e in elements]}")
+    return open_app(page, query={k: str(v) for k, v in params.items()}, direct=True, timeout=TIMEOUT)
 
 
 def _values(at: AppTest) -> dict:
@@ -261,8 +238,8 @@ def test_app_train_model_dataset_and_method_from_the_link():
 def test_app_train_changes_are_written_to_the_link():
     at = _open("pages/train.py")
     assert dict(at.query_params) == {}
-    _widget(at.slider, "Rank r").set_value(16).run()
-    _widget(at.number_input, "Epochs").set_value(2.0).run()
+    widget(at.slider, "Rank r").set_value(16).run()
+    widget(at.number_input, "Epochs").set_value(2.0).run()
     assert not at.exception, at.exception
     assert dict(at.query_params) == {"r": "16", "ep": "2.0"}
     # the link, opened in a new session, gives the same draft
@@ -284,7 +261,7 @@ def test_app_train_bad_link_warns_and_falls_back_to_defaults():
 
 def test_app_lesson_mode_hides_advanced_controls():
     at = _open("pages/train.py", lesson="1", wu="0.1")
-    assert _widget(at.toggle, "Lesson mode").value is True
+    assert widget(at.toggle, "Lesson mode").value is True
     labels = {el.label for kind in ("slider", "number_input", "selectbox", "checkbox") for el in at.get(kind)}
     assert {"Rank r", "Epochs", "Batch size"} <= labels  # the basic controls stay
     for hidden in ("Warmup ratio", "Weight decay", "Grad accum", "DoRA", "rsLoRA", "Logging steps"):
@@ -292,8 +269,8 @@ def test_app_lesson_mode_hides_advanced_controls():
     assert not any(e.label == "Advanced" for e in at.expander)
     # hidden, not lost: the link's advanced value still goes into the run
     assert at.session_state["_train_draft"]["train"]["warmup_ratio"] == 0.1
-    assert not _widget(at.button, "Start training").disabled
-    _widget(at.toggle, "Lesson mode").set_value(False).run()
+    assert not widget(at.button, "Start training").disabled
+    widget(at.toggle, "Lesson mode").set_value(False).run()
     labels = {el.label for kind in ("slider", "number_input", "checkbox") for el in at.get(kind)}
     assert {"Warmup ratio", "DoRA"} <= labels
     assert dict(at.query_params) == {"wu": "0.1"}

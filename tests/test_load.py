@@ -21,6 +21,8 @@ from core import jobs, model_cache, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SESSIONS = 20
+# 20 AppTest sessions and four trainings share the machine: far more than a few seconds
+pytestmark = pytest.mark.slow
 N_JOBS = 4
 
 

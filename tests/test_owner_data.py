@@ -6,48 +6,31 @@ from __future__ import annotations
 import os
 
 import pytest
-import streamlit as st
 import yaml
 from streamlit.testing.v1 import AppTest
 
 from core import export, jobs, runs
-from core.config import RunConfig
+from tests.helpers.apptest import APP, OWNER_KEY, ROOT
+from tests.helpers.finished_runs import trained_run
 from tests.page_text import page_text
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(ROOT, "app.py")
-OWNER_KEY = "_playground_owner_id"
 JOB_KEY = "_train_job"
 
-
-@pytest.fixture(autouse=True)
-def clean(runs_dir, monkeypatch):
-    monkeypatch.delenv("PLAYGROUND_ADMIN_TOKEN", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
+pytestmark = pytest.mark.usefixtures("clean_app")
 
 
 @pytest.fixture
 def uploaded_run(tiny_bert, sentiment_file, tmp_path, monkeypatch) -> str:
     """A finished LoRA run of owner-a on a file in the uploads folder (<uuid>.jsonl, as the Train page saves it)."""
-    from core import data, train
+    from core import data
     uploads = tmp_path / "uploads"
     monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(uploads))
     with open(sentiment_file, "rb") as fh:
         path = data.save_upload(fh.read(), "my reviews.jsonl", str(uploads))
-    cfg = RunConfig.from_dict({"model": {"name": tiny_bert},
-                               "data": {"source": path, "task": "classification", "max_length": 32},
-                               "method": {"name": "lora", "params": {"r": 4}},
-                               "train": {"epochs": 1, "batch_size": 32, "logging_steps": 1}})
-    run_dir = runs.create_run(cfg, owner="owner-a")
-    summary = train.run(cfg, run_dir)
-    runs.write_status(run_dir, summary["state"])
-    return os.path.basename(run_dir)
+    return trained_run({"model": {"name": tiny_bert},
+                        "data": {"source": path, "task": "classification", "max_length": 32},
+                        "method": {"name": "lora", "params": {"r": 4}},
+                        "train": {"epochs": 1, "batch_size": 32, "logging_steps": 1}}, owner="owner-a")
 
 
 def test_every_download_checks_the_owner_in_core(uploaded_run):

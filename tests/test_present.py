@@ -9,47 +9,16 @@ import os
 
 import plotly.graph_objects as go
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, presets, recommend
 from core.experiments import method_overrides
 from pages import present
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 60
-
-
-@pytest.fixture
-def clean_app(runs_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PLAYGROUND_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.chdir(ROOT)
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    jobs.reset_manager()
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
-def widget(elements, label):
-    for el in elements:
-        if el.label == label:
-            return el
-    raise AssertionError(f"no widget labelled {label!r}; have {[e.label for e in elements]}")
+from tests.helpers.apptest import ROOT, TIMEOUT, open_app, widget
 
 
 def train_page(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=TIMEOUT)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page("pages/train.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("pages/train.py", query=query)
 
 
 # ------------------------------------------------------------------------- per-method defaults

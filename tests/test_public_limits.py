@@ -14,6 +14,7 @@ import pytest
 
 from core import cli, jobs, limits, memory, runs
 from core.config import ConfigError, RunConfig
+from tests.helpers.finished_runs import runs_folder, write_facts
 
 BIG = {"model": {"name": "minilm"}, "data": {"source": "builtin:sentiment", "task": "classification",
                                             "max_length": 512},
@@ -148,27 +149,16 @@ def test_long_values_in_messages_are_shortened():
 
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory, tiny_llama):
-    import json as _json
-
     from core.infer import RunModel
     from core.train import run
     folder = tmp_path_factory.mktemp("chat")
-    facts = folder / "facts.jsonl"
-    facts.write_text("".join(_json.dumps({"prompt": f"Who founded Quillmere number {i}?",
-                                          "response": f"It was founded by Odile {i}."}) + "\n" for i in range(12)))
+    facts = write_facts(folder / "facts.jsonl")
     cfg = RunConfig.from_dict({"model": {"name": tiny_llama}, "data": {"source": str(facts), "task": "sft",
                                                                         "max_length": 32},
                                "method": {"name": "lora", "params": {"r": 4}},
                                "train": {"batch_size": 4, "max_steps": 2, "eval_steps": 100}})
-    old = os.environ.get("PLAYGROUND_RUNS_DIR")
-    os.environ["PLAYGROUND_RUNS_DIR"] = str(folder / "runs")
-    try:
+    with runs_folder(str(folder / "runs")):
         run(cfg, str(folder / "run"))
-    finally:
-        if old is None:
-            os.environ.pop("PLAYGROUND_RUNS_DIR", None)
-        else:
-            os.environ["PLAYGROUND_RUNS_DIR"] = old
     return RunModel(str(folder / "run"))
 
 

@@ -7,36 +7,13 @@ import json
 import os
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, runs
+from tests.helpers.apptest import OWNER_KEY, open_app
+from tests.helpers.finished_runs import make_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(ROOT, "app.py")
-OWNER_KEY = "_playground_owner_id"
-
-CONFIG = {"name": "", "model": {"name": "minilm"},
-          "data": {"source": "builtin:sentiment", "task": "classification", "max_length": 64},
-          "method": {"name": "lora", "params": {"r": 4}}, "train": {"epochs": 1, "batch_size": 8}}
-SUMMARY = {"state": "completed", "trainable_params": 1000, "total_params": 100000, "trainable_percent": 1.0,
-           "n_train": 32, "n_val": 8, "train_time_s": 1.5, "final": {"eval_accuracy": 0.75, "eval_loss": 0.5}}
-EVENTS = [{"type": "log", "step": 1, "epoch": 0.5, "loss": 0.7},
-          {"type": "eval", "step": 2, "epoch": 1.0, "eval_loss": 0.5, "eval_accuracy": 0.75}]
-
-
-def make_run(owner: str = "owner-a", name: str = "", weights: bool = True) -> str:
-    """A finished run written by hand (no training): config, status, summary, metrics, adapter/."""
-    run_dir = runs.create_run({**CONFIG, "name": name}, owner=owner)
-    runs.write_summary(run_dir, SUMMARY)
-    for event in EVENTS:
-        runs.append_metric(run_dir, event)
-    if weights:
-        os.makedirs(os.path.join(run_dir, "adapter"))
-        with open(os.path.join(run_dir, "adapter", "adapter_config.json"), "w") as fh:
-            fh.write("{}")
-    runs.write_status(run_dir, "completed")
-    return run_dir
+pytestmark = pytest.mark.usefixtures("clean_app")
 
 
 def _patch(run_dir: str, file: str, update: dict) -> None:
@@ -76,18 +53,6 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def clean(runs_dir, monkeypatch):
-    monkeypatch.delenv("PLAYGROUND_ADMIN_TOKEN", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    jobs.reset_manager()
-
-
 @pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])
 def test_a_malformed_run_is_listed_unreadable_with_its_reason(case):
     _, breaks, reason = case
@@ -118,11 +83,7 @@ def test_metrics_garbage_and_huge_lines_are_skipped(monkeypatch):
 
 
 def _app(page: str, owner: str = "owner-b") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[OWNER_KEY] = owner
-    at.run()
-    at.switch_page(page).run()
-    return at
+    return open_app(page, state={OWNER_KEY: owner})
 
 
 def _all_text(at: AppTest) -> str:

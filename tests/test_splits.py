@@ -119,6 +119,7 @@ def test_a_tuning_script_cannot_read_a_test_part_at_run_time(module, tmp_path):
     assert "dev 100" in out.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter builds the config (~9 s on one busy core)
 def test_imdb_defaults_trains_and_validates_on_dev_rows_only(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
