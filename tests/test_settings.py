@@ -73,10 +73,11 @@ def test_the_scan_sees_each_kind_of_read():
 
 
 def test_unusable_limit_falls_back_and_names_the_variable(monkeypatch, caplog):
-    monkeypatch.setenv("PLAYGROUND_MAX_EPOCHS", "lots")
+    # A value no other test sets: settings warns once per (variable, value) and process.
+    monkeypatch.setenv("PLAYGROUND_MAX_EPOCHS", "lots-for-test-settings")
     with caplog.at_level(logging.WARNING, logger="core.settings"):
         assert limits.max_epochs() == limits.DEFAULT_MAX_EPOCHS
-    assert "PLAYGROUND_MAX_EPOCHS='lots'" in caplog.text and ">= 1" in caplog.text
+    assert "PLAYGROUND_MAX_EPOCHS='lots-for-test-settings'" in caplog.text and ">= 1" in caplog.text
     monkeypatch.setenv("PLAYGROUND_MAX_EPOCHS", "3")
     assert limits.max_epochs() == 3  # read at call time, not at import
 
