@@ -213,7 +213,18 @@ def _memory_guard(job: "Job"):
                            f"{memory.gb(limit)} (PLAYGROUND_MEMORY_GUARD_PERCENT / _MB), so this run was stopped")
         job.stop_reason = job.oom_message
         job.stop.set()
-    return memory.MemoryWatchdog(limit, trip)
+    return memory.MemoryWatchdog(limit, trip, weight=_estimated_peak(job))
+
+
+def _estimated_peak(job: "Job") -> int:
+    """The run's estimated peak bytes: which of several runs a memory trip stops (0: unknown)."""
+    try:
+        cfg = runs.cfg_dict(job.cfg)
+        model_cfg = memory.model_config(str((cfg.get("model") or {}).get("name", "")))
+        return memory.estimate_peak(cfg, model_cfg)["peak"] if model_cfg else 0
+    except Exception:  # an estimate is a preference only: a run it cannot price weighs nothing
+        log.debug("no peak estimate for %s", job.id, exc_info=True)
+        return 0
 
 
 def _fold_progress(progress: dict, event: Event) -> None:

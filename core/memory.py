@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable, Optional
 
 from core import estimate, models
@@ -161,18 +162,51 @@ def estimate_peak(cfg: dict, model_cfg: dict, device: str = "cpu", dtype: str = 
 
 # ------------------------------------------------------------------------------ the guard
 
+# One decision for the whole process. Every run's guard watches the same RSS (runs in parallel
+# workers share the process), so without this, one spike stopped every run at once. A trip stops
+# only the run with the largest estimated peak (the newest on a tie); while that run is still
+# stopping (up to TRIP_COOLDOWN_S), no other is stopped: its memory is about to come back.
+TRIP_COOLDOWN_S = 10.0
+_trip_lock = threading.Lock()
+_active: list["MemoryWatchdog"] = []
+
+
+def _trip_one(used: int) -> None:
+    with _trip_lock:
+        now = time.monotonic()
+        if any(w.tripped_at is not None and now - w.tripped_time < TRIP_COOLDOWN_S for w in _active):
+            return
+        candidates = [w for w in _active if w._inside and w.tripped_at is None]
+        if not candidates:
+            return
+        victim = max(candidates, key=lambda w: (w.weight, w.started))
+        with victim._lock:
+            if not victim._inside:
+                return
+            victim.tripped_at, victim.tripped_time = used, now
+            # Sets the run's stop flag: the trainer stops at its next step. An exception sent
+            # into the training thread from outside (PyThreadState_SetAsyncExc) was tried and
+            # dropped: landing inside an import, it left the module lock held and hung the server.
+            victim.on_trip(used)
+
+
 class MemoryWatchdog:
-    """Polls the process's RSS while a run trains; above `limit_bytes` it calls on_trip once (the
-    job manager sets the stop flag and the message). Use as a context manager around the training
-    call only: leaving it (under its lock) ends the window in which it may trip."""
+    """Polls the process's RSS while a run trains; above `limit_bytes` it stops one run of the
+    process (see _trip_one): the one with the largest `weight` (its estimated peak, bytes), calling
+    that run's on_trip once (the job manager sets the stop flag and the message). Use as a context
+    manager around the training call only: leaving it (under its lock) ends the window in which it
+    may trip."""
 
     def __init__(self, limit_bytes: int, on_trip: Callable[[int], None], interval_s: float = 0.2,
-                 rss: Callable[[], Optional[int]] = process_rss):
+                 rss: Callable[[], Optional[int]] = process_rss, weight: int = 0):
         self.limit = int(limit_bytes)
         self.on_trip = on_trip
         self.interval = interval_s
         self.rss = rss
+        self.weight = int(weight or 0)
+        self.started = time.monotonic()
         self.tripped_at: Optional[int] = None
+        self.tripped_time = 0.0
         self._lock = threading.Lock()
         self._inside = False
         self._done = threading.Event()
@@ -180,6 +214,9 @@ class MemoryWatchdog:
 
     def __enter__(self) -> "MemoryWatchdog":
         self._inside = True
+        self.started = time.monotonic()
+        with _trip_lock:
+            _active.append(self)
         self._thread = threading.Thread(target=self._watch, name="playground-memory-guard", daemon=True)
         self._thread.start()
         return self
@@ -187,21 +224,18 @@ class MemoryWatchdog:
     def __exit__(self, *exc: Any) -> None:
         with self._lock:
             self._inside = False
+        with _trip_lock:
+            if self in _active:
+                _active.remove(self)
         self._done.set()
         if self._thread is not None:
             self._thread.join(2.0)
 
     def _watch(self) -> None:
         while not self._done.wait(self.interval):
+            if self.tripped_at is not None:
+                return
             used = self.rss()
             if used is None or used <= self.limit:
                 continue
-            with self._lock:
-                if not self._inside or self.tripped_at is not None:
-                    return
-                self.tripped_at = used
-                # Sets the run's stop flag: the trainer stops at its next step. An exception sent
-                # into the training thread from outside (PyThreadState_SetAsyncExc) was tried and
-                # dropped: landing inside an import, it left the module lock held and hung the server.
-                self.on_trip(used)
-            return
+            _trip_one(used)

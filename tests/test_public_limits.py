@@ -102,6 +102,24 @@ def test_watchdog_trips_once_and_only_while_inside():
     assert quiet == []
 
 
+def test_with_two_runs_in_the_process_a_trip_stops_only_the_heavier_one():
+    """Parallel workers share one process RSS: one spike must stop one run, not every run."""
+    light, heavy = [], []
+    over = lambda: 200  # noqa: E731
+    with memory.MemoryWatchdog(100, light.append, interval_s=0.02, rss=over, weight=10):
+        with memory.MemoryWatchdog(100, heavy.append, interval_s=0.02, rss=over, weight=1000):
+            deadline = time.time() + 3
+            while not heavy and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # both guards keep polling above the limit meanwhile
+            assert heavy == [200] and light == []
+        # the heavy run has stopped and left; still above the limit, the light one is next
+        deadline = time.time() + 3
+        while not light and time.time() < deadline:
+            time.sleep(0.01)
+    assert light == [200] and heavy == [200]
+
+
 def test_a_run_past_the_memory_guard_fails_and_the_next_one_runs(tmp_path, monkeypatch, tiny_bert,
                                                                    sentiment_file):
     """An OOM in one run killed the server; now the guard stops the run and the manager serves on."""
