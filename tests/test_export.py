@@ -9,9 +9,6 @@ import ast
 import io
 import json
 import os
-import re
-import subprocess
-import sys
 import zipfile
 
 import pytest
@@ -19,6 +16,7 @@ import pytest
 from core import export
 from core.config import ConfigError, RunConfig
 from core.train import run
+from tests.helpers.exported_script import run_exported
 
 TOLERANCE = 1e-3  # relative; in practice the losses agree to the last printed digit
 
@@ -32,16 +30,7 @@ def _cfg(model: str, data: str, task: str, method: str = "lora", params: dict | 
 
 
 def _run_script(script: str, tmp_path) -> tuple[float, str]:
-    path = tmp_path / "exported.py"
-    path.write_text(script, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    out = subprocess.run([sys.executable, str(path)], cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
-    found = re.search(r"final training loss: (\S+)", out.stdout)
-    assert found, out.stdout[-2000:]
-    return float(found.group(1)), out.stdout
+    return run_exported(script, tmp_path)
 
 
 def _no_app_imports(script: str) -> None:

@@ -127,15 +127,9 @@ def test_a_registered_method_is_estimated_and_exported_and_described(bitfit, tin
     # the export: the method's code in a script that trains the same run again
     script = export.export_script(run_dir)
     assert "module.bias.requires_grad_(True)" in script
-    path = tmp_path / "exported.py"
-    path.write_text(script, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    out = subprocess.run([sys.executable, str(path)], cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"trainable parameters: {summary['trainable_params']:,} of" in out.stdout
-    loss = float(out.stdout.split("final training loss: ")[1].split()[0])
+    from tests.helpers.exported_script import run_exported
+    loss, stdout = run_exported(script, tmp_path)
+    assert f"trainable parameters: {summary['trainable_params']:,} of" in stdout
     assert loss == pytest.approx(export.final_training_loss(run_dir), rel=1e-3)
 
 
