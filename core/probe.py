@@ -108,3 +108,15 @@ def probe(run_model, facts: list[dict] | None = None, general: list[dict] | None
                      "general": _score(run_model, general, tuned, general_hit, max_new_tokens,
                                        ticker(view, "general"))}
     return out
+
+
+def changes(result: dict, part: str) -> dict[str, list[str]]:
+    """What tuning changed on one part of a probe result: the questions the base answered right and
+    the tuned model did not ("lost": forgetting, or a new invention), and the reverse ("gained")."""
+    lost, gained = [], []
+    for base, tuned in zip(result["base"][part]["items"], result["tuned"][part]["items"]):
+        if base["hit"] and not tuned["hit"]:
+            lost.append(base["prompt"])
+        elif tuned["hit"] and not base["hit"]:
+            gained.append(base["prompt"])
+    return {"lost": lost, "gained": gained}

@@ -145,7 +145,7 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     assert labels.count("Facts recalled (held-out)") == 2 and labels.count("General questions right") == 2
     assert all(m.value.endswith("%)") and "/2 (" in m.value for m in at.metric if "recalled" in m.label)
     tables = [d.value for d in at.dataframe]
-    assert len(tables) == 2 and list(tables[0].columns) == ["prompt", "keywords", "base answer", "tuned answer"]
+    assert len(tables) == 2 and list(tables[0].columns) == ["prompt", "keywords", "base answer", "tuned answer", "tuning"]
     assert all(a[0] in "✓✗" for a in tables[0]["base answer"])
     with open(os.path.join(run_dir, "probe.json"), encoding="utf-8") as fh:
         saved = json.load(fh)
@@ -158,6 +158,19 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     assert not again.exception
     assert not [b for b in again.button if b.key == "cmp_probe"]  # cached: no second generation
     assert [m.label for m in again.metric].count("Facts recalled (held-out)") == 2
+
+    # a general question the base got right and the tuned model lost is said beside the scores
+    saved["result"]["base"]["general"]["items"][0]["hit"] = True
+    saved["result"]["tuned"]["general"]["items"][0]["hit"] = False
+    with open(os.path.join(run_dir, "probe.json"), "w", encoding="utf-8") as fh:
+        json.dump(saved, fh)
+    third = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    third.session_state["compare_run"] = run_id
+    third.run()
+    third.switch_page("pages/compare.py").run()
+    assert not third.exception
+    assert any("Tuning lost 1 general question" in w.value for w in third.warning), [w.value for w in third.warning]
+    assert "lost" in list(third.dataframe[1].value["tuning"])
     assert len(calls) == 1
     jobs.reset_manager()
 
@@ -165,3 +178,11 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
 def data_heldout(name):
     from core import data
     return data.builtin_heldout(name)
+
+
+def test_changes_name_what_tuning_lost_and_gained():
+    def part(hits):
+        return {"items": [{"prompt": f"q{i}", "hit": h} for i, h in enumerate(hits)]}
+    result = {"base": {"general": part([True, True, False, False])},
+              "tuned": {"general": part([True, False, True, False])}}
+    assert probe.changes(result, "general") == {"lost": ["q1"], "gained": ["q2"]}

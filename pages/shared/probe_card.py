@@ -74,10 +74,23 @@ def _score_text(part: dict) -> str:
 def _answers_table(result: dict, part: str) -> list[dict]:
     rows = []
     for base, tuned in zip(result["base"][part]["items"], result["tuned"][part]["items"]):
+        change = "lost" if base["hit"] and not tuned["hit"] else "gained" if tuned["hit"] and not base["hit"] else ""
         rows.append({"prompt": base["prompt"], "keywords": ", ".join(map(str, base.get("keywords") or [])),
                      "base answer": f"{'✓' if base['hit'] else '✗'} {base['answer']}",
-                     "tuned answer": f"{'✓' if tuned['hit'] else '✗'} {tuned['answer']}"})
+                     "tuned answer": f"{'✓' if tuned['hit'] else '✗'} {tuned['answer']}", "tuning": change})
     return rows
+
+
+def _forgetting_note(result: dict) -> None:
+    """Said beside the scores, not only in the table: a lesson on hallucination must show the ones
+    tuning creates (issue 21)."""
+    from core import probe
+    general = probe.changes(result, "general")
+    if general["lost"]:
+        st.warning(f"Tuning lost {len(general['lost'])} general question(s) the base model answered right"
+                   + (f" and gained {len(general['gained'])}" if general["gained"] else "")
+                   + ": the tuned model forgot, or made up a new answer. They are marked \"lost\" in the "
+                     "answers below.")
 
 
 def probe_section(model, info) -> None:
@@ -118,6 +131,7 @@ def probe_section(model, info) -> None:
                           help="Rephrased questions about the invented facts: the base model can only guess")
                 m2.metric("General questions right", _score_text(general), delta=delta_g,
                           help="Everyday knowledge: a drop here is catastrophic forgetting")
+        _forgetting_note(result)
         with st.expander("The answers behind the numbers"):
             st.markdown("**Held-out fact questions**")
             present.table(_answers_table(result, "facts"), hide_index=True, key="cmp_probe_facts")
