@@ -66,6 +66,33 @@ class Lesson:
         return gpu_shelf.describe(cfg, entry)
 
 
+# What makes two runs the same job for timing: a lesson's time is what its own preset took here.
+_SAME_JOB = (("model", "name"), ("method", "name"), ("data", "source"), ("data", "max_length"),
+             ("train", "epochs"), ("train", "max_steps"), ("train", "batch_size"))
+
+
+def measured_seconds(preset: RunConfig, infos) -> tuple[float, int] | None:
+    """(median wall seconds, how many runs) of the completed runs on this server that ran the same
+    job as `preset`, or None before the first one: a lesson quotes the time its run takes on the
+    machine it runs on (issue 22), not a promise written for another machine."""
+    want = preset.to_dict()
+    times = []
+    for info in infos:
+        if info.state != "completed" or info.problem:
+            continue
+        if any((info.config.get(a) or {}).get(b) != (want.get(a) or {}).get(b) for a, b in _SAME_JOB):
+            continue
+        seconds = info.summary.get("wall_time_s")
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 < seconds < 86400:
+            times.append(float(seconds))
+    if not times:
+        return None
+    times.sort()
+    mid = len(times) // 2
+    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
+    return median, len(times)
+
+
 _FACT = re.compile(r"\{(\w+)\|([^{}]*)\}")
 
 

@@ -323,3 +323,30 @@ def test_app_learn_calculator_from_the_link_and_back():
     assert dict(at.query_params) == {"model": "mistral-7b", "r": "64", "method": "dora", "batch": "16"}
     bad = _open("pages/learn.py", r="1000", model="gpt-99")
     assert len(bad.warning) == 2 and bad.slider(key="learn_r").value == 8
+
+
+def _finished_like(preset: RunConfig, seconds: float, owner: str = "o") -> None:
+    from core import runs
+    run_dir = runs.create_run(preset, owner=owner)
+    runs.write_summary(run_dir, {"wall_time_s": seconds, "train_time_s": seconds - 1})
+    runs.write_status(run_dir, "completed")
+
+
+def test_a_lesson_quotes_the_time_its_run_took_on_this_server(runs_dir):
+    from core import runs
+    preset = lessons.get("lora_sentiment").preset(hardware=False)
+    assert lessons.measured_seconds(preset, runs.list_runs()) is None  # no run yet: the words stand
+    for seconds in (50.0, 70.0, 400.0):
+        _finished_like(preset, seconds)
+    other = preset.with_overrides(["train.epochs=9"])  # another job: its time says nothing here
+    _finished_like(other, 5.0)
+    assert lessons.measured_seconds(preset, runs.list_runs()) == (70.0, 3)
+
+
+def test_app_lesson_box_says_this_servers_time_after_a_run(clean_app):
+    guidance = lambda at: " ".join(i.value for i in at.info)  # noqa: E731
+    before = _open("pages/train.py", lesson="lora_sentiment")
+    assert "after the first run here" in guidance(before)
+    _finished_like(lessons.get("lora_sentiment").preset(), 83.0)
+    after = _open("pages/train.py", lesson="lora_sentiment")
+    assert "about 1 min 23 s on this server (the median of 1 earlier run of this lesson here)" in guidance(after)

@@ -6,9 +6,10 @@ import copy
 import streamlit as st
 
 from core import data as core_data
-from core import estimate, lessons, presets, urlstate
+from core import estimate, lessons, presets, runs, urlstate
 from core.config import RunConfig
 from core.textsafe import md_text
+from pages.shared.formatting import fmt_seconds
 from pages.shared.estimate_card import estimate_method, model_config
 from pages.shared.keys import JOB_KEY
 from pages.shared.links import lesson_box, query_params, sync_query_params
@@ -83,7 +84,8 @@ def lesson_header() -> None:
     if lesson is not None:
         then = ("When the run has finished, press **Compare base vs tuned** below the result."
                 if lesson.then == "compare" else "")
-        lesson_box(lesson, " ".join(t for t in (_gpu_lesson_note(lesson), then) if t), _lesson_facts())
+        lesson_box(lesson, " ".join(t for t in (_gpu_lesson_note(lesson), then) if t),
+                   {**_lesson_facts(), **_lesson_time(lesson)})
     if LESSON_MODE_KEY not in st.session_state:  # back from another page: the widget forgot it
         st.session_state[LESSON_MODE_KEY] = bool(st.session_state.get(LESSON_MODE_SAVED))
     st.session_state[LESSON_MODE_SAVED] = st.toggle(
@@ -98,6 +100,19 @@ def _gpu_lesson_note(lesson) -> str:
         return lesson.hardware_note()
     except Exception:  # a failed GPU probe leaves the lesson as written
         return ""
+
+
+def _lesson_time(lesson) -> dict[str, str]:
+    """{"run_time": ...} from the completed runs of this lesson's preset on this server, if any."""
+    try:
+        measured = lessons.measured_seconds(lesson.preset(), runs.list_runs())
+    except Exception:  # an unreadable runs folder: the lesson's own words stand
+        return {}
+    if measured is None:
+        return {}
+    seconds, n = measured
+    return {"run_time": f"about {fmt_seconds(seconds)} on this server (the median of {n} earlier "
+                        f"run{'s' if n != 1 else ''} of this lesson here)"}
 
 
 def _lesson_facts() -> dict[str, str]:
