@@ -7,6 +7,7 @@ LoRA, N x V for prompt tuning). Results are ordinary runs sharing an `experiment
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -189,6 +190,26 @@ def preset_runs(key: str) -> list[RunConfig]:
     return runs
 
 
+RISING_MARGIN = 0.01  # a last evaluation this much above every earlier one: still learning
+
+
+def still_rising(accuracies: list, margin: float = RISING_MARGIN) -> bool:
+    """True when a run's last evaluation beat every earlier one by `margin` or more: it was still
+    learning when its budget ended, so its accuracy is a lower bound and a ranking built on it may
+    lie (issue 22). Needs three evaluations to say anything."""
+    vals = [float(a) for a in accuracies
+            if isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)]
+    return len(vals) >= 3 and vals[-1] >= max(vals[:-1]) + margin
+
+
+def _eval_accuracies(run_dir: str) -> list:
+    from core import runs as store
+    try:
+        return [e.get("eval_accuracy") for e in store.read_metrics(run_dir) if e.get("type") == "eval"]
+    except Exception:  # an unreadable metrics file: no verdict rather than no table
+        return []
+
+
 def results(experiment: str) -> list[dict]:
     """One row per run of the experiment: what varied and what it scored."""
     from core import runs as store
@@ -207,6 +228,7 @@ def results(experiment: str) -> list[dict]:
                "latency_ms": s.get("latency_ms_per_sample"), "peak_rss_mb": s.get("peak_rss_mb"),
                "busy": bool((s.get("machine_load") or {}).get("busy")) if isinstance(s.get("machine_load"), dict)
                else False,
+               "still_rising": info.state == "completed" and still_rising(_eval_accuracies(info.dir)),
                "created": info.created}
         # Every setting a grid can vary, whether or not this experiment varied it: the page finds
         # the varied ones by looking for more than one value.

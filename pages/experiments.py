@@ -147,7 +147,8 @@ def show_results(experiment: str) -> None:
     varied = varied_settings(rows)
     df = results_frame(rows, varied)
     present.table(df.drop(columns=["id"]), hide_index=True, key="exp_table",
-                  keep=["Run", "Method", "Accuracy", "Trainable %", "Train time (s)", "Latency (ms)", "Status"], column_config={
+                  keep=["Run", "Method", "Accuracy", "Converged?", "Trainable %", "Train time (s)", "Latency (ms)",
+                        "Status"], column_config={
         "Accuracy": st.column_config.NumberColumn(format="percent"),
         "Val loss": st.column_config.NumberColumn(format="%.3f"),
         "Trainable": st.column_config.NumberColumn(format="localized"),
@@ -155,6 +156,11 @@ def show_results(experiment: str) -> None:
         "Train time (s)": st.column_config.NumberColumn(format="%.1f"),
         "Latency (ms)": st.column_config.NumberColumn(format="%.1f"),
     })
+    rising = sum(bool(r.get("still_rising")) for r in rows)
+    if rising:
+        st.caption(f"{rising} run(s) were still improving when their budget ended (accuracy still rising at the "
+                   "last evaluations): under-trained, so their accuracy is a lower bound and the ranking may change "
+                   "with more steps.")
     figs = result_charts(rows, varied)
     if not figs:
         st.caption("The charts appear when the first run has finished.")

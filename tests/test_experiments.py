@@ -210,3 +210,37 @@ def test_page_bad_grid_values_disable_queueing(page_env):
     at.text_input(key="exp_values1_r").input("2, lots").run()
     assert any("not a number" in e.value for e in at.error)
     assert at.button(key="exp_queue_grid").disabled
+
+
+# ------------------------------------------------------------------------------ under-trained runs
+
+@pytest.mark.parametrize("curve, rising", [
+    ([0.5, 0.6, 0.7], True),             # last evaluation the best by far: still learning
+    ([0.5, 0.8, 0.805], False),          # a plateau: within the margin
+    ([0.5, 0.8, 0.7], False),            # past its best
+    ([0.5, 0.9], False),                 # too few evaluations to tell
+    ([0.5, None, float("nan"), 0.6, 0.7], True),
+])
+def test_still_rising_reads_the_runs_own_curve(curve, rising):
+    assert experiments.still_rising(curve) is rising
+
+
+def rising_or_flat_trainer(cfg, run_dir, on_event, stop):
+    """LoRA still climbs at its last evaluation; the others have levelled off."""
+    curve = [0.5, 0.6, 0.7] if cfg.method.name == "lora" else [0.5, 0.7, 0.7]
+    for step, acc in enumerate(curve, 1):
+        on_event({"type": "eval", "step": step, "epoch": step / 3, "eval_accuracy": acc, "eval_loss": 1 - acc})
+    return {"final": {"eval_accuracy": curve[-1], "eval_loss": 1 - curve[-1]}, "trainable_params": 1_000,
+            "trainable_percent": 1.0, "train_time_s": 1.0, "latency_ms_per_sample": 2.0, "n_train": 100}
+
+
+def test_page_says_which_runs_were_still_improving(clean_app):
+    jobs.get_manager(run_fn=rising_or_flat_trainer)
+    at = _experiments_page(lesson="which_method")
+    at.button(key="exp_preset_which_method").click().run()
+    assert not at.exception, at.exception
+    _until(at, "5 of 5 finished")
+    df = at.dataframe[0].value
+    flagged = set(df.loc[df["Converged?"] != "", "Method"])
+    assert flagged == {"lora"}, df[["Method", "Converged?"]]
+    assert any("1 run(s) were still improving" in c.value for c in at.caption)

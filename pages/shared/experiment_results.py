@@ -48,6 +48,7 @@ def results_frame(rows: list[dict], varied: list[str]) -> pd.DataFrame:
             if axis != "method":
                 row[AXIS_LABELS.get(axis, axis)] = r.get(axis)
         row.update({"N train": r.get("n_train"), "Accuracy": finite_or_none(r.get("accuracy")),
+                    "Converged?": "no: accuracy was still rising" if r.get("still_rising") else "",
                     "Val loss": finite_or_none(r.get("eval_loss")), "Trainable": r.get("trainable_params"),
                     "Trainable %": finite_or_none(r.get("trainable_percent")), "Train time (s)": finite_or_none(r.get("train_time_s")),
                     "Latency (ms)": finite_or_none(r.get("latency_ms")), "id": r["run"]})
