@@ -16,8 +16,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-# progress(done, total, view, part): called after every answer, e.g. to move a progress bar.
+# progress(done, total, view, part): called after every batch of answers, e.g. to move a progress bar.
 Progress = Callable[[int, int, str, str], None]
+# Questions per generate_batch call: one generate per question took ~189 s for the probe on 2 cores
+# (issue 22); a batch decodes its questions together, step by step.
+BATCH_SIZE = 16
 
 
 @dataclass
@@ -69,24 +72,40 @@ def probe_general() -> list[dict]:
     return out
 
 
-def _score(run_model, rows: list[dict], tuned: bool, judge, max_new_tokens: int, tick=None) -> dict:
-    items = []
-    for row in rows:
-        answer = run_model.generate(row["prompt"], tuned=tuned, max_new_tokens=max_new_tokens)
-        items.append(ProbeItem(row["prompt"], answer, list(row["keywords"]), judge(answer, row["keywords"])))
-        if tick:
-            tick()
+def _answers(run_model, prompts: list[str], tuned: bool, max_new_tokens: int, batch_size: int, tick):
+    """Answers in order; `tick(n)` after each batch of n (one by one when batch_size <= 1 or the
+    model has no generate_batch)."""
+    batched = getattr(run_model, "generate_batch", None)
+    if batch_size <= 1 or batched is None:
+        for prompt in prompts:
+            yield run_model.generate(prompt, tuned=tuned, max_new_tokens=max_new_tokens)
+            tick(1)
+        return
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        yield from batched(chunk, tuned=tuned, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        tick(len(chunk))
+
+
+def _score(run_model, rows: list[dict], tuned: bool, judge, max_new_tokens: int, tick=None,
+           batch_size: int = 1) -> dict:
+    answers = list(_answers(run_model, [r["prompt"] for r in rows], tuned, max_new_tokens, batch_size,
+                            tick or (lambda n: None)))
+    items = [ProbeItem(row["prompt"], answer, list(row["keywords"]), judge(answer, row["keywords"]))
+             for row, answer in zip(rows, answers)]
     hits = sum(i.hit for i in items)
     return {"score": hits / max(len(items), 1), "hits": hits, "n": len(items), "items": [asdict(i) for i in items]}
 
 
 def probe(run_model, facts: list[dict] | None = None, general: list[dict] | None = None,
-          max_new_tokens: int = 40, limit: int | None = None, progress: Progress | None = None) -> dict:
+          max_new_tokens: int = 40, limit: int | None = None, progress: Progress | None = None,
+          batch_size: int = BATCH_SIZE) -> dict:
     """{"base": {"facts": {...}, "general": {...}}, "tuned": {...}} with scores and the answers.
 
     Facts count when *all* their keywords appear in the answer (a fact is a name and a number,
     say), general questions when *any* accepted keyword does ("Paris" or "paris, france").
-    `progress(done, total, view, part)` is called after each answer.
+    `progress(done, total, view, part)` is called after each batch of `batch_size` answers (1: each
+    answer, one `generate` call per question, as before batching).
     """
     facts = facts if facts is not None else probe_facts("facts")
     general = general if general is not None else probe_general()
@@ -97,16 +116,17 @@ def probe(run_model, facts: list[dict] | None = None, general: list[dict] | None
     done = [0]
 
     def ticker(view: str, part: str):
-        def tick():
-            done[0] += 1
+        def tick(n: int = 1):
+            done[0] += n
             if progress:
                 progress(done[0], total, view, part)
         return tick
 
     for view, tuned in (("base", False), ("tuned", True)):
-        out[view] = {"facts": _score(run_model, facts, tuned, fact_hit, max_new_tokens, ticker(view, "facts")),
+        out[view] = {"facts": _score(run_model, facts, tuned, fact_hit, max_new_tokens, ticker(view, "facts"),
+                                     batch_size),
                      "general": _score(run_model, general, tuned, general_hit, max_new_tokens,
-                                       ticker(view, "general"))}
+                                       ticker(view, "general"), batch_size)}
     return out
 
 
