@@ -25,9 +25,9 @@ from core.tokenize import chat_prompt_ids
 # Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
 # the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
 REPETITION_PENALTY = 1.0
-# Prompts per model.generate call in generate_batch: on 2 CPU cores a batch of 16 answers costs little
-# more than one answer per decoding step, and a chat on the same run waits for at most one batch.
-GENERATE_BATCH_SIZE = 16
+# Prompts per model.generate call in generate_batch (core.probe.BATCH_SIZE says what sizes cost); a
+# chat on the same run waits for at most one batch.
+GENERATE_BATCH_SIZE = 32
 
 
 # ----------------------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ def test_probe_scores_batched_equal_unbatched(run_model):
                        progress=lambda *a: seen.append(a))
     assert many == one
     total = 2 * (len(facts) + len(general))
-    # per batch: facts 2, 2, 1 and general 2, 1, for each view
-    assert [s[0] for s in seen] == [2, 4, 5, 7, 8, 10, 12, 13, 15, 16] and seen[-1][0] == total
-    assert seen[0][2:] == ("base", "facts") and seen[-1][2:] == ("tuned", "general")
+    # a view's 5 facts and 3 general questions in batches of 2, the third batch across both parts
+    assert [s[0] for s in seen] == [2, 4, 6, 8, 10, 12, 14, 16] and seen[-1][0] == total
+    assert [s[2:] for s in seen[:4]] == [("base", "facts")] * 2 + [("base", "general")] * 2
+    assert seen[-1][2:] == ("tuned", "general")
