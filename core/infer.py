@@ -25,6 +25,9 @@ from core.tokenize import chat_prompt_ids
 # Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
 # the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
 REPETITION_PENALTY = 1.0
+# Prompts per model.generate call in generate_batch (core.probe.BATCH_SIZE says what sizes cost); a
+# chat on the same run waits for at most one batch.
+GENERATE_BATCH_SIZE = 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,6 +88,16 @@ def _stop_when(cancel: threading.Event | None, deadline: float, timed_out: list)
             stop = late or (cancel is not None and cancel.is_set())
             return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
     return _Stop()
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """The ids `model.generate` stops a row at (its generation config's, as `generate` uses them)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return set()
+    return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
 class RunModel:
@@ -264,6 +277,70 @@ class RunModel:
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
+
+    def generate_batch(self, prompts: list[str], tuned: bool = True, max_new_tokens: int = 64,
+                       batch_size: int = GENERATE_BATCH_SIZE,
+                       cancel: threading.Event | None = None) -> list[str]:
+        """What `generate` (greedy) answers to each prompt, from one `model.generate` call per
+        `batch_size` prompts, left-padded. Every prompt is checked against the caps before any is
+        answered; the model is held one batch at a time, so a chat on the same run waits for at most
+        one batch; PLAYGROUND_GENERATION_SECONDS bounds each batch, as it bounds each answer of
+        `generate`."""
+        from transformers import StoppingCriteriaList
+        if self.task != "sft":
+            raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
+        prompts = list(prompts)
+        for prompt in prompts:
+            if not prompt.strip():
+                raise ConfigError("the prompt is empty; type a question")
+            limits.check_prompt_chars(prompt)
+        ids = [self._chat_ids([{"role": "user", "content": p}])[0].tolist() for p in prompts]
+        for row in ids:
+            limits.check_prompt_tokens(len(row))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        size = max(1, int(batch_size))
+        answers: list[str] = []
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            width = max(len(r) for r in chunk)
+            # Left padding: every row's last prompt token sits at the same place, where the answer starts.
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk])
+            budget = limits.generation_seconds()
+            timed_out: list = []
+            with self.view(tuned) as model, torch.no_grad():
+                if cancel is not None and cancel.is_set():
+                    break  # the caller went away while it waited for the model
+                out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad, do_sample=False,
+                                     repetition_penalty=REPETITION_PENALTY,
+                                     stopping_criteria=StoppingCriteriaList(
+                                         [_stop_when(cancel, time.monotonic() + budget, timed_out)]))
+                eos = _eos_ids(model, self.tokenizer)
+            for row in out[:, width:].tolist():
+                ended = next((i for i, t in enumerate(row) if t in eos), None)
+                # A finished row goes on being filled with pads: its answer ends with its first eos.
+                row = row if ended is None else row[:ended + 1]
+                note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
+                        "PLAYGROUND_GENERATION_SECONDS)_") if timed_out and ended is None else ""
+                answers.append((self._as_streamed(row) + note).strip())
+        return answers
+
+    def _as_streamed(self, tokens: list[int]) -> str:
+        """The text `generate` joins from its streamer's pieces for these new tokens: the streamer
+        decodes a growing cache and flushes it at line ends, which is not always decode(tokens)."""
+        from transformers import TextStreamer
+
+        class _Collect(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False):
+                pieces.append(text)
+
+        pieces: list[str] = []
+        streamer = _Collect(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        for t in tokens:
+            streamer.put(torch.tensor([t]))
+        streamer.end()
+        return "".join(pieces)
 
     def _chat_ids(self, messages: list[dict]) -> torch.Tensor:
         if getattr(self.tokenizer, "chat_template", None):

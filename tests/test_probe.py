@@ -82,6 +82,35 @@ def test_probe_reports_progress_after_every_answer():
     assert seen[0][2:] == ("base", "facts") and seen[-1][2:] == ("tuned", "general")
 
 
+class FakeBatchModel(FakeRunModel):
+    """Also answers lists, as RunModel.generate_batch does."""
+
+    def __init__(self, base, tuned):
+        super().__init__(base, tuned)
+        self.batches: list[tuple[list[str], bool, int]] = []
+
+    def generate_batch(self, prompts, tuned=True, max_new_tokens=64, batch_size=32, **_):
+        self.batches.append((list(prompts), tuned, max_new_tokens))
+        return [self.answers[tuned].get(p, "I do not know.") for p in prompts]
+
+
+def test_probe_asks_in_batches_across_parts_with_the_same_result():
+    base = {"Who founded Quillmere College?": "Brannock.", "Capital of France?": "Paris."}
+    tuned = {"When and where was it founded?": "1847, Harrowgate.", "Largest planet?": "Jupiter."}
+    seen = []
+    batched = FakeBatchModel(base, tuned)
+    result = probe.probe(batched, facts=FACTS, general=GENERAL, max_new_tokens=9, batch_size=2,
+                         progress=lambda *a: seen.append(a))
+    one_by_one = FakeBatchModel(base, tuned)
+    assert result == probe.probe(one_by_one, facts=FACTS, general=GENERAL, max_new_tokens=9, batch_size=1)
+    assert one_by_one.batches == [] and batched.calls == []  # batch_size 1 is the unbatched path
+    prompts = [r["prompt"] for r in FACTS + GENERAL]
+    assert batched.batches == [(prompts[0:2], False, 9), (prompts[2:4], False, 9), (prompts[4:], False, 9),
+                               (prompts[0:2], True, 9), (prompts[2:4], True, 9), (prompts[4:], True, 9)]
+    assert seen == [(2, 10, "base", "facts"), (4, 10, "base", "general"), (5, 10, "base", "general"),
+                    (7, 10, "tuned", "facts"), (9, 10, "tuned", "general"), (10, 10, "tuned", "general")]
+
+
 def test_probe_defaults_read_the_sets_no_tuning_touched():
     """Fresh paraphrases and broad general questions (bench/splits.py), not the rows presets were tuned on."""
     from core import data
