@@ -20,8 +20,10 @@ from typing import Callable
 Progress = Callable[[int, int, str, str], None]
 # Questions per generate_batch call. One generate per question took ~189 s for the probe on 2 cores
 # (issue 22). On SmolLM2, one core, 40 tokens, time per answer: 4.35 s one by one, 1.65 s in batches
-# of 8, 1.09 s of 16, 0.92 s of 32; a view's 64 questions are then two batches.
-BATCH_SIZE = 32
+# of 8, 1.09 s of 16, 0.92 s of 32. 16, not 32: the model's lock is held a batch at a time, and a
+# chat on the same run waits at most PLAYGROUND_MODEL_WAIT_SECONDS for it; the generation time budget
+# also covers a whole batch.
+BATCH_SIZE = 16
 
 
 @dataclass
