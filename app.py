@@ -34,7 +34,8 @@ def sidebar_device() -> None:
                     + (f", {dev.get('free_memory_gb')} GB free" if dev.get("free_memory_gb") else ""))
     else:
         kind = "Apple GPU" if dev.get("device") == "mps" else "CPU"
-        st.markdown(f"**{kind}** · {dev.get('name')}  \n{dev.get('cores')} cores"
+        cores = dev.get("cores")
+        st.markdown(f"**{kind}** · {dev.get('name')}  \n{cores} core{'' if cores == 1 else 's'}"
                     + (f", {memory} GB RAM" if memory else ""))
 
 
