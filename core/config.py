@@ -80,6 +80,11 @@ class MethodSpec:
     def typed(self):
         return get_method(self.name).make_params(self.params)
 
+    @property
+    def method(self):
+        """The registered method this spec names: what it trains, what is lighter (core.methods)."""
+        return get_method(self.name)
+
 
 @dataclass
 class TrainSpec:

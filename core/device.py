@@ -103,10 +103,11 @@ def oom_advice(cfg: Any) -> str:
             steps.append(f"halve train.batch_size (now {t.batch_size}; raise train.grad_accum to keep the "
                          "same effective batch)")
         steps.append(f"lower data.max_length (now {d.max_length})")
-        if not getattr(t, "gradient_checkpointing", False) and m.name not in ("linear_head", "zero_shot"):
+        method = m.method  # the method's own facts, through the config (no import of core.methods here)
+        if not getattr(t, "gradient_checkpointing", False) and method.backprops_through_base:
             steps.append("turn on train.gradient_checkpointing (recomputes activations: less memory, ~30% slower)")
-        if m.name in ("lora", "full"):
-            steps.append("choose qlora (the base in 4 bits)")
+        if method.lighter:
+            steps.append(f"choose {method.lighter}")
         steps.append("or pick a smaller model")
     except AttributeError:  # called without a RunConfig: the generic advice
         steps = ["lower train.batch_size or data.max_length", "turn on train.gradient_checkpointing",

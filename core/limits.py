@@ -244,9 +244,11 @@ def _compute(d: dict) -> dict:
 
 def _what_to_lower(d: dict) -> str:
     data, train = d.get("data") or {}, d.get("train") or {}
-    method = (d.get("method") or {}).get("name")
-    other = {"full": "use LoRA or QLoRA, or a smaller model", "lora": "use QLoRA or a smaller model"}.get(
-        method, "use a smaller model")
+    try:
+        lighter = get_method(str((d.get("method") or {}).get("name"))).lighter
+    except ConfigError:  # an unknown method is refused elsewhere; here only the advice is at stake
+        lighter = ""
+    other = f"use {lighter}, or a smaller model" if lighter else "use a smaller model"
     return (f"lower the batch size (now {train.get('batch_size')}) or max length (now {data.get('max_length')}), "
             f"or {other}")
 

@@ -14,19 +14,8 @@ from pages.shared.formatting import fmt_bytes, fmt_params, show_error
 from pages.shared.learn_figures import lora_figure, memory_figure
 from pages.shared.learn_links import TARGET_MODES, lessons_section, load_url, write_url
 from pages.shared.legacy import leave_legacy_multipage_mode
-from pages.shared.method_names import learn_method_labels
+from pages.shared.method_names import learn_method_labels, trains_instead
 
-# What each non-LoRA method trains instead of LoRA's A and B (said under the LoRA picture).
-OTHER_METHOD_PICTURE = {
-    "full": "trains every weight of W itself: no A and B.",
-    "linear_head": "keeps W frozen and trains only a new classification head on top.",
-    "prompt_tuning": "keeps W frozen and trains a few virtual token embeddings put before the input.",
-    "prefix_tuning": "keeps W frozen and trains key/value vectors put before every layer's attention.",
-    "ia3": "keeps W frozen and trains one scaling vector per adapted layer (no matrices).",
-    "zero_shot": "trains nothing: the model answers as it is.",
-}
-
-LORA_FAMILY = ("lora", "dora", "qlora")
 DEFAULT_MODEL = "llama-2-7b"
 
 
@@ -171,11 +160,11 @@ else:
         note += " A and B are drawn thicker than to scale; at true scale they would be hairlines."
     st.caption(note)
     chosen_method = st.session_state.get("learn_method", "lora")
-    if chosen_method not in LORA_FAMILY:
+    instead = trains_instead(chosen_method)
+    if instead:
         # The calculator below has another method picked: this picture must not pass for it.
         st.info(f"This picture is LoRA's. {method_labels.get(chosen_method, chosen_method)}, picked in the "
-                f"calculator below, " + OTHER_METHOD_PICTURE.get(chosen_method, "adds no A and B matrices.")
-                + " Its r and alpha sliders do not apply.")
+                f"calculator below, {instead} Its r and alpha sliders do not apply.")
 
 st.header("Calculator: parameters and memory")
 

@@ -252,12 +252,25 @@ def test_cuda_oom_is_explained_with_what_to_lower_and_the_cache_is_released(card
     text = str(info.value)
     assert text.startswith("Tesla T4 ran out of memory (it needed 2.00 GiB more)")
     for advice in ("train.batch_size (now 16", "data.max_length (now 256)", "train.gradient_checkpointing",
-                   "qlora", "smaller model"):
+                   "QLoRA", "smaller model"):
         assert advice in text
     assert info.value.__context__ is None  # the failed run's frames are not kept alive by the chain
     assert calls == ["empty_cache"]
     from core.cli import explain_failure
     assert explain_failure(info.value) == (text, "")  # shown as is, not as a generic failure
+
+
+def test_oom_advice_asks_each_method_what_is_lighter_and_whether_checkpointing_helps():
+    from core.device import oom_advice
+
+    def advice(method: str) -> str:
+        d = {"model": {"name": "minilm"}, "method": {"name": method},
+             "data": {"source": "builtin:sentiment", "max_length": 128}, "train": {"batch_size": 16}}
+        return oom_advice(RunConfig.from_dict(d))
+    assert "choose LoRA or QLoRA" in advice("full") and "choose QLoRA" in advice("lora")
+    assert "choose" not in advice("qlora")  # already the lightest of its kind
+    assert "gradient_checkpointing" in advice("prompt_tuning")  # gradients still cross the frozen base
+    assert "gradient_checkpointing" not in advice("linear_head")  # nothing flows back through the base
 
 
 def test_other_errors_pass_through_the_oom_guard(card):

@@ -86,6 +86,14 @@ class Method:
     variants: dict = field(default_factory=dict)
     # What it trains, said beside the Learn page's LoRA picture ("... W itself: no A and B.")
     trains_instead: str = ""
+    # The advice when a run of it does not fit in memory: the lighter method to choose instead
+    # ("QLoRA (the base in 4 bits)"); "": none lighter that does the same job
+    lighter: str = ""
+
+    @property
+    def backprops_through_base(self) -> bool:
+        """Gradients flow through the frozen base (so gradient checkpointing can save memory)."""
+        return self.trains and not self.frozen_features
 
     def __post_init__(self):
         if self.weights_format is None:

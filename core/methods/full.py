@@ -20,7 +20,7 @@ def export(params, ctx):
 
 
 METHOD = register(Method(
-    name="full", label="Full fine-tuning",
+    name="full", label="Full fine-tuning", lighter="LoRA or QLoRA (the base in 4 bits)",
     summary="Every weight trains: the most capable and the most memory-hungry (weights + gradients "
             "+ two AdamW states per weight).",
     params_cls=FullParams, apply=apply, saves_adapter=False, weights_format="full", export=export,

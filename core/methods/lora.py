@@ -80,7 +80,7 @@ def export(params, ctx, prepare: str = ""):
 
 
 METHOD = register(Method(
-    name="lora", label="LoRA",
+    name="lora", label="LoRA", lighter="QLoRA (the base in 4 bits)",
     summary="Freeze W, learn a low-rank update B·A beside chosen layers: a fraction of a percent of "
             "the weights, close to full fine-tuning in accuracy.",
     params_cls=LoraParams, apply=apply, check_model=check_model, estimate=estimate, export=export,

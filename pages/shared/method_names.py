@@ -26,3 +26,14 @@ def learn_method_labels() -> dict[str, str]:
         labels[name] = LEARN_WORDING.get(name) or method.label
         labels.update(method.variants)
     return {name: labels[name] for name in calculator_methods()}
+
+
+def trains_instead(name: str) -> str:
+    """What a method trains instead of LoRA's A and B (the registry's words), "" for LoRA itself,
+    its variants (DoRA) and QLoRA: the Learn page's LoRA picture is theirs."""
+    for method_name, method in all_methods().items():
+        if name == method_name:
+            return method.trains_instead
+        if name in method.variants:
+            return ""
+    return "adds no A and B matrices."
