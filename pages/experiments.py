@@ -241,7 +241,8 @@ def _lesson() -> str:
 def main() -> None:
     st.title("Experiments")
     st.caption("Queue a grid of runs that differ in one or two settings, then compare them side by side. "
-               "They train one after another; each is an ordinary run, listed on the Runs page too.")
+               "They join the queue like any run (in parallel when the server has several workers); each is an "
+               "ordinary run, listed on the Runs page too.")
     flash = st.session_state.pop(FLASH_KEY, None)
     if flash:
         getattr(st, flash[0])(flash[1])
