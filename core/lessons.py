@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -85,12 +86,7 @@ def measured_seconds(preset: RunConfig, infos) -> tuple[float, int] | None:
         seconds = info.summary.get("wall_time_s")
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 < seconds < 86400:
             times.append(float(seconds))
-    if not times:
-        return None
-    times.sort()
-    mid = len(times) // 2
-    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
-    return median, len(times)
+    return (statistics.median(times), len(times)) if times else None
 
 
 _FACT = re.compile(r"\{(\w+)\|([^{}]*)\}")
