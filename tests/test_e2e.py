@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.helpers.browser import (ROOT, SHOTS, TRAIN_S, app_server, chromium, expect, goto, idle, new_page,
+from tests.helpers.browser import (ROOT, SHOTS, TRAIN_S, app_server, click_start, chromium, expect, goto, idle, new_page,
                                    playwright_api, run_state, set_number, shot)
 
 ANSWER_S = 600        # two generations of up to 32 tokens
@@ -164,9 +164,7 @@ def start_run(pg, name: str) -> None:
     box.fill(name)
     box.press("Enter")
     idle(pg)
-    start = pg.get_by_role("button", name="Start training")
-    expect(start).to_be_enabled()
-    start.click()
+    click_start(pg)
     expect(pg.get_by_test_id("stMain").get_by_text(f"{name} · ", exact=False).first).to_be_visible()
 
 

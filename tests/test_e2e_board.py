@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.helpers.browser import TRAIN_S, app_server, chromium, expect, idle, new_page, shot
+from tests.helpers.browser import TRAIN_S, app_server, click_start, chromium, expect, idle, new_page, shot
 from tests.helpers.finished_runs import runs_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -74,9 +74,7 @@ def test_student_follows_the_teachers_run_and_the_board_shows_three_owners(serve
     teacher.goto(f"{server['url']}/{TEACHER_RUN}")
     expect(teacher.get_by_role("heading", name="Train", exact=True)).to_be_visible()
     idle(teacher)
-    start = teacher.get_by_role("button", name="Start training")
-    expect(start).to_be_enabled()
-    start.click()
+    click_start(teacher)
     expect(teacher.get_by_test_id("stMain").get_by_text("teacher demo · ", exact=False).first).to_be_visible()
 
     # The student finds the run on the board's "Training now" list and opens its follow link.

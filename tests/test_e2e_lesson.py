@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from tests.helpers.browser import ROOT, app_server, chromium, expect, idle, new_page
+from tests.helpers.browser import ROOT, app_server, click_start, chromium, expect, idle, new_page
 from tests.helpers.browser import shot as page_shot
 
 SHOTS = os.path.join(ROOT, "test-output", "e2e-lesson")
@@ -94,7 +94,7 @@ def test_short_lora_run_shows_its_anatomy(page, server):
     expect(pg.get_by_role("heading", name="Train", exact=True)).to_be_visible()
     idle(pg)
     assert slider_value(pg, "Rank r") == "4"
-    pg.get_by_role("button", name="Start training").click()
+    click_start(pg)
     expect(pg.get_by_role("button", name="Compare base vs tuned")).to_be_visible(timeout=TRAIN_S * 1000)
     idle(pg)
     expander = pg.get_by_test_id("stExpander").filter(has_text="LoRA anatomy").first

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.helpers.browser import PAGE_S, SHOTS, TRAIN_S, app_server, chromium, expect, idle, run_state, set_number
+from tests.helpers.browser import PAGE_S, SHOTS, TRAIN_S, app_server, click_start, chromium, expect, idle, run_state, set_number
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 VIEWPORT = {"width": 1280, "height": 720}
@@ -57,7 +57,7 @@ def test_reload_keeps_stop_and_result_card_for_the_owner_only(server):
         box.fill("kept after reload")
         box.press("Enter")
         idle(pg)
-        pg.get_by_role("button", name="Start training").click()
+        click_start(pg)
         expect(stop_button(pg)).to_be_visible()
         cookies = {c["name"]: c["value"] for c in owner.cookies()}
         assert re.fullmatch(r"[0-9a-f]{48}", cookies.get("peft_playground_owner", "")), cookies

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tests.helpers.browser import ROOT, app_server, chromium, expect, playwright_api
+from tests.helpers.browser import ROOT, app_server, chromium, click_start, expect, playwright_api
 from tests.helpers.browser import new_page as new_browser_page
 
 SHOTS = os.path.join(ROOT, "test-output", "present")
@@ -132,7 +132,7 @@ def test_lesson_start_is_in_the_first_screen_and_the_run_comes_into_view(browser
     expect(start).to_have_count(1)
     assert in_first_screen(pg, start), start.bounding_box()
     shot(pg, "train_lesson_before_start")
-    start.click()
+    click_start(pg)
     run = pg.locator(".st-key-tr_current_run")
     expect(run).to_be_visible()
     pg.wait_for_timeout(800)

@@ -22,6 +22,8 @@ SERVER_START_S = 90
 PAGE_S = 120          # a page's first view may wait for torch/transformers/peft to import
 TRAIN_S = 900         # one short run, model load included: minutes only on a crowded shared machine
 
+SERVER_LOGS: list[str] = []  # of the servers running now: a failure quotes the newest one's end
+
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
     pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
@@ -37,14 +39,17 @@ def app_server(tmp, start_s: float = SERVER_START_S, drop: tuple[str, ...] = (),
                                 "PLAYGROUND_UPLOADS_DIR": str(tmp / "uploads"), **env})
     for name in drop:
         server_env.pop(name, None)
+    log = str(tmp / "server.log")
     try:
-        proc, url = start_app(server_env, str(tmp / "server.log"), start_s)
+        proc, url = start_app(server_env, log, start_s)
     except AppDidNotStart as e:
         pytest.fail(str(e))
+    SERVER_LOGS.append(log)
     try:
         yield url
     finally:
         stop_app(proc)
+        SERVER_LOGS.remove(log)
 
 
 @contextlib.contextmanager
@@ -108,6 +113,33 @@ def set_number(pg, label: str, value) -> None:
     box.press("Enter")
     idle(pg)
     expect(box).to_have_value(str(value))
+
+
+def click_start(pg, wait_s: float = PAGE_S) -> None:
+    """Click Start training once it is enabled. A Start that stays disabled fails with what the page
+    says is wrong (its error boxes) and a screenshot, not only "element is not enabled"."""
+    start = pg.get_by_role("button", name="Start training")
+    try:
+        expect(start).to_be_enabled(timeout=wait_s * 1000)
+    except AssertionError:
+        alerts = pg.get_by_test_id("stAlert")
+        said = [alerts.nth(i).inner_text() for i in range(alerts.count())]
+        status = pg.get_by_test_id("stStatusWidget")  # "Connecting": the server went away
+        said += [f"status: {status.first.inner_text()}"] if status.count() else []
+        picture = shot(pg, "start_stayed_disabled")
+        pytest.fail(f"Start training stayed disabled for {wait_s:g} s; the page says: {said}; "
+                    f"screenshot: {picture}; server log ends:\n{server_log_tail()}")
+    start.click()
+
+
+def server_log_tail(lines: int = 40) -> str:
+    if not SERVER_LOGS:
+        return "(no server running)"
+    try:
+        with open(SERVER_LOGS[-1], errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return f"(unreadable: {e})"
 
 
 def run_state(pg) -> str:
