@@ -105,6 +105,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     ap.add_argument("--eval-points", type=int, default=8, help="evaluations per epoch on the report rows (time excluded)")
     ap.add_argument("--no-shipped", action="store_true", help="leave the shipped default out of time-to-accuracy")
+    ap.add_argument("--only-shipped", action="store_true",
+                    help="time to accuracy of the shipped default alone (--pairs runs of it, at its own size)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 pair, labelled NOT A RESULT")
     ap.add_argument("--name", default="engine_vs_tutorial")
     args = ap.parse_args(argv)
@@ -116,7 +118,7 @@ def main(argv=None) -> dict:
     record, la0 = common.machine_record(), common.loadavg()
     tmp = tempfile.mkdtemp(prefix="bench-evt-")
     train_path, eval_path = make_files(tmp, args.train, args.eval)
-    sides = ["tutorial", "engine"] + ([] if args.no_shipped else ["shipped"])
+    sides = ["shipped"] if args.only_shipped else ["tutorial", "engine"] + ([] if args.no_shipped else ["shipped"])
     runs = []
     for i in range(args.pairs):
         for side in common.pair_order(i, sides):
@@ -129,6 +131,34 @@ def main(argv=None) -> dict:
             if r["_rc"] != 0:
                 raise RuntimeError(f"{side} failed in pair {i}: {(r.get('_stderr_tail') or '')[-1500:]}")
     by = {s: [r for r in runs if r["who"] == s] for s in sides}
+    steps_ratio, wall_ratio, ratio_rows = (None, None, []) if args.only_shipped else ratios(by)
+    tta_rows = time_to_accuracy_rows(by, sides)
+    payload = {"args": vars(args), "precision": precision, "machine": record, "runs": runs,
+               "steps_ratio": steps_ratio, "wall_ratio": wall_ratio, "ratio_table": ratio_rows, "tta_table": tta_rows,
+               "loadavg": [la0, common.loadavg()], "quick": args.quick,
+               "files": {"train_fingerprint": splits.fingerprint(common.read_jsonl(train_path)),
+                         "report_fingerprint": splits.fingerprint(common.read_jsonl(eval_path))}}
+    head = common.protocol_header(record, la0, common.loadavg(), "train_steps", args.pairs, args.quick)
+    setting = (f"{args.train} dev rows, {args.eval} report rows, {precision}, {args.threads} threads, "
+               f"{args.eval_points} evaluations per epoch on the report rows (excluded from train_steps)")
+    if args.only_shipped:
+        md = head + f"The shipped default (examples/lora_imdb.yaml), {args.pairs} runs: {setting}.\n\n"
+    else:
+        md = (head + f"Engine vs tutorial recipe: {setting}; max length 256 (keep the start) for the two "
+              "compared sides. Ratio = tutorial s / engine s (> 1: the engine is faster).\n\n"
+              + md_table(ratio_rows, ["timing", "ratio", "engine_s", "tutorial_s", "engine_acc", "tutorial_acc",
+                                      "precision", "threads"],
+                         ["time", "ratio: median (range, pairs)", "engine s (median)", "tutorial s (median)",
+                          "engine acc", "tutorial acc", "precision", "threads"]) + "\n\n")
+    md += ("Time to accuracy on the report rows (seconds of training steps, evaluations excluded)\n\n"
+           + md_table(tta_rows, ["side", "s_to_80", "s_to_85", "final_acc", "train_steps_s"],
+                      ["side", "s to 80 %", "s to 85 %", "final accuracy (median)", "train_steps s (median)"]))
+    save(args.name, payload, md)
+    print(md)
+    return payload
+
+
+def ratios(by: dict) -> tuple[dict, dict, list[dict]]:
     for e, t in zip(by["engine"], by["tutorial"]):
         common.check_same_setting({"precision": e.get("precision"), "threads": e.get("torch_threads")},
                                   {"precision": t.get("precision"), "threads": t.get("torch_threads")})
@@ -146,6 +176,10 @@ def main(argv=None) -> dict:
         row.update({"engine_acc": spread(r["accuracy"] for r in by["engine"])["median"],
                     "tutorial_acc": spread(r["accuracy"] for r in by["tutorial"])["median"],
                     "precision": by["engine"][0].get("precision"), "threads": by["engine"][0].get("torch_threads")})
+    return steps_ratio, wall_ratio, ratio_rows
+
+
+def time_to_accuracy_rows(by: dict, sides: list[str]) -> list[dict]:
     tta_rows = []
     for side in sides:
         row = {"side": {"tutorial": "tutorial recipe", "engine": "engine, same hyperparameters",
@@ -160,26 +194,7 @@ def main(argv=None) -> dict:
                                                    if len(reached) < len(times) else "")) if reached else \
                 f"not reached ({len(times)} runs)"
         tta_rows.append(row)
-    payload = {"args": vars(args), "precision": precision, "machine": record, "runs": runs,
-               "steps_ratio": steps_ratio, "wall_ratio": wall_ratio, "ratio_table": ratio_rows, "tta_table": tta_rows,
-               "loadavg": [la0, common.loadavg()], "quick": args.quick,
-               "files": {"train_fingerprint": splits.fingerprint(common.read_jsonl(train_path)),
-                         "report_fingerprint": splits.fingerprint(common.read_jsonl(eval_path))}}
-    head = common.protocol_header(record, la0, common.loadavg(), "train_steps", args.pairs, args.quick)
-    md = (head + f"Engine vs tutorial recipe: {args.train} dev rows, {args.eval} report rows, max length 256 "
-          f"(keep the start), {precision} on both, {args.threads} threads on both, {args.eval_points} "
-          "evaluations per epoch on both (excluded from train_steps). Ratio = tutorial s / engine s "
-          "(> 1: the engine is faster).\n\n"
-          + md_table(ratio_rows, ["timing", "ratio", "engine_s", "tutorial_s", "engine_acc", "tutorial_acc",
-                                  "precision", "threads"],
-                     ["time", "ratio: median (range, pairs)", "engine s (median)", "tutorial s (median)",
-                      "engine acc", "tutorial acc", "precision", "threads"])
-          + "\n\nTime to accuracy on the report rows (seconds of training steps, evaluations excluded)\n\n"
-          + md_table(tta_rows, ["side", "s_to_80", "s_to_85", "final_acc", "train_steps_s"],
-                     ["side", "s to 80 %", "s to 85 %", "final accuracy (median)", "train_steps s (median)"]))
-    save(args.name, payload, md)
-    print(md)
-    return payload
+    return tta_rows
 
 
 if __name__ == "__main__":

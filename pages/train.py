@@ -26,6 +26,7 @@ from pages.shared.train_state import (
     LESSON_MODE_SAVED,
     SCROLL_TO_RUN_KEY,
     seed,
+    seed_index,
     train_draft,
     ui_state,
     url_state,
@@ -50,8 +51,8 @@ def method_section(draft: dict, task: str) -> None:
     ui = ui_state()
     current = draft["method"]["name"]
     # A method the new task cannot use falls back to LoRA, the page's reason to exist, not to the first.
-    seed("tr_method", current if current in names else "lora", names)
-    name = st.selectbox("Method", names, key="tr_method", format_func=lambda k: methods[k].label)
+    index = seed_index("tr_method", current if current in names else "lora", names)
+    name = st.selectbox("Method", names, index=index, key="tr_method", format_func=lambda k: methods[k].label)
     method = methods[name]
     st.caption(method.summary)
     if name != current:
@@ -97,8 +98,8 @@ def training_section(draft: dict) -> None:
     warning = recommend.learning_rate_warning(draft["method"]["name"], draft["train"].get("learning_rate"))
     if warning:
         st.warning(warning)
-    seed("tr_t_name", draft.get("name", ""))
-    draft["name"] = st.text_input("Run name (optional)", key="tr_t_name", max_chars=200).strip()
+    name = seed("tr_t_name", draft.get("name", ""))
+    draft["name"] = st.text_input("Run name (optional)", name, key="tr_t_name", max_chars=200).strip()
 
 
 # ------------------------------------------------------------------------------- before launch

@@ -306,3 +306,29 @@ def test_gradient_checkpointing_checkbox_reaches_the_config_and_the_estimate():
     assert not at.exception, at.exception
     assert at.session_state["_train_draft"]["train"]["gradient_checkpointing"] is True
     assert widget(at.metric, "Training memory (estimate)").value != before  # the estimator was told
+
+
+def test_every_form_widget_tells_the_browser_its_value_not_its_minimum():
+    """streamlit#4247: when the run that seeded a widget's key is interrupted by the next click, the
+    browser (re)creates the widget from its proto's default and sends that back at the next
+    interaction. With no default given that was the minimum: in a real browser every hyperparameter
+    fell to it (alpha 0, learning rate 1e-6) and Start stayed disabled. The default must be the value."""
+    at = train_page()
+    assert not at.exception, at.exception
+    checked = set()
+    for kind in ("number_input", "slider", "select_slider", "selectbox", "checkbox"):
+        for w in getattr(at, kind):
+            if not (w.key or "").startswith(("tr_t_", "tr_m_")):
+                continue
+            many = kind in ("slider", "select_slider")  # a range's two ends; one value otherwise
+            default = list(w.proto.default) if many else [w.proto.default]
+            if kind == "selectbox":
+                shown = [w.index]
+            elif kind == "select_slider":  # the default indexes the formatted options
+                default, shown = [w.options[int(i)] for i in default], [f"{w.value:.0e}"]
+            else:
+                shown = [w.value]
+            assert default == shown, (w.key, default, shown)
+            checked.add(w.key)
+    # the method's and the training section's controls were all seen, the learning rate among them
+    assert len(checked) >= 8 and "tr_t_learning_rate" in checked, checked

@@ -13,7 +13,7 @@ from core.config import DataSpec, RunConfig
 from pages import present
 from pages.shared.formatting import error_text, md_escape, show_error
 from pages.shared.session import owner_id
-from pages.shared.train_state import DRAFT_KEY, UPLOADS_KEY, apply_preset, seed, ui_state
+from pages.shared.train_state import DRAFT_KEY, UPLOADS_KEY, apply_preset, seed, seed_index, ui_state
 
 OTHER_MODEL = "Hub id or local folder…"
 DATA_KINDS = {"builtin": "Built-in", "upload": "Upload a file", "hub": "Hub dataset", "local": "Local file path"}
@@ -71,12 +71,13 @@ def model_section(draft: dict) -> dict | None:
     keys = [e.key for e in entries] + [OTHER_MODEL]
     labels = {e.key: e.label for e in entries}
     current = draft["model"]["name"]
-    seed("tr_model_pick", current if current in labels else OTHER_MODEL, keys)
+    index = seed_index("tr_model_pick", current if current in labels else OTHER_MODEL, keys)
     col_pick, col_other = st.columns([1, 1])
-    pick = col_pick.selectbox("Base model", keys, key="tr_model_pick", format_func=lambda k: labels.get(k, k))
+    pick = col_pick.selectbox("Base model", keys, index=index, key="tr_model_pick",
+                              format_func=lambda k: labels.get(k, k))
     if pick == OTHER_MODEL:
-        seed("tr_model_custom", "" if current in labels else current)
-        name = col_other.text_input("Hub id or local folder", key="tr_model_custom",
+        typed = seed("tr_model_custom", "" if current in labels else current)
+        name = col_other.text_input("Hub id or local folder", typed, key="tr_model_custom",
                                     placeholder="e.g. distilbert-base-uncased or /path/to/model").strip()
     else:
         name = pick
@@ -98,9 +99,9 @@ def model_section(draft: dict) -> dict | None:
 def _builtin_source(draft: dict) -> str:
     builtins = core_data.list_builtin()
     current = draft["data"]["source"]
-    seed("tr_data_builtin", current.removeprefix("builtin:") if current.startswith("builtin:")
-         else ui_state().get("builtin", ""), list(builtins))
-    name = st.selectbox("Built-in dataset", list(builtins), key="tr_data_builtin",
+    index = seed_index("tr_data_builtin", current.removeprefix("builtin:") if current.startswith("builtin:")
+                       else ui_state().get("builtin", ""), list(builtins))
+    name = st.selectbox("Built-in dataset", list(builtins), index=index, key="tr_data_builtin",
                         format_func=lambda n: f"{n} — {builtins[n]}")
     ui_state()["builtin"] = name
     return f"builtin:{name}"
@@ -132,17 +133,17 @@ def _upload_source(draft: dict) -> str:
 
 def _hub_source(draft: dict) -> str:
     current = draft["data"]["source"]
-    seed("tr_data_hub", current.removeprefix("hub:") if current.startswith("hub:") else "")
-    seed("tr_data_split", draft["data"].get("hub_split") or "train")
+    hub_ref = seed("tr_data_hub", current.removeprefix("hub:") if current.startswith("hub:") else "")
+    split = seed("tr_data_split", draft["data"].get("hub_split") or "train")
     c1, c2 = st.columns([3, 1])
-    ref = c1.text_input("Hub dataset id", key="tr_data_hub", placeholder="e.g. stanfordnlp/imdb").strip()
-    draft["data"]["hub_split"] = c2.text_input("Split", key="tr_data_split").strip() or "train"
+    ref = c1.text_input("Hub dataset id", hub_ref, key="tr_data_hub", placeholder="e.g. stanfordnlp/imdb").strip()
+    draft["data"]["hub_split"] = c2.text_input("Split", split, key="tr_data_split").strip() or "train"
     return f"hub:{ref}" if ref else ""
 
 
 def _local_source(draft: dict) -> str:
-    seed("tr_data_local", ui_state().get("local_path", ""))
-    path = st.text_input("Local file path (on the server)", key="tr_data_local",
+    typed = seed("tr_data_local", ui_state().get("local_path", ""))
+    path = st.text_input("Local file path (on the server)", typed, key="tr_data_local",
                          placeholder="/path/to/data.jsonl").strip()
     ui_state()["local_path"] = path
     return path
@@ -154,8 +155,8 @@ def _pick_task(draft: dict, source: str, resolved: dict | None) -> str:
         st.caption(f"Task: **{TASK_LABELS[task]}** (set by the dataset)")
         return task
     allowed = list(TASK_LABELS)
-    seed("tr_data_task", draft["data"]["task"], allowed)
-    return st.radio("Task", allowed, key="tr_data_task", horizontal=True, format_func=TASK_LABELS.get)
+    index = seed_index("tr_data_task", draft["data"]["task"], allowed)
+    return st.radio("Task", allowed, index=index, key="tr_data_task", horizontal=True, format_func=TASK_LABELS.get)
 
 
 def data_section(draft: dict, resolved: dict | None) -> dict | None:
@@ -163,8 +164,8 @@ def data_section(draft: dict, resolved: dict | None) -> dict | None:
     st.subheader("2 · Data")
     kinds = ["builtin", "upload", "hub"] + (["local"] if core_data.local_files_allowed() else [])
     ui = ui_state()
-    seed("tr_data_kind", ui.get("data_kind", "builtin"), kinds)
-    kind = st.radio("Dataset", kinds, key="tr_data_kind", horizontal=True, format_func=DATA_KINDS.get)
+    index = seed_index("tr_data_kind", ui.get("data_kind", "builtin"), kinds)
+    kind = st.radio("Dataset", kinds, index=index, key="tr_data_kind", horizontal=True, format_func=DATA_KINDS.get)
     ui["data_kind"] = kind
     source = {"builtin": _builtin_source, "upload": _upload_source, "hub": _hub_source,
               "local": _local_source}[kind](draft)
@@ -220,11 +221,11 @@ def _column_pickers(draft: dict, source: str) -> None:
     for (field, label), col in zip(roles, cols):
         if columns:
             guess = d[field] if d[field] in columns else columns[min(roles.index((field, label)), len(columns) - 1)]
-            seed(f"tr_d_{field}", guess, columns)
-            d[field] = col.selectbox(label, columns, key=f"tr_d_{field}")
+            index = seed_index(f"tr_d_{field}", guess, columns)
+            d[field] = col.selectbox(label, columns, index=index, key=f"tr_d_{field}")
         else:
-            seed(f"tr_d_{field}", d[field])
-            d[field] = col.text_input(label, key=f"tr_d_{field}").strip()
+            typed = seed(f"tr_d_{field}", d[field])
+            d[field] = col.text_input(label, typed, key=f"tr_d_{field}").strip()
 
 
 def _try_preview(draft: dict, quiet: bool = False) -> dict | None:

@@ -49,11 +49,18 @@ def url_state() -> dict:
     return st.session_state.setdefault(URL_KEY, {"loaded": False, "lesson": "", "base": None})
 
 
-def seed(key: str, value, options: list | None = None) -> None:
-    """Give a keyed widget its starting value, unless it already holds a valid one."""
-    current = st.session_state.get(key, None)
-    if key in st.session_state and (options is None or current in options):
-        return
+def seed(key: str, value, options: list | None = None):
+    """Give a keyed widget its starting value, unless it already holds a valid one. Returns the
+    value to pass as the widget's own default as well (see pages/shared/widgets.py, streamlit#4247)."""
     if options is not None and value not in options:
         value = options[0]
+    current = st.session_state.get(key, None)
+    if key in st.session_state and (options is None or current in options):
+        return value
     st.session_state[key] = value
+    return value
+
+
+def seed_index(key: str, value, options: list) -> int:
+    """seed() for a selectbox or radio: the index of its default option."""
+    return options.index(seed(key, value, options))

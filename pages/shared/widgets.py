@@ -38,34 +38,45 @@ def control(f: dict, key: str, value, where=st):
     value = f["default"] if value is None else value
     choices, kind = f.get("choices"), f["type"]
     lo, hi, step = f.get("lo"), f.get("hi"), f.get("step")
+    # Each widget gets the draft's value both ways: seeded into its key, and as its own default.
+    # The default is what the browser shows when it (re)creates the widget without being sent a
+    # value, which happens when the run that seeded the key was interrupted by the next click
+    # (streamlit#4247); without it the browser showed the minimum and sent it back at the next
+    # interaction: every hyperparameter of the form fell to its minimum (alpha 0, lr 1e-6).
     if choices:
-        seed(key, value, list(choices))
-        return where.selectbox(label, list(choices), key=key, help=help_)
+        options = list(choices)
+        seed(key, value, options)
+        index = options.index(value) if value in options else 0
+        return where.selectbox(label, options, index=index, key=key, help=help_)
     if kind == "bool":
         seed(key, bool(value))
-        return where.checkbox(label, key=key, help=help_)
+        return where.checkbox(label, value=bool(value), key=key, help=help_)
     if kind == "str":
         seed(key, str(value))
-        return where.text_input(label, key=key, help=help_)
+        return where.text_input(label, value=str(value), key=key, help=help_)
     if f.get("log"):
         options = _log_options(lo, hi, value)
         seed(key, float(value), options)
-        return where.select_slider(label, options, key=key, help=help_, format_func=lambda v: f"{v:.0e}")
+        shown = float(value) if float(value) in options else options[0]
+        return where.select_slider(label, options, value=shown, key=key, help=help_,
+                                   format_func=lambda v: f"{v:.0e}")
     if kind == "int":
         lo_i = None if lo is None else int(lo) + (1 if f.get("lo_open") else 0)
         hi_i = None if hi is None else int(hi) - (1 if f.get("hi_open") else 0)
-        seed(key, int(_clamp(int(value), lo_i, hi_i)))
+        shown = int(_clamp(int(value), lo_i, hi_i))
+        seed(key, shown)
         if lo_i is not None and hi_i is not None and hi_i - lo_i <= 256:
-            return where.slider(label, lo_i, hi_i, key=key, step=int(step or 1), help=help_)
-        return where.number_input(label, lo_i, hi_i, key=key, step=int(step or 1), help=help_)
+            return where.slider(label, lo_i, hi_i, value=shown, key=key, step=int(step or 1), help=help_)
+        return where.number_input(label, lo_i, hi_i, value=shown, key=key, step=int(step or 1), help=help_)
     step_f = float(step or (0.01 if lo is not None and hi is not None and hi - lo <= 1 else 0.5))
     # Open bounds are left to the config check, which then names the allowed range in its error.
     lo_f = None if lo is None or f.get("lo_open") else float(lo)
     hi_f = None if hi is None else float(hi) - (step_f if f.get("hi_open") else 0.0)
-    seed(key, float(_clamp(float(value), lo_f, hi_f)))
+    shown = float(_clamp(float(value), lo_f, hi_f))
+    seed(key, shown)
     if lo_f is not None and hi_f is not None and hi_f - lo_f <= 1:
-        return where.slider(label, lo_f, hi_f, key=key, step=step_f, help=help_)
-    return where.number_input(label, lo_f, hi_f, key=key, step=step_f, help=help_)
+        return where.slider(label, lo_f, hi_f, value=shown, key=key, step=step_f, help=help_)
+    return where.number_input(label, lo_f, hi_f, value=shown, key=key, step=step_f, help=help_)
 
 
 def controls(schema: list[dict], values: dict, prefix: str, advanced_title: str = "Advanced",
