@@ -196,6 +196,15 @@ def test_encoder_classification_counts_the_engines_head_not_the_pooler():
     assert counts.base == E.total_params("minilm") - pooler
 
 
+def test_zero_shot_classification_counts_the_model_the_engine_loads():
+    """A causal LM answers from its LM head (core.build loads it for zero-shot); an encoder keeps our classifier."""
+    cls = E.method_counts(TINY_LLAMA, "zero_shot", task="classification")
+    assert cls.total == n_params(build(TINY_LLAMA, "arch")) != E.total_params(TINY_LLAMA, task="classification")
+    assert cls.trainable == 0
+    assert E.method_counts("minilm", "zero_shot", task="classification").total == n_params(
+        build(E.load_config("minilm"), "cls"))
+
+
 def test_gqa_widths():
     shapes = {s.name: s for s in E.linear_layers("llama-2-70b") if s.layer == 0}
     assert (shapes["q_proj"].in_features, shapes["q_proj"].out_features) == (8192, 8192)

@@ -165,11 +165,13 @@ def method_counts(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: s
         # linear_head only classifies: the engine's classifier, whose head is the new part that trains
         parts = _breakdown(cfg, "seq_cls", num_labels, head_hidden)
         return MethodCounts(sum(parts.values()) - parts["head"], parts["head"], parts["head"])
+    if method == "zero_shot":
+        # a causal LM classifies zero-shot by its LM head's label-word likelihoods (core.build), not a new head
+        causal_cls = d.family in ("llama", "opt") and head_kind(cfg, task) == "seq_cls"
+        return MethodCounts(total_params(cfg, "sft" if causal_cls else task, num_labels, head_hidden), 0, 0)
     base = total_params(cfg, task, num_labels, head_hidden)
     if method == "full":
         return MethodCounts(base, 0, base)
-    if method == "zero_shot":
-        return MethodCounts(base, 0, 0)
     own = trains_own_weights(method)
     if own is not None:  # some of the base's own weights train (e.g. biases), plus a new head
         head_trainable = _peft_head_trainable(d, head_kind(cfg, task), num_labels, head_hidden)
