@@ -186,7 +186,8 @@ def test_encoder_classification_counts_the_engines_head_not_the_pooler():
     # distilbert and roberta lose transformers' pre_classifier / classifier dense: one linear, trained whole
     for key in ("distilbert", "roberta-base"):
         h = E.dims(key).hidden
-        assert E.trainable_params(key, "prompt_tuning", num_virtual_tokens=10, task="classification") == 10 * h + 2 * h + 2
+        prompts_and_head = 10 * h + 2 * h + 2
+        assert E.trainable_params(key, "prompt_tuning", num_virtual_tokens=10, task="classification") == prompts_and_head
     assert E.all_linear_targets("minilm", "classification") == ["query", "key", "value", "dense"]
     assert len(E.targeted_layers("minilm", "all-linear", "classification")) == 6 * 6
     assert len(E.targeted_layers("minilm", "all-linear")) == 6 * 6 + 1  # the bare BertModel keeps its pooler
