@@ -46,8 +46,16 @@ def hf_config(cfg: dict):
     return transformers.AutoConfig.for_model(cfg["model_type"], **fields)
 
 
+def engine_classifier(hf):
+    """What the engine trains for classification on an encoder (core.build): the bare encoder, its
+    [CLS] pooler dropped, under our own head `classifier`."""
+    from core.heads import PooledClassifier
+    return PooledClassifier(hf, transformers.AutoModel.from_config(hf))
+
+
 def build(cfg: dict, kind: str = "arch", num_labels: int = 2, meta: bool = True):
-    """The transformers model for a config: its `architectures` class, the bare base, or a classifier."""
+    """The model for a config: its `architectures` class, the bare base, or the engine's classifier
+    (an encoder under our own head; a causal LM with transformers' `score`)."""
     hf = hf_config(cfg)
     if kind == "arch":
         factory = getattr(transformers, cfg["architectures"][0])
@@ -55,7 +63,8 @@ def build(cfg: dict, kind: str = "arch", num_labels: int = 2, meta: bool = True)
         factory = transformers.AutoModel.from_config
     else:
         hf.num_labels = num_labels
-        factory = transformers.AutoModelForSequenceClassification.from_config
+        causal = E.dims(cfg).family in ("llama", "opt")
+        factory = transformers.AutoModelForSequenceClassification.from_config if causal else engine_classifier
     if not meta:
         torch.manual_seed(0)
         return factory(hf)
@@ -151,6 +160,50 @@ def test_linear_layers_match_the_model(cfg):
     assert mine == expected
     for shape in E.linear_layers(cfg):
         assert shape.path.endswith(shape.name)
+
+
+@pytest.mark.parametrize("cfg", TINY + [E.load_config(k) for k in ("minilm", "distilbert", "roberta-base", "opt-350m")],
+                         ids=lambda c: f"{c['model_type']}-{len(c)}")
+def test_classification_linear_layers_match_the_engines_model(cfg):
+    """What all-linear adapts on a classification run: every linear of the engine's model but its
+    head, and no BERT pooler (the engine drops it)."""
+    model = build(cfg, "cls")
+    prefix = model.base_model_prefix + "."
+    expected = {name.removeprefix(prefix): (m.in_features, m.out_features, m.bias is not None)
+                for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                and not name.startswith(("classifier", "score"))}
+    mine = {s.path: (s.in_features, s.out_features, s.has_bias) for s in E.linear_layers(cfg, "classification")}
+    assert mine == expected
+    assert not any("pooler" in path for path in mine)
+
+
+def test_encoder_classification_counts_the_engines_head_not_the_pooler():
+    h = E.dims("minilm").hidden
+    pooler = h * h + h
+    assert E.total_params("minilm", task="classification") == E.total_params("minilm") + h * 2 + 2 - pooler
+    assert E.param_breakdown("minilm", task="classification", num_labels=3)["head"] == h * 3 + 3
+    assert E.param_breakdown("minilm", task="classification")["extra_linears"] == 0
+    # distilbert and roberta lose transformers' pre_classifier / classifier dense: one linear, trained whole
+    for key in ("distilbert", "roberta-base"):
+        h = E.dims(key).hidden
+        prompts_and_head = 10 * h + 2 * h + 2
+        assert E.trainable_params(key, "prompt_tuning", num_virtual_tokens=10, task="classification") == prompts_and_head
+    assert E.all_linear_targets("minilm", "classification") == ["query", "key", "value", "dense"]
+    assert len(E.targeted_layers("minilm", "all-linear", "classification")) == 6 * 6
+    assert len(E.targeted_layers("minilm", "all-linear")) == 6 * 6 + 1  # the bare BertModel keeps its pooler
+    # a hidden-layer head (linear_head's head_hidden) is make_head's two linears, on the base without its pooler
+    counts = E.method_counts("minilm", "linear_head", head_hidden=100)
+    assert counts.trainable == counts.added == 384 * 100 + 100 + 100 * 2 + 2
+    assert counts.base == E.total_params("minilm") - pooler
+
+
+def test_zero_shot_classification_counts_the_model_the_engine_loads():
+    """A causal LM answers from its LM head (core.build loads it for zero-shot); an encoder keeps our classifier."""
+    cls = E.method_counts(TINY_LLAMA, "zero_shot", task="classification")
+    assert cls.total == n_params(build(TINY_LLAMA, "arch")) != E.total_params(TINY_LLAMA, task="classification")
+    assert cls.trainable == 0
+    assert E.method_counts("minilm", "zero_shot", task="classification").total == n_params(
+        build(E.load_config("minilm"), "cls"))
 
 
 def test_gqa_widths():
@@ -252,7 +305,7 @@ def test_method_counts():
     assert E.trainable_params(cfg, "ia3") == 32 * (4096 + 4096 + 11008)
     assert E.trainable_params(cfg, "prompt_tuning", num_virtual_tokens=20) == 20 * 4096
     assert E.trainable_params(cfg, "prefix_tuning", num_virtual_tokens=20) == 20 * 32 * 2 * 4096
-    assert E.trainable_params(cfg, "linear_head", num_labels=3) == 4096 * 3 + 3
+    assert E.trainable_params(cfg, "linear_head", num_labels=3) == 4096 * 3  # transformers' `score`: no bias
     assert E.trainable_params(cfg, "linear_head", num_labels=3, head_hidden=16) == 4096 * 16 + 16 + 16 * 3 + 3
     # GQA: prefixes are as wide as the key/value projections
     assert E.trainable_params("llama-2-70b", "prefix_tuning", num_virtual_tokens=10) == 10 * 80 * 2 * 1024

@@ -424,4 +424,7 @@ def _cls(cfg: dict, num_labels: int):
     hf = transformers.AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     hf.num_labels = num_labels
     torch.manual_seed(0)
+    if cfg["model_type"] == "roberta":  # the engine's classifier for an encoder (core.build): no pooler, our head
+        from core.heads import PooledClassifier
+        return PooledClassifier(hf, transformers.AutoModel.from_config(hf))
     return transformers.AutoModelForSequenceClassification.from_config(hf)

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -148,28 +149,12 @@ def test_every_shipped_method_is_covered_by_the_check_below():
     assert {cfg.method.name for cfg in SHIPPED.values()} >= {"lora", "qlora", "full", "linear_head", "prompt_tuning"}
 
 
-def _pooler_gap(cfg: RunConfig) -> bool:
-    """all-linear LoRA on the whole of a BERT-like classifier: the estimate models transformers'
-    BertForSequenceClassification, whose pooler (dense + tanh) feeds the head, so it counts an adapter
-    there; the engine's PooledClassifier drops that pooler (core.heads.drop_unused_pooler)."""
-    p = cfg.method.params
-    return (cfg.data.task == "classification" and p.get("targets") == "all-linear" and not p.get("top_layers")
-            and estimate.load_config(cfg.model.name).get("model_type") in ("bert", "roberta"))
-
-
-KNOWN_GAP = pytest.mark.xfail(strict=True, reason="the estimate counts a LoRA adapter on the BERT pooler, which "
-                                                  "the engine drops (see _pooler_gap); left for the estimate")
-
-
-@pytest.mark.parametrize("key", [pytest.param(k, marks=[KNOWN_GAP] if _pooler_gap(c) else [])
-                                 for k, c in SHIPPED.items() if c.method.name in ("lora", "qlora", "ia3")])
-def test_the_engine_adapts_the_modules_the_estimate_counts(key):
+def _built(cfg: RunConfig):
     """The engine's own build + method_context + apply, on the config's real (embedded) model."""
     import torch
 
     from core import models
     from core.build import build_model, method_context
-    cfg = SHIPPED[key]
     if cfg.method.name == "qlora":
         from core.methods.qlora import bitsandbytes_available
         if not bitsandbytes_available():
@@ -178,8 +163,14 @@ def test_the_engine_adapts_the_modules_the_estimate_counts(key):
     torch.manual_seed(0)
     model, kind = build_model(cfg, labels, "cpu")
     ctx = method_context(model, kind, cfg.data.task, models.load_tokenizer(cfg.model.name), cfg.model.name)
+    return get_method(cfg.method.name).apply(model, cfg.method.typed, ctx)
+
+
+@pytest.mark.parametrize("key", [k for k, c in SHIPPED.items() if c.method.name in ("lora", "qlora", "ia3")])
+def test_the_engine_adapts_the_modules_the_estimate_counts(key):
+    cfg = SHIPPED[key]
     method = get_method(cfg.method.name)
-    adapted = method.apply(model, cfg.method.typed, ctx).base_model.targeted_module_names
+    adapted = _built(cfg).base_model.targeted_module_names
 
     name, kwargs = method.estimate_args(cfg.method.params)
     model_cfg = estimate.load_config(cfg.model.name)
@@ -189,6 +180,25 @@ def test_the_engine_adapts_the_modules_the_estimate_counts(key):
     matched = sorted(next((p for p in paths if a == p or a.endswith("." + p)), f"(not counted) {a}") for a in adapted)
     assert matched == paths
     assert len(adapted) == len(counted) > 0
+
+
+@pytest.mark.parametrize("key", [k for k, c in SHIPPED.items() if get_method(c.method.name).trains])
+def test_the_engine_trains_as_many_parameters_as_the_estimate_counts(key):
+    """Trainable and total parameters of the engine's model (for classification: the encoder without
+    its [CLS] pooler, under our own head) are the estimate's, as the Train page shows them."""
+    from core.build import count_params
+    cfg = SHIPPED[key]
+    model = _built(cfg)
+    trainable, _ = count_params(model)
+    # peft keeps a frozen original next to the trained copy of a modules_to_save head: one head, counted once
+    total = sum(p.numel() for name, p in model.named_parameters() if ".original_module." not in name)
+    if cfg.method.name == "qlora":
+        total = count_params(model)[1]
+    name, kwargs = get_method(cfg.method.name).estimate_args(cfg.method.params)
+    counted = inspect.signature(estimate.method_counts).parameters  # the rest (dropout...) is for memory
+    counts = estimate.method_counts(estimate.load_config(cfg.model.name), name, task=cfg.data.task,
+                                    **{k: v for k, v in kwargs.items() if k in counted})
+    assert (counts.trainable, counts.total) == (trainable, total)
 
 
 def test_auto_targets_are_one_table_for_engine_estimate_and_models():
@@ -222,7 +232,6 @@ def test_the_export_template_is_lint_clean_python_with_every_block():
 
 
 def test_the_engine_helpers_are_copied_from_the_engine_not_retyped():
-    import inspect
     import importlib
     copied = export.engine_source()
     for module, name in export.ENGINE_CODE:

@@ -4,6 +4,8 @@ Everything here is derived from a Hugging Face `config.json` (shipped ones live 
 assets/model_configs/), so the Learn and Estimate pages can talk about a 70B model on a laptop.
 Counts are exact for the supported families (llama/mistral, opt, bert, distilbert): the tests
 check them against transformers models built on the meta device and against peft's own counts.
+Classification counts the model the engine trains (core.build): an encoder gets our own head over
+its pooled features and loses its [CLS] pooler; a causal LM keeps transformers' `score`.
 Memory figures are estimates; each part documents what it assumes.
 
 CLI:  python -m core.estimate --model llama-2-7b --method lora --r 8 --targets q_proj,v_proj

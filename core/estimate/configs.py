@@ -21,7 +21,7 @@ TASKS = ("classification", "sft")
 
 
 # model_type -> family whose module layout we know.
-# qwen2 is llama with biases on q, k and v; roberta is bert whose classifier replaces the pooler.
+# qwen2 is llama with biases on q, k and v; roberta is bert with its own MLM head names.
 FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "opt": "opt", "bert": "bert",
             "roberta": "bert", "distilbert": "distilbert"}
 
@@ -201,7 +201,11 @@ def dims(cfg: dict[str, Any] | str) -> Dims:
 
 
 def head_kind(cfg: dict[str, Any], task: str | None) -> str:
-    """'lm', 'seq_cls' or 'base': the head the task (or else the config's architectures) implies."""
+    """'lm', 'seq_cls' or 'base': the head the task (or else the config's architectures) implies.
+
+    'seq_cls' is the classifier the engine builds (core.build), not transformers' *ForSequenceClassification:
+    an encoder without its [CLS] pooler under our own head, a causal LM with transformers' `score`.
+    """
     if task is not None and task not in TASKS:
         raise ConfigError(f"task={task!r} is not allowed; choose one of {list(TASKS)} or leave it unset")
     if task == "classification":

@@ -39,7 +39,7 @@ def _final_norm_params(cfg: dict[str, Any], d: Dims) -> int:
     return 0  # post-norm encoders normalise inside each block
 
 
-def _head_params(d: Dims, head: str, num_labels: int) -> int:
+def _head_params(d: Dims, head: str, num_labels: int, head_hidden: int = 0) -> int:
     """Parameters the task head adds on top of the base model (tied output weights counted once)."""
     h, v = d.hidden, d.vocab
     untied_out = 0 if d.tied else v * d.embed_dim
@@ -52,46 +52,44 @@ def _head_params(d: Dims, head: str, num_labels: int) -> int:
         # decoder then also keeps its own bias next to the head's)
         own_bias = v if d.family == "bert" and not d.tied else 0
         return (h * h + h) + 2 * h + v + untied_out + own_bias
-    if d.family in ("llama", "opt"):
-        return d.embed_dim * num_labels  # `score`, no bias
-    if d.family == "bert" and d.model_type == "roberta":
-        return (h * h + h) + h * num_labels + num_labels  # `classifier`: dense + out_proj, no pooler
-    if d.family == "bert":
-        return h * num_labels + num_labels  # `classifier` (pooler is counted with the base)
-    return (h * h + h) + h * num_labels + num_labels  # distilbert: pre_classifier + classifier
+    return linear_head_params(d, num_labels, head_hidden)
 
 
-def _breakdown(cfg: dict[str, Any], head: str, num_labels: int) -> dict[str, int]:
+def _breakdown(cfg: dict[str, Any], head: str, num_labels: int, head_hidden: int = 0) -> dict[str, int]:
     d = dims(cfg)
     block = sum(s.params for s in block_linears(cfg, d, 0)) + 2 * _norm_params(cfg, d)
-    # The MLM transform and distilbert's pre_classifier belong to the head count instead.
+    # The MLM transform belongs to the head count instead.
     in_base = [s for s in extra_linears(d, head) if s.path.startswith(("pooler", "decoder.project"))]
     return {
         "embeddings": _embedding_params(cfg, d),
         "blocks": block * d.layers,
         "final_norm": _final_norm_params(cfg, d),
         "extra_linears": sum(s.params for s in in_base),
-        "head": _head_params(d, head, num_labels),
+        "head": _head_params(d, head, num_labels, head_hidden),
     }
 
 
-def param_breakdown(cfg: dict[str, Any] | str, task: str | None = None, num_labels: int = 2) -> dict[str, int]:
-    """Parameter counts by part: embeddings, blocks, final norm, extra linears (pooler, OPT projections), head."""
+def param_breakdown(cfg: dict[str, Any] | str, task: str | None = None, num_labels: int = 2,
+                    head_hidden: int = 0) -> dict[str, int]:
+    """Parameter counts by part: embeddings, blocks, final norm, extra linears (a bare BERT's pooler,
+    OPT's projections), head. Classification counts the engine's model (core.build): see linear_head_params."""
     cfg = as_config(cfg)
-    return _breakdown(cfg, head_kind(cfg, task), check_labels(num_labels))
+    head_hidden = check_positive("head_hidden", head_hidden, lo=0)
+    return _breakdown(cfg, head_kind(cfg, task), check_labels(num_labels), head_hidden)
 
 
-def total_params(cfg: dict[str, Any] | str, task: str | None = None, num_labels: int = 2) -> int:
+def total_params(cfg: dict[str, Any] | str, task: str | None = None, num_labels: int = 2,
+                 head_hidden: int = 0) -> int:
     """All parameters of the model the config (or task) names; tied embeddings counted once."""
-    return sum(param_breakdown(cfg, task, num_labels).values())
+    return sum(param_breakdown(cfg, task, num_labels, head_hidden).values())
 
 
-def _peft_head_trainable(d: Dims, head: str, num_labels: int) -> int:
-    # For sequence classification peft trains every module whose name *ends with* "classifier"
-    # or "score" (modules_to_save): that includes distilbert's pre_classifier; bert's pooler stays frozen.
+def _peft_head_trainable(d: Dims, head: str, num_labels: int, head_hidden: int) -> int:
+    # For classification the engine names the head as peft's modules_to_save (`classifier`, `score`):
+    # it trains whole.
     if head != "seq_cls":
         return 0
-    return _head_params(d, head, num_labels)
+    return _head_params(d, head, num_labels, head_hidden)
 
 
 def lora_params(shapes: list[LinearShape], r: int, dora: bool) -> int:
@@ -107,10 +105,18 @@ def _ia3_params(cfg: dict[str, Any], shapes: list[LinearShape]) -> int:
 
 
 def linear_head_params(d: Dims, num_labels: int = 2, head_hidden: int = 0) -> int:
-    """A probe on the frozen model's pooled features: one linear, or two with a hidden layer."""
+    """The classification head the engine puts on the pooled features (core.build), which the
+    linear_head method trains alone and the others train whole next to their adapters.
+
+    Encoders: our own head (core.heads.make_head: one linear with a bias, or two with a hidden
+    layer) over the bare encoder, whose [CLS] pooler is dropped. Causal LMs: transformers' `score`
+    (one linear, no bias), which a hidden-layer head replaces.
+    """
     width = d.embed_dim  # what the base model outputs (OPT projects back out to the embedding width)
     if head_hidden:
         return width * head_hidden + head_hidden + head_hidden * num_labels + num_labels
+    if d.family in ("llama", "opt"):
+        return width * num_labels
     return width * num_labels + num_labels
 
 
@@ -156,20 +162,22 @@ def method_counts(cfg: dict[str, Any] | str, method: str, r: int = 8, targets: s
     check_labels(num_labels)
     check_positive("head_hidden", head_hidden, lo=0)
     if method == "linear_head":
-        head = linear_head_params(d, num_labels, head_hidden)
-        # The probe replaces any head: the frozen part is the headless base model.
-        return MethodCounts(sum(_breakdown(cfg, "base", num_labels).values()), head, head)
-    base = total_params(cfg, task, num_labels)
+        # linear_head only classifies: the engine's classifier, whose head is the new part that trains
+        parts = _breakdown(cfg, "seq_cls", num_labels, head_hidden)
+        return MethodCounts(sum(parts.values()) - parts["head"], parts["head"], parts["head"])
+    if method == "zero_shot":
+        # a causal LM classifies zero-shot by its LM head's label-word likelihoods (core.build), not a new head
+        causal_cls = d.family in ("llama", "opt") and head_kind(cfg, task) == "seq_cls"
+        return MethodCounts(total_params(cfg, "sft" if causal_cls else task, num_labels, head_hidden), 0, 0)
+    base = total_params(cfg, task, num_labels, head_hidden)
     if method == "full":
         return MethodCounts(base, 0, base)
-    if method == "zero_shot":
-        return MethodCounts(base, 0, 0)
     own = trains_own_weights(method)
     if own is not None:  # some of the base's own weights train (e.g. biases), plus a new head
-        head_trainable = _peft_head_trainable(d, head_kind(cfg, task), num_labels)
+        head_trainable = _peft_head_trainable(d, head_kind(cfg, task), num_labels, head_hidden)
         return MethodCounts(base, 0, own(linear_layers(cfg, task)) + head_trainable)
     added = adapter_params(cfg, method, r, targets, num_virtual_tokens, task, top_layers)
-    head_trainable = _peft_head_trainable(d, head_kind(cfg, task), num_labels)
+    head_trainable = _peft_head_trainable(d, head_kind(cfg, task), num_labels, head_hidden)
     return MethodCounts(base, added, added + head_trainable)
 
 

@@ -12,7 +12,7 @@ from core.methods.targets import lora_targets
 @dataclass(frozen=True)
 class LinearShape:
     """One nn.Linear: weight is (out_features d) x (in_features k), as torch stores it."""
-    layer: int | None   # block index; None for linears outside the blocks (pooler, OPT projections)
+    layer: int | None   # block index; None for linears outside the blocks (pooler, OPT projections, MLM transform)
     name: str           # module name as peft matches it: "q_proj", "query", "q_lin", "fc1", "dense"...
     in_features: int
     out_features: int
@@ -66,19 +66,20 @@ def extra_linears(d: Dims, head: str) -> list[LinearShape]:
         return [LinearShape(None, "project_out", h, d.embed_dim, False, "decoder.project_out"),
                 LinearShape(None, "project_in", d.embed_dim, h, False, "decoder.project_in")]
     roberta = d.model_type == "roberta"
-    if d.family == "bert" and (head == "base" or (head == "seq_cls" and not roberta)):
+    # A classification run drops the [CLS] pooler (core.heads.drop_unused_pooler): only the bare
+    # base model keeps it.
+    if d.family == "bert" and head == "base":
         return [LinearShape(None, "dense", h, h, True, "pooler.dense")]
     if d.family == "bert" and head == "lm":
         return [LinearShape(None, "dense", h, h, True,
                             "lm_head.dense" if roberta else "cls.predictions.transform.dense")]
     if d.family == "distilbert" and head == "lm":
         return [LinearShape(None, "vocab_transform", h, h, True, "vocab_transform")]
-    # distilbert's pre_classifier is left out: peft trains it whole as part of the head (below).
     return []
 
 
 def linear_layers(cfg: dict[str, Any] | str, task: str | None = None) -> list[LinearShape]:
-    """Every nn.Linear of the model except the output layer (lm_head / classifier), blocks first."""
+    """Every nn.Linear of the model except the output layer (lm_head / score / our classifier), blocks first."""
     cfg = as_config(cfg)
     d = dims(cfg)
     shapes = [shape for i in range(d.layers) for shape in block_linears(cfg, d, i)]
