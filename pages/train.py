@@ -31,7 +31,7 @@ from pages.shared.train_state import (
     ui_state,
     url_state,
 )
-from pages.shared.train_url import lesson_header, load_url, write_url
+from pages.shared.train_url import lesson_header, lesson_link, load_url, write_url
 from pages.shared.widgets import controls
 
 # Lesson and presentation mode: Start sits at the top, in a bar that stands out from the form.
@@ -221,7 +221,10 @@ def main() -> None:
     st.title("Train")
     loading = st.empty()  # until the form is drawn: a cold start can take seconds under load
     if not engine_ready():
-        loading.info(ENGINE_NOTE.format(what="the form is ready"), icon="⏳")
+        note = ENGINE_NOTE.format(what="the form is ready")
+        loading.info(note, icon="⏳")
+        if lesson_link():  # the lesson's model depends on the GPU, which only torch can tell
+            wait_for_engine(lambda waited: loading.info(f"{note} ({waited:.0f} s)", icon="⏳"))
     load_url()
     # In front of a room Start goes first and the run right under it, above the lesson's text:
     # both in the first screen at 1280x720 (issue 23).

@@ -67,6 +67,8 @@ class HoldBackTorch:
         if threading.current_thread().name == "playground-warm-up":
             time.sleep(RELEASE_AFTER_S)
             released.set()
+        elif released.is_set() and REAL_AFTER_RELEASE:
+            return None
         elif not released.is_set():
             where = [f"{f.filename.removeprefix(ROOT)}:{f.lineno}" for f in traceback.extract_stack()
                      if f.filename.startswith(ROOT) and "/.venv/" not in f.filename]
@@ -77,7 +79,7 @@ class HoldBackTorch:
 sys.meta_path.insert(0, HoldBackTorch())
 from tests.helpers.apptest import open_app
 
-at = open_app(PAGE, direct=True, timeout=120)
+at = open_app(PAGE, direct=True, query=QUERY, timeout=240)
 start = [b for b in at.button if b.label == "Start training"]
 print(json.dumps({
     "early": early, "released": released.is_set(), "exceptions": [e.value for e in at.exception],
@@ -89,9 +91,11 @@ print(json.dumps({
 """
 
 
-def first_view(page: str | None) -> dict:
-    """What APPTEST_SCRIPT saw of `page` (None: Learn, the default) opened first in a fresh process."""
-    code = f"ROOT = {ROOT!r}\nRELEASE_AFTER_S = 3.0\nPAGE = {page!r}\n" + APPTEST_SCRIPT
+def first_view(page: str | None, query: dict | None = None, real_torch_after: bool = False) -> dict:
+    """What APPTEST_SCRIPT saw of `page` (None: Learn, the default) opened first in a fresh process.
+    With `real_torch_after`, torch really imports once the warm-up's (failed) turn is over."""
+    code = (f"ROOT = {ROOT!r}\nRELEASE_AFTER_S = 3.0\nPAGE = {page!r}\nQUERY = {query or {}!r}\n"
+            f"REAL_AFTER_RELEASE = {real_torch_after!r}\n" + APPTEST_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=env)
@@ -116,3 +120,10 @@ def test_the_train_form_draws_while_torch_is_still_loading():
     # The run that waited for the warm-up drew the page again, with the estimate (a CPU assumed:
     # the warm-up's device probe failed here).
     assert "Trainable parameters" in seen["metrics"], seen["metrics"]
+
+
+def test_a_lesson_link_waits_for_torch_behind_the_note_not_in_the_script():
+    """A lesson's model depends on the GPU (core.gpu_shelf asks torch): Train waits for the warm-up,
+    saying so, instead of importing torch itself at the same moment."""
+    seen = first_view("pages/train.py", {"lesson": "lora_sentiment"}, real_torch_after=True)
+    assert seen["start"] == [True], "Start training is missing or disabled"
