@@ -6,10 +6,20 @@ import streamlit as st
 from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.shared.formatting import fmt_seconds, md_escape, show_error
-from pages.shared.keys import JOB_KEY
+from pages.shared.keys import GPU_PARTS_SKIPPED_KEY, JOB_KEY
 from pages.shared.legacy import leave_legacy_multipage_mode
-from pages.shared.session import device_info, manager, owner_id, wait_for_warm_up, warm_up
+from pages.shared.session import (
+    device_info,
+    engine_ready,
+    manager,
+    owner_id,
+    wait_for_engine,
+    wait_for_warm_up,
+    warm_up,
+)
 
+DEVICE_NOTE = "Loading the engine (torch)…"
+_device_slot = None  # this script run's sidebar note standing in for the device line
 SIDEBAR_REFRESH_S = 5.0  # a summary; each poll costs the browser CPU (see pages/train.py: job_panel)
 # A progress bar eases into each new value with a CSS transition; redrawn every few seconds while a
 # run trains, that easing was more than half of what a progress update cost Chromium (0.035 -> 0.015
@@ -23,6 +33,34 @@ st.set_page_config(page_title="PEFT Playground", layout="wide")
 
 
 def sidebar_device() -> None:
+    """The device line, or, while torch still imports, a note in its place, filled by
+    finish_sidebar_device() once the page is drawn."""
+    global _device_slot
+    if engine_ready():
+        draw_device()
+        return
+    _device_slot = st.empty()
+    _device_slot.caption(DEVICE_NOTE)
+
+
+def finish_sidebar_device() -> None:
+    if _device_slot is None:
+        return
+    wait_for_engine(lambda waited: _device_slot.caption(f"{DEVICE_NOTE} {waited:.0f} s"))
+    with _device_slot.container():
+        draw_device()
+    if st.session_state.pop(GPU_PARTS_SKIPPED_KEY, False) and _has_gpu():
+        st.rerun()  # the page left out what a GPU adds (shelf models, lesson hints): now it can ask
+
+
+def _has_gpu() -> bool:
+    try:
+        return device_info().get("device") == "cuda"
+    except Exception:  # draw_device() has shown the error
+        return False
+
+
+def draw_device() -> None:
     try:
         dev = device_info()
     except Exception as exc:  # a broken driver must not hide the pages
@@ -143,12 +181,18 @@ pages = [
 page = st.navigation(pages)
 st.html(STEADY_PROGRESS_BARS)  # style only: Streamlit puts it where it takes no space
 present.apply()  # presentation mode and theme, from the link or the sidebar, before any page draws
-sidebar(page)  # first: its device probe imports torch in this thread, before the warm-up starts
-warm_up()
-if page.title != "Learn":
-    # Learn loads no model and imports neither torch nor peft (the method registry is light), so it
-    # draws at once. The other pages may load models, and must not import the same big packages as
-    # the warm-up thread at the same moment.
-    with st.spinner("Loading PyTorch, transformers and PEFT (first time only)…"):
+sidebar(page)
+if page.title in ("Learn", "Train"):
+    # Learn loads no model, and the Train form needs no torch (tests/test_cold_start.py): both draw
+    # first and start the import after, so it does not compete with the drawing (Train waits for
+    # it at its end, for the estimate). The device line in the sidebar follows.
+    page.run()
+    warm_up()
+else:
+    # The other pages may load models, and must not import the same big packages as the warm-up
+    # thread at the same moment.
+    warm_up()
+    with st.spinner("Loading the engine (torch, transformers, PEFT): the page is ready in a few seconds…"):
         wait_for_warm_up()
-page.run()
+    page.run()
+finish_sidebar_device()

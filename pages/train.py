@@ -6,6 +6,7 @@ RunConfig dict under a key no widget owns; widgets are seeded from it when they 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -18,7 +19,7 @@ from pages.shared.formatting import error_text, md_escape, show_error
 from pages.shared.job_panel import current_job, job_panel
 from pages.shared.keys import JOB_KEY
 from pages.shared.legacy import leave_legacy_multipage_mode
-from pages.shared.session import manager, owner_id
+from pages.shared.session import ENGINE_NOTE, engine_ready, manager, owner_id, wait_for_engine, wait_for_warm_up
 from pages.shared.train_inputs import data_section, model_section
 from pages.shared.train_state import (
     EVENTS_KEY,
@@ -31,7 +32,7 @@ from pages.shared.train_state import (
     ui_state,
     url_state,
 )
-from pages.shared.train_url import lesson_header, load_url, write_url
+from pages.shared.train_url import lesson_header, lesson_link, load_url, write_url
 from pages.shared.widgets import controls
 
 # Lesson and presentation mode: Start sits at the top, in a bar that stands out from the form.
@@ -124,15 +125,18 @@ def _session_job_live() -> bool:
         return False
 
 
-def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar=None) -> None:
+def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar=None) -> Callable | None:
     """The estimate, the problems and Start; with `bar` (lesson or presentation mode) Start and the
-    problems are drawn in the action bar at the top of the page instead, where a room sees them."""
+    problems are drawn in the action bar at the top of the page instead, where a room sees them.
+    Returns what draws the estimate once torch is in, when it could not be drawn yet."""
     st.subheader("5 · Check and start")
     cfg, problem = None, _task_problem(resolved, draft["data"]["task"])
     if not problem:
         try:
             cfg = RunConfig.from_dict(copy.deepcopy(draft))
-            limits.check_run(cfg)  # the server's caps (epochs, length, models): say so before the click
+            # The server's caps (epochs, length, models, memory): say so before the click. The memory
+            # check needs torch for the device: on a cold start it follows with the estimate.
+            limits.check_run(cfg, fits=engine_ready())
         except ConfigError as exc:
             problem = str(exc)
         except Exception as exc:  # a bug in a check must still not show a traceback
@@ -143,15 +147,16 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar
         problem = problem or "choose a dataset"
     if preview is not None and preview.get("error"):
         problem = problem or preview["error"]
+    finish_estimate = None
     if cfg is not None and resolved is not None:
-        estimate_panel(cfg, preview)
+        finish_estimate = _estimate_or_note(cfg, preview)
     where = st if bar is None else bar
     if problem:
         where.error(problem)
     busy = _session_job_live()
     if bar is not None:
         _action_bar(bar, draft, cfg, problem, busy)
-        return
+        return finish_estimate
     if busy:
         st.caption("Your run is still queued or training: its progress is at the top of the page.")
     if st.button("Start training", type="primary", disabled=bool(problem) or busy or cfg is None,
@@ -161,6 +166,24 @@ def launch_section(draft: dict, resolved: dict | None, preview: dict | None, bar
         with st.expander("Same run from the command line"):
             st.code("python -m core.train --config run.yaml", language="bash")
             st.code(runs.public_yaml(cfg.to_dict()), language="yaml")  # no server path of the upload
+    return finish_estimate
+
+
+def _estimate_or_note(cfg: RunConfig, preview: dict | None) -> Callable | None:
+    """The estimate and the memory check need the device (torch): until the warm-up has it, a note
+    holds the estimate's place and the rest of the form is drawn; main() then calls the returned
+    function, which waits for torch and draws the page again, complete."""
+    if engine_ready():
+        estimate_panel(cfg, preview)
+        return None
+    note = ENGINE_NOTE.format(what="the form works now, the estimate follows")
+    slot = st.empty()
+    slot.info(note, icon="⏳")
+
+    def finish() -> None:
+        wait_for_engine(lambda waited: slot.info(f"{note} ({waited:.0f} s)", icon="⏳"))
+        st.rerun()
+    return finish
 
 
 def _action_bar(bar, draft: dict, cfg: RunConfig | None, problem: str, busy: bool) -> None:
@@ -179,6 +202,9 @@ def _action_bar(bar, draft: dict, cfg: RunConfig | None, problem: str, busy: boo
 
 
 def _submit(cfg: RunConfig) -> None:
+    # The job's worker imports transformers and peft: not while the warm-up thread still does.
+    with st.spinner("Loading the engine (torch, transformers, PEFT): your run starts in a few seconds…"):
+        wait_for_warm_up()
     try:
         job_id = manager().submit(cfg, owner_id())
     except Exception as exc:
@@ -194,6 +220,12 @@ def _submit(cfg: RunConfig) -> None:
 
 def main() -> None:
     st.title("Train")
+    loading = st.empty()  # until the form is drawn: a cold start can take seconds under load
+    if not engine_ready():
+        note = ENGINE_NOTE.format(what="the form is ready")
+        loading.info(note, icon="⏳")
+        if lesson_link():  # the lesson's model depends on the GPU, which only torch can tell
+            wait_for_engine(lambda waited: loading.info(f"{note} ({waited:.0f} s)", icon="⏳"))
     load_url()
     # In front of a room Start goes first and the run right under it, above the lesson's text:
     # both in the first screen at 1280x720 (issue 23).
@@ -214,7 +246,10 @@ def main() -> None:
     method_section(draft, draft["data"]["task"])
     training_section(draft)
     write_url(draft)
-    launch_section(draft, resolved, preview, bar)
+    finish_estimate = launch_section(draft, resolved, preview, bar)
+    loading.empty()
+    if finish_estimate is not None:
+        finish_estimate()
 
 
 leave_legacy_multipage_mode()

@@ -10,3 +10,4 @@ TRAIN_DRAFT_KEY = "_train_draft"    # the RunConfig dict being edited on Train; 
 TRAIN_URL_KEY = "_train_url"        # {"loaded", "lesson", "base"}: what Train read the URL against
 EXPERIMENTS_URL_KEY = "_exp_url"    # cleared by a Learn lesson card, like TRAIN_URL_KEY
 COMPARE_RUN_KEY = "compare_run"     # the run Compare should show (set by Train and Runs)
+GPU_PARTS_SKIPPED_KEY = "_gpu_parts_skipped"  # a page left out a GPU hint while torch loaded: app.py redraws on a GPU

@@ -9,6 +9,7 @@ from pages import present
 from pages.shared.formatting import show_error
 from pages.shared.keys import EXPERIMENTS_URL_KEY, TRAIN_URL_KEY
 from pages.shared.links import query_params, sync_query_params
+from pages.shared.session import gpu_probe_allowed
 from pages.shared.method_names import learn_method_labels
 
 TARGET_MODES = ("Default targets", "All linear layers", "Choose modules")
@@ -67,7 +68,7 @@ def lessons_section() -> None:
             if st.button("Open lesson", key=f"learn_lesson_{lesson.key}", type="primary"):
                 _open_lesson(lesson)
             st.caption(f"Link: `{_full_link(lesson.url)}`")
-            gpu_model = _lesson_gpu_model(lesson)
+            gpu_model = _lesson_gpu_model(lesson) if gpu_probe_allowed() else ""
             if gpu_model:
                 st.caption(f"On this GPU: {gpu_model}, scaled up (more data, longer inputs, larger batches).")
 

@@ -2,15 +2,18 @@
 import of torch/transformers/peft. No torch at import: pages import this on every rerun."""
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import secrets
 import threading
+import time
+from collections.abc import Callable
 
 import streamlit as st
 
 from core.jobs import OPENMP_SPINCOUNT
-from pages.shared.keys import ADMIN_TOKEN_KEY, OWNER_KEY
+from pages.shared.keys import ADMIN_TOKEN_KEY, GPU_PARTS_SKIPPED_KEY, OWNER_KEY
 
 # libgomp reads it once, when torch loads: set here, before any page imports torch.
 os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINCOUNT)
@@ -48,34 +51,92 @@ def manager():
     return mgr
 
 
-@st.cache_resource(show_spinner=False)
-def device_info() -> dict:
-    """core.models.device_summary(), once per server: it imports torch and probes the hardware."""
-    from core.models import device_summary
-    return device_summary()
+ENGINE_NOTE = "Loading the engine (torch, transformers): {what} in a few seconds."
 
 
-@st.cache_resource(show_spinner=False)
-def warm_up() -> threading.Thread:
-    """Import torch, transformers and peft (via the method registry) in the background, once.
+class Engine:
+    """The background import of torch, transformers and peft, and the device probe, done once.
 
-    That takes several seconds; app.py starts it on the first page view so the Train page is quick.
-    Call wait_for_warm_up() before importing them yourself: two threads importing the same big
-    package at once can see it half-initialised.
-    """
-    def load() -> None:
+    `device` is set (or `error`) as soon as torch is in: the sidebar and the estimate need only that;
+    `thread` ends once transformers and peft are in too."""
+
+    def __init__(self) -> None:
+        self.device: dict | None = None
+        self.error: Exception | None = None
+        self.device_known = threading.Event()
+        self.thread = threading.Thread(target=self._load, name="playground-warm-up", daemon=True)
+
+    def _load(self) -> None:
         try:
-            from core.methods import all_methods
-            all_methods()
-        except Exception:  # the page that needs them will report the problem itself
+            from core.models import device_summary
+            self.device = device_summary()  # imports torch
+        except Exception as exc:  # device_info() shows it where the device is drawn
+            self.error = exc
+        finally:
+            self.device_known.set()
+        try:
+            importlib.import_module("peft")  # and transformers: a run's first start is quicker
+        except Exception:  # the run that needs them reports the problem itself
             pass
-    thread = threading.Thread(target=load, name="playground-warm-up", daemon=True)
-    thread.start()
-    return thread
+
+
+_started: Engine | None = None  # the latest warm_up(), for engine_ready() to ask without starting one
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> Engine:
+    """Start importing torch, transformers and peft in the background, once per server.
+
+    A page first draws what needs none of them (Learn, the Train form: tests/test_cold_start.py),
+    then calls this: an import competing with the first drawing for the one interpreter lock would
+    delay it. Call wait_for_warm_up() before importing them yourself: two threads importing the same
+    big package at once can see it half-initialised.
+    """
+    global _started
+    engine = _started = Engine()
+    engine.thread.start()
+    return engine
+
+
+def engine_ready() -> bool:
+    """Whether device_info() answers at once (without starting the warm-up)."""
+    return _started is not None and _started.device_known.is_set()
+
+
+def wait_for_engine(tick: Callable[[float], object] | None = None) -> None:
+    """Wait for the device probe (torch imported); meanwhile tick(seconds waited) every half second.
+
+    Let `tick` write to the page (a note saying what is loading): each write is where Streamlit
+    stops this script run when the visitor clicks something, so a click is not held until torch
+    has loaded."""
+    engine = warm_up()
+    started = time.monotonic()
+    while not engine.device_known.wait(0.5):
+        if tick is not None:
+            tick(time.monotonic() - started)
+
+
+def device_info() -> dict:
+    """core.models.device_summary(), once per server (waits for the warm-up's torch import)."""
+    engine = warm_up()
+    engine.device_known.wait()
+    if engine.error is not None:
+        raise engine.error
+    return engine.device
+
+
+def gpu_probe_allowed() -> bool:
+    """Whether a page part may ask the GPU (torch) now. Until the warm-up has imported torch, it
+    leaves its GPU hint out (a cold start draws at once); app.py redraws the page once torch is in,
+    if there is a GPU to show."""
+    if engine_ready():
+        return True
+    st.session_state[GPU_PARTS_SKIPPED_KEY] = True
+    return False
 
 
 def wait_for_warm_up() -> None:
-    warm_up().join()
+    warm_up().thread.join()
 
 
 def is_admin() -> bool:

@@ -12,7 +12,7 @@ from core import models, presets, uploads
 from core.config import DataSpec, RunConfig
 from pages import present
 from pages.shared.formatting import error_text, md_escape, show_error
-from pages.shared.session import owner_id
+from pages.shared.session import gpu_probe_allowed, owner_id
 from pages.shared.train_state import DRAFT_KEY, UPLOADS_KEY, apply_preset, seed, seed_index, ui_state
 
 OTHER_MODEL = "Hub id or local folder…"
@@ -67,7 +67,8 @@ def model_section(draft: dict) -> dict | None:
     """Model picker; returns the resolved model (as a dict) or None after showing why not."""
     st.subheader("1 · Model")
     entries = models.list_models()
-    entries += [e for e in _gpu_shelf_entries() if e.key not in {x.key for x in entries}]
+    shelf = _gpu_shelf_entries() if gpu_probe_allowed() else []
+    entries += [e for e in shelf if e.key not in {x.key for x in entries}]
     keys = [e.key for e in entries] + [OTHER_MODEL]
     labels = {e.key: e.label for e in entries}
     current = draft["model"]["name"]

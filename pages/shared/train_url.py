@@ -34,6 +34,11 @@ def _data_kind_for(source: str) -> str | None:
     return "local" if core_data.local_files_allowed() else None
 
 
+def lesson_link() -> bool:
+    """Whether the address names a lesson (whose preset is chosen by the hardware: core.gpu_shelf)."""
+    return bool(urlstate.lesson_of(query_params()))
+
+
 def load_url() -> None:
     """Read the query string into the draft: on the session's first view of the page, and whenever
     a different lesson link is opened. Afterwards the widgets lead and write_url follows them."""
