@@ -45,6 +45,9 @@ class Preset:
     axes: dict                      # axis name -> values
     notice: str
     extra_grids: list = field(default_factory=list)
+    # {method: {config path: value}}: what this preset's data needs on top of each method's own
+    # Method.recommended_train (tuned on a dev split of its training rows: bench/which_method.py --dev)
+    method_settings: dict = field(default_factory=dict)
 
 
 def _set(d: dict, path: str, value) -> None:
@@ -55,8 +58,10 @@ def _set(d: dict, path: str, value) -> None:
     node[parts[-1]] = value
 
 
-def grid(base: RunConfig | dict, axes: dict[str, list], experiment: str = "", title: str = "") -> list[RunConfig]:
-    """Every combination of the axes' values applied to base; validated before anything is queued."""
+def grid(base: RunConfig | dict, axes: dict[str, list], experiment: str = "", title: str = "",
+         method_settings: dict | None = None) -> list[RunConfig]:
+    """Every combination of the axes' values applied to base; validated before anything is queued.
+    A method the grid varies brings its recommended training settings, then `method_settings[method]`."""
     base_d = base.to_dict() if isinstance(base, RunConfig) else dict(base)
     if not axes:
         raise ConfigError("an experiment needs at least one setting to vary")
@@ -79,7 +84,8 @@ def grid(base: RunConfig | dict, axes: dict[str, list], experiment: str = "", ti
         if "method" in names:  # a new method brings its own hyperparameters
             method = combo[names.index("method")]
             d["method"] = {"name": method, "params": {}}
-            for path, value in method_overrides(method).items():
+            settings = {**method_overrides(method), **(method_settings or {}).get(method, {})}
+            for path, value in settings.items():
                 _set(d, path, value)
         for name, value in zip(names, combo):
             if name != "method":
@@ -145,6 +151,21 @@ def _deep_copy(d):
     return copy.deepcopy(d)
 
 
+# Each method's budget in "Which method wins?", chosen on a dev split of the lesson's training rows
+# (bench/which_method.py --dev; the validation rows the page reports were not read), so that each
+# run ends at its plateau, not still climbing, within about 4 minutes for the five on 2 cores:
+# - linear head: its epochs cost next to nothing on cached features; at 1e-2 it levels off within
+#   2-3 epochs and scored best on dev (1e-3: 71.6 %, 3e-3: 72.7 %, 1e-2: 75.0 %, 10 epochs each);
+# - LoRA and QLoRA on the top 3 of MiniLM's 6 blocks (as examples/lora_imdb.yaml): backpropagation
+#   stops halfway, and at 2e-3 two epochs reach the accuracy three epochs at 1e-3 on all blocks did;
+# - full fine-tuning and prompt tuning keep their recommended rates (Method.recommended_train).
+WHICH_METHOD_SETTINGS = {
+    "linear_head": {"train.learning_rate": 1e-2, "train.epochs": 10.0},
+    "lora": {"train.learning_rate": 2e-3, "train.epochs": 2.0, "method.params.top_layers": 3},
+    "qlora": {"train.learning_rate": 2e-3, "train.epochs": 2.0, "method.params.top_layers": 3},
+}
+
+
 def presets() -> dict[str, Preset]:
     sentiment = {
         "model": {"name": "minilm"},
@@ -159,6 +180,7 @@ def presets() -> dict[str, Preset]:
                      "same reviews: accuracy, trainable parameters, training time and latency.",
             base=sentiment,
             axes={"method": ["full", "linear_head", "lora", "qlora", "prompt_tuning"]},
+            method_settings=WHICH_METHOD_SETTINGS,
             notice="LoRA gets close to full fine-tuning while training well under 1% of the weights; the "
                    "linear head is fastest but cannot change what the base notices (seed 000)."),
         "how_much_data": Preset(
@@ -180,7 +202,7 @@ def preset_runs(key: str) -> list[RunConfig]:
         raise ConfigError(f"unknown experiment preset {key!r}; choose one of {list(all_presets)}")
     p = all_presets[key]
     experiment = f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    runs = grid(p.base, p.axes, experiment, p.title)
+    runs = grid(p.base, p.axes, experiment, p.title, p.method_settings)
     for extra in p.extra_grids:
         base = _deep_copy(p.base)
         base["method"] = {"name": extra["method"], "params": {}}
