@@ -107,10 +107,11 @@ def measure(cfg, label: str) -> dict:
     for (t, name), (t_next, _) in zip(marks, marks[1:] + [(cpu, "")]):
         phases[name] = round(phases.get(name, 0.0) + t_next - t, 2)
     curve = [e.get("eval_accuracy") for _, e in events if e["type"] == "eval"]
+    steps = [e.get("step") for _, e in events if e["type"] == "eval"]
     return {"method": cfg.method.name, "settings": label, "lr": cfg.train.learning_rate, "epochs": cfg.train.epochs,
             "steps": summary.get("steps"), "n_train": summary.get("n_train"), "n_val": summary.get("n_val"),
             "accuracy": summary["final"].get("eval_accuracy"), "curve": [round(a, 3) for a in curve if a is not None],
-            "still_rising": experiments.still_rising(curve), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "still_rising": experiments.still_rising(curve, steps=steps), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "train_s": summary.get("train_time_s"), "phases_s": phases,
             "eval_cpu_s": round(evals[0], 2), "evaluations": evals[1], "loadavg": loadavg()}
 

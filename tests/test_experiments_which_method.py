@@ -74,3 +74,36 @@ def test_grid_method_settings_apply_only_to_the_named_method():
     with pytest.raises(ConfigError, match="top_layers"):  # a setting the method does not have is named
         experiments.grid(presets.app_defaults(), {"method": ["full"]},
                          method_settings={"full": {"method.params.top_layers": 3}})
+
+
+# The Trainer evaluates once more at the final step, right after the last scheduled evaluation
+# (steps 68 and 69 of 69): the near-copy must not hide a run that climbed in its last quarter.
+# Curves measured on the lesson (bench/which_method.py, validation rows).
+LORA_AFTER = ([0.542, 0.712, 0.78, 0.788, 0.814, 0.814], [0, 17, 34, 51, 68, 69])
+FULL_BEFORE = ([0.542, 0.653, 0.661, 0.805, 0.771, 0.771], [0, 17, 34, 51, 68, 69])
+HEAD_AFTER = ([0.542, 0.729, 0.788, 0.805, 0.797, 0.797], [0, 57, 114, 171, 228, 230])
+
+
+def test_still_rising_looks_past_the_trainers_end_of_training_evaluation():
+    curve, steps = LORA_AFTER
+    assert experiments.still_rising(curve, steps=steps)
+    assert not experiments.still_rising(curve)  # without the steps the near-copy hides the climb
+    for curve, steps in (FULL_BEFORE, HEAD_AFTER):  # past their best, or level: converged
+        assert not experiments.still_rising(curve, steps=steps)
+    # a final evaluation far enough from the one before it still counts as a point of the trend
+    assert experiments.still_rising([0.5, 0.6, 0.7], steps=[0, 10, 20])
+    assert not experiments.still_rising([0.5, 0.7, 0.705], steps=[0, 10, 20])
+
+
+def test_results_flags_a_run_whose_curve_climbed_at_its_end(runs_dir):
+    from core import runs as store
+    from core import presets
+    cfg = experiments.grid(presets.app_defaults(), {"r": [2]}, experiment="exp-rising")[0]
+    run_dir = store.create_run(cfg, owner="")
+    curve, steps = LORA_AFTER
+    for acc, step in zip(curve, steps):
+        store.append_metric(run_dir, {"type": "eval", "step": step, "eval_accuracy": acc})
+    store.write_summary(run_dir, {"final": {"eval_accuracy": curve[-1]}, "state": "completed"})
+    store.write_status(run_dir, "completed")
+    (row,) = experiments.results("exp-rising")
+    assert row["still_rising"] is True
