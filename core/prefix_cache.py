@@ -32,6 +32,7 @@ MAX_ENTRY_BYTES = 1 << 30
 
 _entries: OrderedDict = OrderedDict()
 _lock = threading.Lock()
+_computing: dict = {}  # key -> the lock its first computation holds
 # How often the frozen part really ran, and how often a run reused its output (tests, benchmarks).
 stats = {"computed": 0, "reused": 0, "bottom_batches": 0}
 
@@ -39,6 +40,7 @@ stats = {"computed": 0, "reused": 0, "bottom_batches": 0}
 def clear() -> None:
     with _lock:
         _entries.clear()
+        _computing.clear()
         for key in stats:
             stats[key] = 0
 
@@ -55,20 +57,26 @@ def fingerprint(rows: list[dict]) -> str:
 
 def remembered(key: tuple, compute: Callable[[], Any], nbytes: int) -> Any | None:
     """compute()'s result, from the cache when this key was computed before; None (nothing
-    computed) when it would take more than MAX_ENTRY_BYTES. The lock is held while computing: a
-    parallel run of the same grid waits and reuses rather than computing the same thing twice."""
+    computed) when it would take more than MAX_ENTRY_BYTES. A parallel run of the same grid waits
+    for the one computing this key and reuses its result rather than computing it twice; runs on
+    other keys do not wait."""
     with _lock:
-        if key in _entries:
-            _entries.move_to_end(key)
-            stats["reused"] += 1
-            return _entries[key]
-        if nbytes > MAX_ENTRY_BYTES:
+        if key not in _entries and nbytes > MAX_ENTRY_BYTES:
             return None
+        key_lock = _computing.setdefault(key, threading.Lock())
+    with key_lock:
+        with _lock:
+            if key in _entries:
+                _entries.move_to_end(key)
+                stats["reused"] += 1
+                return _entries[key]
         value = compute()
-        stats["computed"] += 1
-        _entries[key] = value
-        while len(_entries) > MAX_ENTRIES:
-            _entries.popitem(last=False)
+        with _lock:
+            stats["computed"] += 1
+            _entries[key] = value
+            while len(_entries) > MAX_ENTRIES:
+                _entries.popitem(last=False)
+            _computing.pop(key, None)
         return value
 
 

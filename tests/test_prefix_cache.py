@@ -146,3 +146,13 @@ def test_frozen_bottom_runs_without_dropout_even_when_the_model_trains(tiny_bert
     model.train()
     assert not prefix.embeddings.training and not prefix.blocks[0].training
     assert prefix.blocks[1].training and model.training
+
+
+def test_the_cache_keeps_the_newest_datasets_within_its_budget():
+    calls = []
+    compute = lambda name: (lambda: calls.append(name) or name)
+    for name in ("a", "b", "a", "c", "a", "b"):  # a stays recent; b is evicted by c, then computed again
+        assert prefix_cache.remembered((name,), compute(name), 10) == name
+    assert calls == ["a", "b", "c", "b"] and prefix_cache.MAX_ENTRIES == 2
+    assert prefix_cache.remembered(("huge",), compute("huge"), prefix_cache.MAX_ENTRY_BYTES + 1) is None
+    assert calls[-1] == "b"  # refused before computing anything
