@@ -76,7 +76,9 @@ class PooledClassifier(PreTrainedModel):
                                                                                "position_ids")}
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                            **kwargs)
-        hidden = out.last_hidden_state
+        return self.pool(out.last_hidden_state, attention_mask)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], device=hidden.device, dtype=torch.long)
         if attention_mask.shape[1] != hidden.shape[1]:
@@ -96,7 +98,11 @@ class PooledClassifier(PreTrainedModel):
         kwargs.pop("return_dict", None)
         kwargs.pop("output_attentions", None)
         kwargs.pop("output_hidden_states", None)
-        features = self.pooled(input_ids, attention_mask, inputs_embeds, **kwargs)
+        return self.classify(self.pooled(input_ids, attention_mask, inputs_embeds, **kwargs), labels)
+
+    def classify(self, features: torch.Tensor, labels=None) -> SequenceClassifierOutput:
+        """Pooled features -> logits (and the loss): the one tail of every path through this model,
+        also the cached-prefix one (core.prefix_cache)."""
         head = self.classifier
         head_dtype = next(head.parameters()).dtype
         logits = head(features.to(head_dtype))

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core import distributed
+from core import distributed, prefix_cache
 from core.build import Prepared
 from core.callback import make_callback
 from core.config import ConfigError
 from core.events import AnatomyEvent, EventFn, FinalEvent, Metrics, PhaseEvent
 from core.scoring import evaluate_rows
 from core.tokenize import RowsDataset
-from core.trainer_setup import accuracy, argmax_logits, batch_collator, training_args
+from core.trainer_setup import accuracy, argmax_logits, batch_collator, run_mixed_precision, training_args
 
 
 @dataclass
@@ -61,7 +61,21 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit: EventFn
                           "adapter method such as lora, or examples/accelerate/ddp.yaml or deepspeed_zero2.yaml")
     if method.frozen_features and getattr(p.cfg.method.typed, "cache_features", False):
         return _fit_cached_head(p, train_set, val_set, run_dir, emit, stop)
+    prefix = prefix_cache.find_frozen_prefix(p.model)
+    if prefix is not None:
+        prefix.keep_in_eval()  # on both paths: see FrozenPrefix.keep_in_eval
+        if _caches_prefix(p, resume_from):
+            result = _fit_cached_prefix(p, prefix, train_set, val_set, run_dir, emit, stop)
+            if result is not None:
+                return result
     return _fit_trainer(p, p.model, train_set, val_set, run_dir, emit, stop, resume_from)
+
+
+def _caches_prefix(p: Prepared, resume_from) -> bool:
+    """Checkpoints (save_steps, resuming) hold the whole model's Trainer state, and under DDP each
+    rank sees other rows: those runs take the normal path."""
+    return (bool(getattr(p.cfg.method.typed, "cache_frozen_prefix", False)) and p.cfg.data.task == "classification"
+            and not resume_from and not p.cfg.train.save_steps and distributed.world_size() == 1)
 
 
 def _anatomy_fn(p: Prepared):
@@ -121,6 +135,55 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
 
 
 # ----------------------------------------------------------------------------------------------
+# Frozen bottom blocks: compute their hidden states once, then every epoch trains only the top.
+# ----------------------------------------------------------------------------------------------
+def _autocast(p: Prepared):
+    """The Trainer's own autocast, so the cached states are what the normal path computes."""
+    import contextlib
+    flags = run_mixed_precision(p.cfg, p.device)
+    if not (flags["bf16"] or flags["fp16"]):
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if flags["bf16"] else torch.float16
+    return lambda: torch.autocast(str(p.device).split(":")[0], dtype=dtype)
+
+
+def _cache_key(p: Prepared, kind: str, depth: int, train_set, val_set) -> tuple:
+    from core.methods import get_method
+    flags = run_mixed_precision(p.cfg, p.device)
+    # a 4-bit base computes other states, which depend on its quantization settings
+    quantized = repr(p.cfg.method.typed) if get_method(p.cfg.method.name).quantized_base else ""
+    return (kind, p.cfg.model.name, p.cfg.model.dtype, str(p.device), flags["bf16"], flags["fp16"], quantized, depth,
+            prefix_cache.fingerprint(train_set), prefix_cache.fingerprint(val_set))
+
+
+def _fit_cached_prefix(p: Prepared, prefix, train_set, val_set, run_dir, emit, stop) -> FitResult | None:
+    """None: the states would not fit the cache's budget (the caller takes the normal path)."""
+    collate, autocast = batch_collator(p), _autocast(p)
+    t0 = time.perf_counter()
+    emit(PhaseEvent(type="phase", phase=f"computing the {prefix.first} frozen blocks (once per dataset)"))
+    states = prefix_cache.remembered(
+        _cache_key(p, "hidden", prefix.first, train_set, val_set),
+        lambda: (prefix_cache.bottom_states(prefix, train_set, collate, autocast),
+                 prefix_cache.bottom_states(prefix, val_set, collate, autocast)),
+        prefix_cache.state_bytes(prefix, train_set, val_set))
+    if states is None:
+        return None
+    feature_time = time.perf_counter() - t0
+    emit(PhaseEvent(type="phase", phase="training the top blocks on the cached states",
+                    feature_time_s=round(feature_time, 2)))
+    # input_ids stay in the rows only for the Trainer's length-grouped sampler: the same batches as
+    # on the normal path
+    to_rows = lambda h, s: [{"hidden_states": h[i], "input_ids": s[i]["input_ids"], "labels": s[i]["labels"]}
+                            for i in range(len(s))]
+    top = prefix_cache.TopBlocks(prefix)
+    result = _fit_trainer(p, top, to_rows(states[0], train_set), to_rows(states[1], val_set), run_dir, emit,
+                          stop, collator=prefix_cache.collate_states)
+    result.feature_time_s = round(feature_time, 2)
+    result.train_time_s += feature_time
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
 # Frozen base: compute the pooled features once, then every epoch trains only the head.
 # ----------------------------------------------------------------------------------------------
 @torch.no_grad()
@@ -155,8 +218,9 @@ def _fit_cached_head(p: Prepared, train_set, val_set, run_dir, emit, stop) -> Fi
     head = p.model.classifier if hasattr(p.model, "classifier") else p.model.score
     emit(PhaseEvent(type="phase", phase="computing features of the frozen base (once)"))
     t0 = time.perf_counter()
-    train_f = extract_features(p, train_set)
-    val_f = extract_features(p, val_set) if val_set else None
+    compute = lambda: (extract_features(p, train_set), extract_features(p, val_set) if val_set else None)
+    # the pooled features are tiny (a vector a row): always within the budget
+    train_f, val_f = prefix_cache.remembered(_cache_key(p, "pooled", -1, train_set, val_set), compute, 0)
     feature_time = time.perf_counter() - t0
     emit(PhaseEvent(type="phase", phase="training the head on cached features", feature_time_s=round(feature_time, 2)))
     head.float()

@@ -33,7 +33,7 @@ KEYS: dict[tuple[str, str], str] = {
     ("method", "double_quant"): "dq", ("method", "compute_dtype"): "cd",
     ("method", "num_virtual_tokens"): "vt", ("method", "init"): "init", ("method", "init_text"): "it",
     ("method", "prefix_projection"): "pp", ("method", "head_hidden"): "hh", ("method", "prefix"): "pfx",
-    ("method", "cache_features"): "cf",
+    ("method", "cache_features"): "cf", ("method", "cache_frozen_prefix"): "cfp",
     ("train", "learning_rate"): "lr", ("train", "epochs"): "ep", ("train", "batch_size"): "bs",
     ("train", "grad_accum"): "ga", ("train", "max_steps"): "ms", ("train", "warmup_ratio"): "wu",
     ("train", "lr_scheduler"): "sch", ("train", "weight_decay"): "wd", ("train", "eval_steps"): "evs",

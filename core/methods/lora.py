@@ -20,6 +20,9 @@ class LoraParams:
                          "stops at the lowest adapted block, so training gets faster")
     use_dora: bool = hp(False, help="DoRA: also learn a magnitude per output unit", advanced=True)
     use_rslora: bool = hp(False, help="rsLoRA: scale by alpha/sqrt(r) instead of alpha/r", advanced=True)
+    cache_frozen_prefix: bool = hp(True, help="With top_layers: compute the frozen blocks below once per dataset "
+                                   "and train on their cached output (same result, each epoch much faster)",
+                                   advanced=True)
 
     def check(self):
         if not isinstance(self.targets, str):
