@@ -250,11 +250,12 @@ class App:
                 if time.monotonic() - t0 > self.timeout_s:
                     raise TimeoutError(f"{which} not ready within {self.timeout_s:.0f} s of the server's start")
                 pg.wait_for_timeout(50)
-        key = "learn_s" if which == "learn" else "train_s"
-        return {key: round(now, 2), f"{which}_first_paint_s": None if first_paint is None else round(first_paint, 2),
-                "first_paint_s": round(first_paint, 2) if which == "learn" and first_paint is not None else None,
-                f"{which}_engine_note_seen": note, "engine_note_seen": note if which == "train" else None,
-                f"{which}_path": "/" + path}
+        paint = None if first_paint is None else round(first_paint, 2)
+        out = {f"{which}_s": round(now, 2), f"{which}_first_paint_s": paint, f"{which}_engine_note_seen": note,
+               f"{which}_path": "/" + path}
+        # the row's headline: when Learn first shows anything; whether Train said it was loading the engine
+        out.update({"first_paint_s": paint} if which == "learn" else {"engine_note_seen": note})
+        return out
 
 
 # ------------------------------------------------------------------------------------ run folders
