@@ -296,8 +296,7 @@ def saved_probe(run_dir: str) -> dict:
 
 
 def all_runs(runs_dir: str) -> list[dict]:
-    """Every run of the server: method, accuracy, still rising (core.experiments' verdict), state."""
-    from core import experiments
+    """Every run of the server, as lesson_speed.which_run reads a headless one, plus its state."""
     out = []
     for d in sorted(os.listdir(runs_dir)):
         folder = os.path.join(runs_dir, d)
@@ -305,9 +304,5 @@ def all_runs(runs_dir: str) -> list[dict]:
         if not cfg:
             continue
         state = _read(os.path.join(folder, "status.json")).get("state")
-        facts = bench.run_facts(folder)
-        out.append({"method": (cfg.get("method") or {}).get("name"), "state": state,
-                    "accuracy": facts.get("accuracy"), "train_time_s": facts.get("train_time_s"),
-                    "n_train": facts.get("n_train"),
-                    "still_rising": state == "completed" and experiments.still_rising(bench.eval_accuracies(folder))})
+        out.append({**bench.which_run((cfg.get("method") or {}).get("name"), folder), "state": state})
     return out

@@ -81,7 +81,7 @@ def test_the_table_names_each_row_its_target_and_its_errors():
     assert sentiment["errors"] == "RuntimeError: out of memory" and "training 30.0" in sentiment["where"]
     assert sentiment["target"] == ls.TARGETS["sentiment"]
     which = next(r for r in table if r["row"] == ls.TITLES["which"])
-    assert "lora 80.0 % (n=1) still rising in 1/1" in which["figures"] and "full 70.0 %" in which["figures"]
+    assert "lora 80.0 % (n=1), still rising in 1/1" in which["figures"] and "full 70.0 %" in which["figures"]
 
 
 @pytest.mark.slow
@@ -109,3 +109,18 @@ def test_quick_headless_run_gives_numbers_for_every_row(tmp_path):
     assert turn["panes"]["base"]["done_s"] <= turn["panes"]["tuned"]["done_s"]
     md = (tmp_path / "lesson_speed.md").read_text()
     assert "NOT A RESULT" in md and all(ls.TITLES[r] in md for r in res)
+
+
+def test_a_race_run_reports_its_accuracy_and_whether_it_was_still_rising(tmp_path):
+    rising = _metrics(tmp_path, [{"type": "eval", "eval_accuracy": a, "time": 1.0 + i}
+                                 for i, a in enumerate([0.5, 0.6, 0.75])])
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(
+        {"final": {"eval_accuracy": 0.75}, "wall_time_s": 30.0, "train_time_s": 25.0, "n_train": 100, "steps": 20}))
+    row = ls.which_run("lora", rising)
+    assert row["method"] == "lora" and row["accuracy"] == 0.75 and row["wall_time_s"] == 30.0
+    assert row["evaluations"] == 3 and row["still_rising"] is True
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "metrics.jsonl").write_text("".join(json.dumps({"type": "eval", "eval_accuracy": a}) + "\n"
+                                                for a in (0.5, 0.8, 0.8)))
+    assert ls.which_run("full", str(flat))["still_rising"] is False
