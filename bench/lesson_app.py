@@ -76,8 +76,13 @@ class App:
         self.tmp, self.chromium, self.timeout_s, self.quick = tmp, chromium, timeout_s, quick
         self.env = offline_env(PLAYGROUND_CACHE_DIR=os.environ.get("PLAYGROUND_CACHE_DIR")
                                or os.path.join(ROOT, ".cache", "models"))
-        prepare_model_cache(self.env)  # once per machine (scripts/start.sh does it): never a lesson's cost
-        self.servers = 0
+        self.servers, self.prepared = 0, False
+
+    def prepare_smollm2(self) -> None:
+        """The SmolLM2 cache, once per machine (scripts/start.sh builds it too): never a lesson's cost."""
+        if not self.prepared:
+            prepare_model_cache(self.env)
+            self.prepared = True
 
     # -------------------------------------------------------------------------------- plumbing
     @contextlib.contextmanager
@@ -152,6 +157,7 @@ class App:
     def _facts(self, group, rep):
         """The whole "Fix a hallucination" lecture on one server: train, Compare, probe, chat."""
         out = {}
+        self.prepare_smollm2()
         with self.server("facts") as (url, runs_dir), self.page() as (pg, expect):
             run = self.lesson_run(pg, expect, url, runs_dir, bench.LESSONS["facts"])
             out["facts"] = run

@@ -25,10 +25,20 @@ order, as a lecturer does on one server. In the app: a fresh `streamlit run app.
 Headless and app alternate per repetition (bench/common.pair_order). Fewer than 3 repetitions, or
 --quick (tiny budgets: 2 steps, 4 probe questions, 8 new tokens; the CI smoke test), label every
 table NOT A RESULT. Writes --out (JSON) and the same name with .md (the table for BENCHMARKS.md).
+
+The figures (a quiet 2-core machine; PLAYGROUND_CACHE_DIR holding the converted SmolLM2), a row group
+at a time so that one failure costs little; minutes are rough, before -> after issue 22's targets:
+    python bench/lesson_speed.py --rows sentiment --reps 3                  #  5-10 min
+    python bench/lesson_speed.py --rows facts,probe,chat --reps 3           # 15-40 min (one lecture a rep)
+    python bench/lesson_speed.py --rows cold --reps 3                       #  2-4 min
+    python bench/lesson_speed.py --rows which --reps 3 --headless-only      # 12-32 min
+    python bench/lesson_speed.py --rows which --reps 3 --app-only --app-which   # 12-32 min
+(each with --out bench/out/lesson_speed_<group>.json to keep the tables apart).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -137,6 +147,27 @@ def _timed_run(cfg, run_dir: str) -> dict:
     return {"start_to_result_s": round(time.perf_counter() - t0, 2), "run_dir": run_dir, **run_facts(run_dir)}
 
 
+@contextlib.contextmanager
+def evaluation_clock():
+    """Seconds spent in Trainer.evaluate (during training and the final one): profile only, to split
+    the "training" phase into steps and evaluations."""
+    from transformers import Trainer
+    spent, orig = [0.0], Trainer.evaluate
+
+    def timed(self, *a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return orig(self, *a, **kw)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    Trainer.evaluate = timed
+    try:
+        yield spent
+    finally:
+        Trainer.evaluate = orig
+
+
 def child_lesson(spec: dict) -> dict:
     t0 = time.perf_counter()
     import torch
@@ -144,7 +175,9 @@ def child_lesson(spec: dict) -> dict:
     import core.train  # noqa: F401
     out = {"import_s": round(time.perf_counter() - t0, 2), "torch_threads": torch.get_num_threads()}
     cfg = _lesson_config(spec["lesson"], spec["quick"])
-    out.update(_timed_run(cfg, spec["run_dir"]))
+    with evaluation_clock() as evals:
+        out.update(_timed_run(cfg, spec["run_dir"]))
+    out["eval_s"] = round(evals[0], 2)
     if not (spec.get("probe") or spec.get("chat")):
         return out
     from core import probe
@@ -254,7 +287,8 @@ def where_time_went(reps: list[dict]) -> str:
     names = next((list(r["phases_s"]) for r in reps if r.get("phases_s")), [])
     parts = [f"{n} {figure(reps, 'phases_s.' + n)['median']:.1f}" for n in names
              if figure(reps, "phases_s." + n)["n"]]
-    extra = [("import_s", "imports (before the clock)"), ("queue_s", "click -> first event"),
+    extra = [("eval_s", "evaluations (within training)"), ("import_s", "imports (before the clock)"),
+             ("queue_s", "click -> first event"),
              ("open_compare_s", "click Compare -> page ready (run model load)"),
              ("chat.panes.base.done_s", "base pane done at")]
     parts += [f"{lbl} {figure(reps, k)['median']:.1f}" for k, lbl in extra if figure(reps, k)["n"]]

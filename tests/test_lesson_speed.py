@@ -124,3 +124,16 @@ def test_a_race_run_reports_its_accuracy_and_whether_it_was_still_rising(tmp_pat
     (flat / "metrics.jsonl").write_text("".join(json.dumps({"type": "eval", "eval_accuracy": a}) + "\n"
                                                 for a in (0.5, 0.8, 0.8)))
     assert ls.which_run("full", str(flat))["still_rising"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_cold_start_in_chromium_gives_both_times(tmp_path):
+    from tests.helpers.browser import CHROMIUM  # skips this test where Playwright or chromium is missing
+    from bench import lesson_app
+    app = lesson_app.App(str(tmp_path), CHROMIUM, timeout_s=300, quick=True)
+    cold = app.measure("cold", ["cold"], rep=0)["cold"]
+    assert "error" not in cold, cold["error"]
+    assert 0 < cold["learn_s"] and 0 < cold["train_s"] and cold["train_path"] == "/" + lesson_app.COLD_TRAIN_PATH
+    assert cold["first_paint_s"] is not None and cold["first_paint_s"] <= cold["learn_s"]
+    assert isinstance(cold["engine_note_seen"], bool)
