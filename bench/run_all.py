@@ -41,6 +41,9 @@ STUDIES = {
     "app_vs_headless": ("bench.app_vs_headless", ["--pairs", "5"], ["--rows", "16", "--max-length", "32", "--pairs", "1", "--quick"]),
     "app_browser_vs_headless": ("bench.app_browser_vs_headless", ["--pairs", "5", "--query", "ep=10"],
                                 ["--pairs", "1", "--query", "ep=1&n=48", "--quick"]),
+    # issue 22's table; the browser side is left to `python bench/lesson_speed.py` (a fresh server per row)
+    "lesson_speed": ("bench.lesson_speed", ["--headless-only"],
+                     ["--quick", "--headless-only", "--reps", "1", "--rows", "sentiment,facts,probe,chat"]),
 }
 HEADLINE = ("imdb_report", "facts_probe", "engine_vs_tutorial")
 
@@ -128,9 +131,23 @@ def _browser(p: dict, quick: bool) -> list[str]:
     return bad
 
 
+def _lesson_speed(p: dict, quick: bool) -> list[str]:
+    bad = [f"{row} {side} rep {r.get('rep')}: {r['error'].strip().splitlines()[-1][:200]}"
+           for row, sides in p["results"].items() for side, reps in sides.items() for r in reps if "error" in r]
+    for row, sides in p["results"].items():
+        for side, reps in sides.items():
+            for r in reps:
+                for key in ("start_to_result_s", "probe_s", "total_s", "learn_s", "train_s"):
+                    if key in r and not _finite_pos(r[key]):
+                        bad.append(f"{row} {side}: {key} {r[key]!r}")
+                if "accuracy" in r and r["accuracy"] is not None and not _unit(r["accuracy"]):
+                    bad.append(f"{row} {side}: accuracy {r['accuracy']!r}")
+    return bad
+
+
 SANITY = {"imdb_report": _imdb_report, "facts_probe": _facts_probe, "engine_vs_tutorial": _engine_vs_tutorial,
           "accuracy_methods": _accuracy, "accuracy_datasize": _accuracy, "memory": _memory,
-          "app_browser_vs_headless": _browser}
+          "app_browser_vs_headless": _browser, "lesson_speed": _lesson_speed}
 
 
 def sanity(name: str, payload: dict, quick: bool) -> list[str]:
