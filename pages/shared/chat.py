@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import chat_gate, limits
 from core.textsafe import md_text
-from pages.shared.compare_examples import PANES, PENDING_KEY, set_pending, short, shown_examples
+from pages.shared.compare_examples import PANES, PENDING_KEY, is_facts_data, set_pending, short, shown_examples
 from pages.shared.formatting import error_text, md_escape, show_error
 from pages.shared.session import owner_id
 
@@ -55,11 +55,10 @@ def chat(model, info) -> None:
                                  "answer twice. Higher = more varied answers.")
     # The facts (hallucination) lesson asks paraphrases one after another: with the previous exchange
     # in its context the tuned model copied a wrong answer forward (issue 23). Each question fresh.
-    facts = (info.config.get("data") or {}).get("source") == "builtin:facts"
+    facts = is_facts_data(str((info.config.get("data") or {}).get("source", "")))
     remember = s3.toggle("Remember chat", value=not facts, key="cmp_remember",
                          help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
 
-    data_cfg = info.config.get("data") or {}
     seed = int((info.config.get("train") or {}).get("seed", 42))
     examples = shown_examples(info, "sft", seed)
     general = _general_question()
@@ -70,7 +69,7 @@ def chat(model, info) -> None:
         else:
             st.caption("Try one: questions from the run's own data"
                        + (" (held-out rephrasings — watch the base model make things up)"
-                          if data_cfg.get("source") == "builtin:facts" else "")
+                          if facts else "")
                        + ", and a general question to check that nothing else broke.")
         buttons = examples + ([general] if general else [])
         cols = st.columns(len(buttons))

@@ -15,10 +15,10 @@ def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]
     from core import data
     from core.config import DataSpec
     source = str(data_cfg.get("source", ""))
-    if task == "sft" and source == "builtin:facts":
+    if task == "sft" and is_facts_data(source):
         # Held-out rephrasings: questions the base cannot know and the tuned model never saw verbatim.
         seen, out = set(), []
-        for row in data.builtin_heldout("facts"):
+        for row in data.builtin_heldout(source.removeprefix("builtin:")):
             if row.get("fact_id") not in seen:
                 seen.add(row.get("fact_id"))
                 out.append(row["prompt"])
@@ -32,6 +32,11 @@ def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]
     rows = loaded.val or loaded.train
     key = "prompt" if task == "sft" else "text"
     return [str(r[key]) for r in data.without_rehearsal(rows) if r.get(key)][:3]
+
+
+def is_facts_data(source: str) -> bool:
+    """The hallucination lesson's built-in sets (facts, and facts-mini that its preset trains on)."""
+    return source in ("builtin:facts", "builtin:facts-mini")
 
 
 def may_show_examples(info) -> bool:
