@@ -1,14 +1,18 @@
-"""The hallucination probe's time, batched (RunModel.generate_batch) vs one `generate` per question
-(issue 22: 189 s on 2 cores, target <= 30 s), on the embedded SmolLM2 with a trained "Fix a
-hallucination" run: every fresh fact paraphrase and broad general question, base and tuned views,
-greedy, 40 new tokens, as the Compare page asks them.
+"""The hallucination probe's wall time (issue 22: 189 s on 2 cores, target <= 30 s), on the embedded
+SmolLM2 with a trained "Fix a hallucination" run: every fresh fact paraphrase and broad general
+question, base and tuned views, greedy, 40 new tokens, as the Compare page asks them.
 
-One process, the run's model loaded once (the app probes a warm model too); each pair times one
-whole probe per side, in alternating order (bench/common.pair_order); median and range. It also
-says how many answers the two sides gave alike: greedy decoding should agree up to float noise.
+Sides (--sides, in alternating order, bench/common.pair_order; median and range of >= 3 reps):
+  fast       what the app runs now: core.probe.probe -> RunModel.generate_views (shared system-prompt
+             cache, rows leave the batch at their end, LoRA base and tuned rows in one batch)
+  generate   the path before it (the "before" figure): one transformers `generate` per 16 questions
+             per view, left-padded, every row decoded until the batch's longest answer ends
+  one-by-one one `generate` per question (the first probe: 189 s; slow, not run by default)
+One process, the run's model loaded once (the app probes a warm model too). It also says how many
+answers the sides gave alike: greedy decoding should agree up to float noise in a near tie.
 
-    python bench/probe_speed.py [--run RUN_DIR] [--config examples/lora_facts.yaml] [--pairs 5]
-                                [--batch-size 16] [--threads 0] [--quick]
+    python bench/probe_speed.py [--run RUN_DIR] [--config examples/lora_facts.yaml] [--pairs 3]
+                                [--sides fast,generate] [--batch-size 0] [--threads 0] [--quick]
 
 --run: a finished facts run to probe (read only); without it the shipped preset is trained first.
 --quick: 4 questions of each set, 8 new tokens, 1 pair, the preset cut to 2 steps: NOT A RESULT.
@@ -26,7 +30,38 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import common  # noqa: E402
 
-SIDES = ["batched", "unbatched"]
+SIDES = ["fast", "generate", "one-by-one"]
+MIN_REPS = 3  # issue 22's lesson rows: median and range of >= 3
+OLD_BATCH = 16  # core.probe.BATCH_SIZE before generate_views
+
+
+class GenerateCalls:
+    """A RunModel seen through the probe's older path: `generate_batch` = one transformers `generate`
+    call per batch and view, left-padded (what RunModel.generate_batch did before generate_views)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def generate(self, prompt, tuned=True, **kw):
+        return self.model.generate(prompt, tuned=tuned, **kw)
+
+    def generate_batch(self, prompts, tuned=True, max_new_tokens=64, batch_size=OLD_BATCH, **_):
+        import torch
+        m = self.model
+        pad = m.tokenizer.pad_token_id
+        rows = [m._chat_ids([{"role": "user", "content": p}])[0].tolist() for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        with m.view(tuned) as model, torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 pad_token_id=pad, do_sample=False)
+        eos = m.tokenizer.eos_token_id
+        texts = []
+        for row in out[:, width:].tolist():
+            row = row[:row.index(eos) + 1] if eos in row else row
+            texts.append(m.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
 
 
 def _answers(result: dict) -> list[str]:
@@ -42,14 +77,19 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", help="a finished facts run folder to probe (default: train --config first)")
     ap.add_argument("--config", default="examples/lora_facts.yaml")
-    ap.add_argument("--pairs", type=int, default=common.MIN_PAIRS)
-    ap.add_argument("--batch-size", type=int, default=0, help="0: core.probe.BATCH_SIZE")
+    ap.add_argument("--pairs", type=int, default=MIN_REPS)
+    ap.add_argument("--sides", default="fast,generate", help=f"comma-separated, of {SIDES}")
+    ap.add_argument("--batch-size", type=int, default=0, help="the fast side's rows per batch (0: core.probe.BATCH_SIZE)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--name", default="probe_speed")
     args = ap.parse_args(argv)
     pairs = 1 if args.quick else args.pairs
-    common.check_pairs(pairs, args.quick)
+    if pairs < MIN_REPS and not args.quick:
+        raise SystemExit(f"--pairs {pairs}: issue 22's rows need at least {MIN_REPS} reps (or --quick)")
+    sides = [x.strip() for x in args.sides.split(",") if x.strip()]
+    if not sides or set(sides) - set(SIDES):
+        raise SystemExit(f"--sides {args.sides}: choose among {SIDES}")
     import torch
 
     from core.infer import RunModel
@@ -74,22 +114,25 @@ def main(argv=None) -> dict:
         source = model.cfg.data.source.split(":", 1)[-1]
         facts = probe_facts(source if source.startswith("facts") else "facts")
         general = probe_general()
-        times: dict[str, list[float]] = {s: [] for s in SIDES}
+        times: dict[str, list[float]] = {s: [] for s in sides}
         results: dict[str, dict] = {}
+        asked = {"fast": (model, batch), "generate": (GenerateCalls(model), OLD_BATCH), "one-by-one": (model, 1)}
         for pair in range(pairs):
-            for side in common.pair_order(pair, SIDES):
+            for side in common.pair_order(pair, sides):
                 t0 = time.perf_counter()
-                results[side] = probe(model, facts=facts, general=general, max_new_tokens=tokens, limit=limit,
-                                      batch_size=batch if side == "batched" else 1)
+                who, size = asked[side]
+                results[side] = probe(who, facts=facts, general=general, max_new_tokens=tokens, limit=limit,
+                                      batch_size=size)
                 times[side].append(time.perf_counter() - t0)
                 print(f"pair {pair} {side}: {times[side][-1]:.1f} s", flush=True)
-    a, b = _answers(results["batched"]), _answers(results["unbatched"])
+    first, last = sides[0], sides[-1]
+    a, b = _answers(results[first]), _answers(results[last])
     same = sum(x == y for x, y in zip(a, b))
-    spreads = {s: common.spread(times[s]) for s in SIDES}
-    ratio = common.spread([u / max(t, 1e-9) for t, u in zip(times["batched"], times["unbatched"])])
-    rows = [{"side": s, "batch size": batch if s == "batched" else 1,
+    spreads = {s: common.spread(times[s]) for s in sides}
+    ratio = common.spread([u / max(t, 1e-9) for t, u in zip(times[first], times[last])])
+    rows = [{"side": s, "batch size": asked[s][1],
              "probe s (median, range)": f"{spreads[s]['median']:.1f} ({spreads[s]['min']:.1f}–{spreads[s]['max']:.1f})",
-             **_scores(results[s])} for s in SIDES]
+             **_scores(results[s])} for s in sides]
     record = common.machine_record()
     n_q = len(facts[:limit] if limit else facts) + len(general[:limit] if limit else general)
     md = (common.protocol_header(record, la0, common.loadavg(), quick=args.quick)
@@ -99,8 +142,8 @@ def main(argv=None) -> dict:
             f"pair(s)\n\n"
           + common.md_table(rows, ["side", "batch size", "probe s (median, range)", "base_facts", "base_general",
                                    "tuned_facts", "tuned_general"])
-          + f"\n\nSpeed-up (unbatched / batched, per pair): {common.spread_text(ratio)}. "
-            f"Answers alike on both sides: {same}/{len(a)} (greedy; a difference is float noise in a near tie).\n")
+          + f"\n\nSpeed-up ({last} / {first}, per pair): {common.spread_text(ratio)}. "
+            f"Answers alike on those sides: {same}/{len(a)} (greedy; a difference is float noise in a near tie).\n")
     payload = {"quick": args.quick, "run": args.run, "config": None if args.run else args.config,
                "train_time_s": train_s, "batch_size": batch, "max_new_tokens": tokens, "questions": n_q,
                "threads": torch.get_num_threads(), "machine": record, "times_s": times, "spread": spreads,

@@ -25,8 +25,8 @@ from core.tokenize import chat_prompt_ids
 # Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
 # the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
 REPETITION_PENALTY = 1.0
-# Prompts per model.generate call in generate_batch (core.probe.BATCH_SIZE says what sizes cost); a
-# chat on the same run waits for at most one batch.
+# Rows per batch in generate_views (core.probe.BATCH_SIZE says what sizes cost); the model is held a
+# token at a time, so a chat on the same run never waits for a whole batch.
 GENERATE_BATCH_SIZE = 32
 
 
@@ -121,6 +121,7 @@ class RunModel:
         self.label_names = self.meta.get("label_names")
         self.format = self.meta["format"]
         self.lock = threading.RLock()
+        self._waiting, self._waiting_guard, self._turns = 0, threading.Lock(), 0  # see _locked
         self.tokenizer = models.load_tokenizer(self.cfg.model.name)
         device = models.pick_device(self.cfg.model.device)
         # The same seed as training: an untrained head starts from the same random weights the run did.
@@ -157,21 +158,36 @@ class RunModel:
         return cls.from_pretrained(folder, trust_remote_code=False).to(device)
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self, wait: float | None = None):
         # A bounded wait: a visitor hears "busy" in seconds instead of a thread parked on the lock.
-        wait = limits.model_wait_seconds()
-        if not self.lock.acquire(timeout=wait):
+        wait = limits.model_wait_seconds() if wait is None else wait
+        with self._waiting_guard:
+            self._waiting += 1
+        try:
+            got = self.lock.acquire(timeout=wait)
+        finally:
+            with self._waiting_guard:
+                self._waiting -= 1
+        if not got:
             raise ModelBusy(f"this model is busy answering another visitor (waited {wait} s, "
                             "PLAYGROUND_MODEL_WAIT_SECONDS); send again in a few seconds")
+        self._turns += 1
+        turn = self._turns
         try:
             yield
         finally:
             self.lock.release()
+            # A lock is not fair: a thread looping over short holds (the probe, a token at a time)
+            # would take it again before a waiting chat wakes up. Let a waiter in first.
+            deadline = time.monotonic() + 1.0
+            while (self._waiting and self._turns == turn and not self.lock._is_owned()
+                   and time.monotonic() < deadline):
+                time.sleep(0.002)
 
     @contextlib.contextmanager
-    def view(self, tuned: bool):
-        """The model as tuned, or as it was before training."""
-        with self._locked():
+    def view(self, tuned: bool, wait: float | None = None):
+        """The model as tuned, or as it was before training (`wait`: seconds to wait for the lock)."""
+        with self._locked(wait):
             if tuned or self.format == "none":
                 yield self.model
             elif self.format == "peft":
@@ -281,12 +297,23 @@ class RunModel:
     def generate_batch(self, prompts: list[str], tuned: bool = True, max_new_tokens: int = 64,
                        batch_size: int = GENERATE_BATCH_SIZE,
                        cancel: threading.Event | None = None) -> list[str]:
-        """What `generate` (greedy) answers to each prompt, from one `model.generate` call per
-        `batch_size` prompts, left-padded. Every prompt is checked against the caps before any is
-        answered; the model is held one batch at a time, so a chat on the same run waits for at most
-        one batch; PLAYGROUND_GENERATION_SECONDS bounds each batch, as it bounds each answer of
-        `generate`."""
-        from transformers import StoppingCriteriaList
+        """What `generate` (greedy) answers to each prompt, `batch_size` prompts at a time (see
+        `generate_views`)."""
+        answers = self.generate_views(prompts, (tuned,), max_new_tokens, batch_size, cancel)[tuned]
+        return [a for a in answers if a is not None]  # cancelled: the answers given so far
+
+    def generate_views(self, prompts: list[str], views=(False, True), max_new_tokens: int = 64,
+                       batch_size: int = GENERATE_BATCH_SIZE, cancel: threading.Event | None = None,
+                       tick=None) -> dict[bool, list[str]]:
+        """{tuned: answers} for each view in `views` (False: base, True: tuned): what `generate`
+        (greedy) answers to each prompt, `batch_size` rows per batch; `tick(done, index, tuned)` after
+        each batch (index, tuned: its last row's prompt and view). Every prompt is checked against the caps before any is answered.
+
+        Work not done (issue 22): the chat template's shared start (system prompt) is run once per
+        batch and its cache shared by the rows; a row leaves the batch at its end of turn; LoRA runs
+        answer base and tuned rows in one batch (peft's adapter_names). The model is locked one
+        token at a time and a waiting chat goes first, so the probe never makes a chat "busy".
+        PLAYGROUND_GENERATION_SECONDS bounds each batch, as it bounds each answer of `generate`."""
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         prompts = list(prompts)
@@ -297,33 +324,134 @@ class RunModel:
         ids = [self._chat_ids([{"role": "user", "content": p}])[0].tolist() for p in prompts]
         for row in ids:
             limits.check_prompt_tokens(len(row))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        answers: dict[bool, list] = {v: [None] * len(ids) for v in views}
+        if not ids:
+            return answers
+        mixed = self._mixed_views() and len(views) > 1
+        # Short prompts together: less padding. A LoRA run's base and tuned rows of a prompt side by side.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        rows = [(i, v) for i in order for v in views] if mixed else [(i, v) for v in views for i in order]
         size = max(1, int(batch_size))
-        answers: list[str] = []
-        for start in range(0, len(ids), size):
-            chunk = ids[start:start + size]
-            width = max(len(r) for r in chunk)
-            # Left padding: every row's last prompt token sits at the same place, where the answer starts.
-            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk])
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk])
-            budget = limits.generation_seconds()
-            timed_out: list = []
-            with self.view(tuned) as model, torch.no_grad():
-                if cancel is not None and cancel.is_set():
-                    break  # the caller went away while it waited for the model
-                out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad, do_sample=False,
-                                     repetition_penalty=REPETITION_PENALTY,
-                                     stopping_criteria=StoppingCriteriaList(
-                                         [_stop_when(cancel, time.monotonic() + budget, timed_out)]))
-                eos = _eos_ids(model, self.tokenizer)
-            for row in out[:, width:].tolist():
-                ended = next((i for i, t in enumerate(row) if t in eos), None)
-                # A finished row goes on being filled with pads: its answer ends with its first eos.
-                row = row if ended is None else row[:ended + 1]
-                note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                        "PLAYGROUND_GENERATION_SECONDS)_") if timed_out and ended is None else ""
-                answers.append((self._as_streamed(row) + note).strip())
+        groups = [rows] if mixed else [[r for r in rows if r[1] == v] for v in views]  # else one view a batch
+        for chunk in (g[s:s + size] for g in groups for s in range(0, len(g), size)):
+            texts = self._greedy_batch([ids[i] for i, _ in chunk], [v for _, v in chunk], max_new_tokens,
+                                       cancel, mixed)
+            if texts is None:
+                break  # the caller went away
+            for (i, v), text in zip(chunk, texts):
+                answers[v][i] = text
+            if tick:
+                tick(sum(a is not None for v in views for a in answers[v]), *chunk[-1])
+        return answers
+    def _mixed_views(self) -> bool:
+        """Whether base and tuned rows can share a batch: peft's LoRA layers take `adapter_names`
+        per row ("__base__": adapter off); DoRA and prompt learning cannot."""
+        if self.format != "peft":
+            return False
+        from peft import PeftType
+        config = self.model.peft_config[self.model.active_adapter]
+        return config.peft_type == PeftType.LORA and not getattr(config, "use_dora", False)
+
+    def _greedy_batch(self, rows: list[list[int]], views: list[bool], max_new_tokens: int,
+                      cancel, mixed: bool) -> list[str] | None:
+        """Greedy answers to chat-prompt token rows (None if `cancel` was set before the first token).
+
+        The same argmax `model.generate(do_sample=False)` takes, with less work: the rows' common
+        start goes through the model once per view and its cache is copied to the rows; a row that
+        said its end of turn leaves the batch (generate would go on computing it until the last row
+        ends). Rows are left-padded after the common start: position ids count only real tokens."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        if self.format == "peft" and self.model.peft_config[self.model.active_adapter].is_prompt_learning:
+            # peft feeds virtual tokens (and a cache of its own) into every forward: generate knows how
+            return self._generate_rows(rows, views[0], max_new_tokens, cancel, pad)
+        # Keep one real token per row after the shared part: its logits give the first answer token.
+        common = _common_prefix(rows, min(len(r) for r in rows) - 1)
+        kinds = sorted(set(views))
+        names = None
+        if mixed:
+            name = self.model.active_adapter
+            names = {False: "__base__", True: name}
+        width = max(len(r) - common for r in rows)
+        input_ids = torch.tensor([[pad] * (width - len(r) + common) + r[common:] for r in rows])
+        mask = torch.tensor([[1] * common + [0] * (width - len(r) + common) + [1] * (len(r) - common) for r in rows])
+        budget, timed_out, tokens = limits.generation_seconds(), [], [[] for _ in rows]
+        alive = list(range(len(rows)))  # batch slot -> row
+        step_view = views[0]  # a batch that is not mixed has one view
+        eos = _eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
+        # Between tokens the model is free: a chat waiting for it goes first. The first wait is a
+        # chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch waits out a chat's
+        # answer, and its time budget counts only its own time with the model.
+        waits, used = [None, budget + limits.model_wait_seconds()], [0.0]
+
+        def forward(row_views: list[bool], **kw):
+            with self.view(True if mixed else step_view, wait=waits[0]) as model:
+                waits[:], start = waits[-1:], time.monotonic()
+                if names is not None:
+                    kw["adapter_names"] = [names[v] for v in row_views]
+                logits = model(**{k: v.to(model.device) if torch.is_tensor(v) else v for k, v in kw.items()},
+                               use_cache=True).logits
+                used[0] += time.monotonic() - start
+                return logits[:, -1].float().argmax(-1).cpu()
+
+        from transformers import DynamicCache
+        with torch.inference_mode():
+            if cancel is not None and cancel.is_set():
+                return None
+            cache = DynamicCache()
+            if common:  # one row of the shared start per view (mixed: base and tuned in one forward)
+                forward(kinds, input_ids=torch.tensor([rows[0][:common]] * len(kinds)), past_key_values=cache,
+                        logits_to_keep=1)
+                cache.batch_select_indices(torch.tensor([kinds.index(v) for v in views]))
+            position = (mask.cumsum(-1) - 1).clamp(min=0)
+            nxt = forward(views, input_ids=input_ids, attention_mask=mask, position_ids=position[:, common:],
+                          past_key_values=cache, logits_to_keep=1)
+            while True:
+                done = []
+                for slot, row in enumerate(alive):
+                    tokens[row].append(int(nxt[slot]))
+                    if tokens[row][-1] in eos or len(tokens[row]) >= max_new_tokens:
+                        done.append(slot)
+                late = used[0] > budget
+                if late or (cancel is not None and cancel.is_set()) or len(done) == len(alive):
+                    if late:
+                        timed_out = [r for s, r in enumerate(alive) if s not in done]
+                    break
+                if done:  # finished rows leave the batch: no more work for them
+                    keep = torch.tensor([s for s in range(len(alive)) if s not in done])
+                    cache.batch_select_indices(keep)
+                    mask, nxt = mask[keep], nxt[keep]
+                    alive = [alive[s] for s in keep.tolist()]
+                mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], -1)
+                nxt = forward([views[r] for r in alive], input_ids=nxt[:, None], attention_mask=mask,
+                              position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
+        note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
+                "PLAYGROUND_GENERATION_SECONDS)_")
+        return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
+
+    def _generate_rows(self, rows: list[list[int]], tuned: bool, max_new_tokens: int, cancel, pad) -> list[str] | None:
+        """`_greedy_batch` through one `model.generate` call, left-padded (prompt learning)."""
+        from transformers import StoppingCriteriaList
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        budget, timed_out = limits.generation_seconds(), []
+        with self.view(tuned) as model, torch.no_grad():
+            if cancel is not None and cancel.is_set():
+                return None  # the caller went away while it waited for the model
+            out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, do_sample=False,
+                                 repetition_penalty=REPETITION_PENALTY,
+                                 stopping_criteria=StoppingCriteriaList(
+                                     [_stop_when(cancel, time.monotonic() + budget, timed_out)]))
+            eos = _eos_ids(model, self.tokenizer)
+        answers = []
+        for row in out[:, width:].tolist():
+            ended = next((i for i, t in enumerate(row) if t in eos), None)
+            # A finished row goes on being filled with pads: its answer ends with its first eos.
+            row = row if ended is None else row[:ended + 1]
+            note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
+                    "PLAYGROUND_GENERATION_SECONDS)_") if timed_out and ended is None else ""
+            answers.append((self._as_streamed(row) + note).strip())
         return answers
 
     def _as_streamed(self, tokens: list[int]) -> str:
@@ -349,3 +477,11 @@ class RunModel:
                 ids = ids["input_ids"]
             return torch.tensor([list(ids)])
         return torch.tensor([chat_prompt_ids(self.tokenizer, messages[-1]["content"])])
+
+
+def _common_prefix(rows: list[list[int]], at_most: int) -> int:
+    """How many leading tokens all rows share (the chat template's system prompt), at most `at_most`."""
+    n = 0
+    while n < at_most and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n

@@ -18,12 +18,12 @@ from typing import Callable
 
 # progress(done, total, view, part): called after every batch of answers, e.g. to move a progress bar.
 Progress = Callable[[int, int, str, str], None]
-# Questions per generate_batch call. One generate per question took ~189 s for the probe on 2 cores
-# (issue 22). On SmolLM2, one core, 40 tokens, time per answer: 4.35 s one by one, 1.65 s in batches
-# of 8, 1.09 s of 16, 0.92 s of 32. 16, not 32: the model's lock is held a batch at a time, and a
-# chat on the same run waits at most PLAYGROUND_MODEL_WAIT_SECONDS for it; the generation time budget
-# also covers a whole batch.
-BATCH_SIZE = 16
+# Answers (rows) per batch. One generate per question took ~189 s for the probe on 2 cores (issue
+# 22); one transformers `generate` per 16 questions per view ~1.09 s per answer. RunModel.generate_views
+# does less work per batch (the system prompt's cache shared, rows leaving at their end of turn, a
+# LoRA run's base and tuned rows together), and holds the model a token at a time, so the size no
+# longer bounds a chat's wait; PLAYGROUND_GENERATION_SECONDS still bounds each batch's own time.
+BATCH_SIZE = 32
 
 
 @dataclass
@@ -104,9 +104,10 @@ def probe(run_model, facts: list[dict] | None = None, general: list[dict] | None
 
     Facts count when *all* their keywords appear in the answer (a fact is a name and a number,
     say), general questions when *any* accepted keyword does ("Paris" or "paris, france").
-    A view's fact and general questions are asked `batch_size` at a time (1: one `generate` call per
-    question, as before batching); `progress(done, total, view, part)` is called after each batch,
-    `part` being that of the batch's last question.
+    A model with `generate_views` (RunModel) answers both views in one pass, `batch_size` answers
+    at a time; otherwise a view's questions are asked `batch_size` at a time through `generate_batch`
+    (1: one `generate` call per question); `progress(done, total, view, part)` is called after each
+    batch, `view` and `part` being those of the batch's last answer.
     """
     facts = facts if facts is not None else probe_facts("facts")
     general = general if general is not None else probe_general()
@@ -115,6 +116,16 @@ def probe(run_model, facts: list[dict] | None = None, general: list[dict] | None
     out = {}
     total = 2 * (len(facts) + len(general))
     prompts = [r["prompt"] for r in facts + general]
+    views = getattr(run_model, "generate_views", None)
+    if views is not None and batch_size > 1:  # both views in one pass (RunModel.generate_views)
+        def tick_both(done: int, index: int, tuned: bool) -> None:
+            if progress:
+                progress(done, total, "tuned" if tuned else "base", "facts" if index < len(facts) else "general")
+
+        both = views(prompts, (False, True), max_new_tokens, batch_size, tick=tick_both)
+        return {view: {"facts": _score(facts, both[tuned][:len(facts)], fact_hit),
+                       "general": _score(general, both[tuned][len(facts):], general_hit)}
+                for view, tuned in (("base", False), ("tuned", True))}
     for i, (view, tuned) in enumerate((("base", False), ("tuned", True))):
         def tick(done: int, before: int = i * len(prompts), view: str = view) -> None:
             if progress:

@@ -110,7 +110,68 @@ def test_probe_scores_batched_equal_unbatched(run_model):
                        progress=lambda *a: seen.append(a))
     assert many == one
     total = 2 * (len(facts) + len(general))
-    # a view's 5 facts and 3 general questions in batches of 2, the third batch across both parts
-    assert [s[0] for s in seen] == [2, 4, 6, 8, 10, 12, 14, 16] and seen[-1][0] == total
-    assert [s[2:] for s in seen[:4]] == [("base", "facts")] * 2 + [("base", "general")] * 2
-    assert seen[-1][2:] == ("tuned", "general")
+    # a LoRA run: each batch of 2 rows is one question asked to both views
+    assert [s[0] for s in seen] == list(range(2, total + 1, 2)) and {s[1] for s in seen} == {total}
+    assert {s[2] for s in seen} == {"tuned"} and {s[3] for s in seen} == {"facts", "general"}
+
+
+@pytest.mark.parametrize("batch_size", [3, 4, 16])
+def test_both_views_in_one_pass_answer_what_generate_answers(run_model, batch_size):
+    """Base and tuned rows in one batch (peft adapter_names), the system prompt's cache shared, rows
+    leaving the batch at their end: still each view's one-by-one greedy answers."""
+    single = {t: _one_by_one(run_model, PROMPTS, t, 12) for t in (False, True)}
+    assert single[False] != single[True]  # the adapter does change the answers: the views are told apart
+    ticks = []
+    both = run_model.generate_views(PROMPTS, (False, True), max_new_tokens=12, batch_size=batch_size,
+                                    tick=lambda *a: ticks.append(a))
+    assert both == single
+    assert ticks[-1][0] == 2 * len(PROMPTS)
+
+
+def test_rows_that_end_early_leave_the_batch(run_model, monkeypatch):
+    """A finished row costs no more forwards: each forward after the first end is over fewer rows."""
+    import torch
+    base = run_model.model.get_base_model()
+    ids = run_model._chat_ids([{"role": "user", "content": PROMPTS[1]}])
+    with torch.no_grad(), run_model.view(True) as model:
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                             do_sample=False, pad_token_id=run_model.tokenizer.pad_token_id)
+    monkeypatch.setattr(base.generation_config, "eos_token_id", out[0, ids.shape[1] + 2].item())
+    single = {t: _one_by_one(run_model, PROMPTS, t, 12) for t in (False, True)}
+    rows = []
+    forward = type(base).forward
+
+    def counting(self, *a, **kw):
+        rows.append(kw["input_ids"].shape[0])
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(type(base), "forward", counting)
+    assert run_model.generate_views(PROMPTS, (False, True), max_new_tokens=12, batch_size=16) == single
+    assert rows[0] == 2 and rows[1] == 2 * len(PROMPTS)  # the shared start (once per view), then every row
+    assert rows[2:] == sorted(rows[2:], reverse=True) and rows[-1] < rows[1]
+
+
+def test_a_waiting_chat_gets_the_model_between_tokens(run_model, monkeypatch):
+    """The probe holds the model one token at a time: a chat that asks meanwhile is answered
+    within a token, not after the whole batch (and not turned away as busy)."""
+    import threading
+    import time
+    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
+    base = run_model.model.get_base_model()
+    forward = type(base).forward
+    started, events = threading.Event(), []
+
+    def slow(self, *a, **kw):
+        started.set()
+        time.sleep(0.3)  # the whole batch takes seconds: far past the chat's wait of 1 s
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(type(base), "forward", slow)
+    probe_thread = threading.Thread(target=lambda: events.append(
+        ("probe", run_model.generate_views(PROMPTS * 4, (False, True), max_new_tokens=12, batch_size=64))))
+    probe_thread.start()
+    started.wait(10)
+    with run_model.view(True):  # a chat's turn: it does not raise ModelBusy
+        events.append(("chat", None))
+    probe_thread.join(60)
+    assert [e[0] for e in events] == ["chat", "probe"]
