@@ -50,16 +50,17 @@ def kept(base_items: list[dict], tuned_items: list[dict]) -> str:
 
 
 def phase_seconds(run_dir: str) -> dict:
-    """Where the run's time went, from its own events: model load, tokenising, training, saving."""
+    """Where the run's time went, from its own events: each phase lasts until the next one; the
+    training steps run from the "start" event to the next phase (saving)."""
     with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as fh:
         events = [json.loads(line) for line in fh if line.strip()]
-    marks = {}
-    for ev in events:
-        key = ev.get("phase") or ev["type"]
-        marks.setdefault(key, ev["time"])
-    t_end = events[-1]["time"]
-    order = sorted(marks.items(), key=lambda kv: kv[1])
-    return {name: round((order[i + 1][1] if i + 1 < len(order) else t_end) - t, 1) for i, (name, t) in enumerate(order)}
+    marks = [("training" if ev["type"] == "start" else ev["phase"], ev["time"])
+             for ev in events if ev["type"] in ("phase", "start")]
+    ends = [t for _, t in marks[1:]] + [events[-1]["time"]]
+    out: dict[str, float] = {}
+    for (name, t), end in zip(marks, ends):
+        out[name] = round(out.get(name, 0.0) + end - t, 1)
+    return out
 
 
 def main(argv=None) -> dict:

@@ -58,8 +58,8 @@ def test_kept_counts_only_what_the_base_got_right(facts_dev):
 
 def test_phase_seconds_reads_the_runs_own_events(facts_dev, tmp_path):
     events = [{"time": 0.0, "type": "phase", "phase": "loading model"}, {"time": 5.0, "type": "phase", "phase": "tokenising"},
-              {"time": 6.0, "type": "start"}, {"time": 40.0, "type": "phase", "phase": "saving"},
-              {"time": 41.5, "type": "end"}]
+              {"time": 6.0, "type": "start"}, {"time": 9.0, "type": "log", "step": 1}, {"time": 20.0, "type": "progress"},
+              {"time": 40.0, "type": "phase", "phase": "saving"}, {"time": 41.5, "type": "end"}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    assert facts_dev.phase_seconds(str(tmp_path)) == {"loading model": 5.0, "tokenising": 1.0, "start": 34.0,
-                                                      "saving": 1.5, "end": 0.0}
+    assert facts_dev.phase_seconds(str(tmp_path)) == {"loading model": 5.0, "tokenising": 1.0, "training": 34.0,
+                                                      "saving": 1.5}
