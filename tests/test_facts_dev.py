@@ -21,11 +21,11 @@ def _norm(text):
 
 
 @pytest.fixture
-def facts_dev(monkeypatch):
+def facts_dev():
     import bench.facts_dev as module  # importing it marks the process tuning-only: undo after the test
     yield module
-    monkeypatch.delenv("BENCH_TUNING_ONLY", raising=False)
-    monkeypatch.setattr(splits, "_TUNING_ONLY", False)
+    # Not with monkeypatch: its undo would restore the tuning-only state the import set.
+    splits._TUNING_ONLY = False
     os.environ.pop("BENCH_TUNING_ONLY", None)
 
 
