@@ -1,0 +1,65 @@
+"""The dev sets of the "Fix a hallucination" tuning script: broad dev questions that predict the
+test set's kind of forgetting, kept apart from every test and training row."""
+import json
+import os
+
+import pytest
+
+from bench import splits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = os.path.join(ROOT, "assets", "data")
+
+
+def _rows(name):
+    with open(os.path.join(ASSETS, name), encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _norm(text):
+    return " ".join(text.lower().replace("?", "").split())
+
+
+@pytest.fixture
+def facts_dev():
+    import bench.facts_dev as module  # importing it marks the process tuning-only: undo after the test
+    yield module
+    # Not with monkeypatch: its undo would restore the tuning-only state the import set.
+    splits._TUNING_ONLY = False
+    os.environ.pop("BENCH_TUNING_ONLY", None)
+
+
+def test_broad_dev_questions_share_nothing_with_tests_training_or_older_sets():
+    dev = _rows("general_dev.jsonl")
+    assert len(dev) >= 30 and len({r["topic"] for r in dev}) >= 5
+    others = _rows("general_broad.jsonl") + _rows("general_questions.jsonl")
+    rehearsal = _rows("rehearsal.jsonl")
+    assert not {_norm(r["prompt"]) for r in dev} & {_norm(r["prompt"]) for r in others + rehearsal}
+    other_answers = {k.lower() for r in others for k in r["keywords"]}
+    taught = " ".join(r["response"].lower() for r in rehearsal)
+    for r in dev:
+        assert r["keywords"] and all(len(k) > 2 or k.isdigit() for k in r["keywords"]), r  # "Na" would match "national"
+        assert not {k.lower() for k in r["keywords"]} & other_answers, r
+        assert not any(k.lower() in taught for k in r["keywords"]), r
+
+
+def test_facts_dev_scores_the_broad_dev_questions_and_no_test_row(facts_dev):
+    facts, general = facts_dev.dev_sets("facts-mini")
+    assert [r["prompt"] for r in general[-30:]] == [r["prompt"] for r in _rows("general_dev.jsonl")]
+    test = {r["prompt"] for r in _rows("facts_fresh.jsonl") + _rows("general_broad.jsonl")}
+    assert not {r["prompt"] for r in facts + general} & test
+
+
+def test_kept_counts_only_what_the_base_got_right(facts_dev):
+    base = [{"hit": True}, {"hit": True}, {"hit": False}, {"hit": True}]
+    tuned = [{"hit": True}, {"hit": False}, {"hit": True}, {"hit": True}]
+    assert facts_dev.kept(base, tuned) == "2/3"  # the gained third question does not make up for the lost one
+
+
+def test_phase_seconds_reads_the_runs_own_events(facts_dev, tmp_path):
+    events = [{"time": 0.0, "type": "phase", "phase": "loading model"}, {"time": 5.0, "type": "phase", "phase": "tokenising"},
+              {"time": 6.0, "type": "start"}, {"time": 9.0, "type": "log", "step": 1}, {"time": 20.0, "type": "progress"},
+              {"time": 40.0, "type": "phase", "phase": "saving"}, {"time": 41.5, "type": "end"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert facts_dev.phase_seconds(str(tmp_path)) == {"loading model": 5.0, "tokenising": 1.0, "training": 34.0,
+                                                      "saving": 1.5}
