@@ -21,6 +21,8 @@ import pytest
 
 from tests.helpers.browser import (ROOT, SHOTS, TRAIN_S, app_server, click_start, chromium, expect, goto, idle, new_page,
                                    playwright_api, run_state, set_number, shot)
+# After the browser helpers, which skip this module where Playwright or chromium is missing.
+from bench.lesson_app import CHAT_OBSERVER  # the stamps bench/lesson_speed.py times a chat turn with
 
 ANSWER_S = 600        # two generations of up to 32 tokens
 
@@ -217,9 +219,11 @@ def compare(pg) -> None:
     expect(tokens).to_have_attribute("aria-valuetext", "32")
     idle(pg)
     prompt.fill("Who founded the city of Quillmere?")
+    pg.evaluate(CHAT_OBSERVER)  # stamps every change of each pane's answer from now on
     pg.get_by_role("button", name="Send").click()
     expect(pg.get_by_role("button", name="Clear both chats")).to_be_visible(timeout=ANSWER_S * 1000)
     idle(pg)
+    assert_streamed(pg.evaluate("window.__lessonStop()"))
     columns = pg.get_by_test_id("stColumn").filter(has=pg.get_by_test_id("stChatMessage"))
     expect(columns).to_have_count(2)
     for i, pane in enumerate(("Base model", "Fine-tuned")):
@@ -234,6 +238,17 @@ def compare(pg) -> None:
         assert re.search(r"[A-Za-z]{2}", answer), f"{pane} gave no words: {answer!r}"
         assert "no answer" not in answer and answer != question, f"{pane} gave no answer: {answer!r}"
     shot(pg, "04_compare")
+
+
+def assert_streamed(seen: dict) -> None:
+    """Each pane's answer reached the page in pieces (issue 22: first words within a second, not the
+    whole answer at the end), and the base pane had words before the tuned pane was done."""
+    lengths = {pane: [n for _, p, n in seen["rec"] if p == pane and n] for pane in ("base", "tuned")}
+    for pane, grown in lengths.items():
+        assert len(set(grown)) >= 2, f"the {pane} answer arrived in one piece: lengths seen {grown}"
+    first_base = min(t for t, p, n in seen["rec"] if p == "base" and n)
+    last_tuned = max(t for t, p, n in seen["rec"] if p == "tuned" and n)
+    assert first_base < last_tuned, seen["rec"]
 
 
 def runs_page(pg, server) -> None:
