@@ -178,10 +178,10 @@ def _estimate_or_note(cfg: RunConfig, preview: dict | None) -> Callable | None:
         return None
     note = ENGINE_NOTE.format(what="the form works now, the estimate follows")
     slot = st.empty()
-    slot.info(note, icon="⏳")
+    slot.info(note, icon=":material/hourglass_top:")
 
     def finish() -> None:
-        wait_for_engine(lambda waited: slot.info(f"{note} ({waited:.0f} s)", icon="⏳"))
+        wait_for_engine(lambda waited: slot.info(f"{note} ({waited:.0f} s)", icon=":material/hourglass_top:"))
         st.rerun()
     return finish
 
@@ -223,9 +223,9 @@ def main() -> None:
     loading = st.empty()  # until the form is drawn: a cold start can take seconds under load
     if not engine_ready():
         note = ENGINE_NOTE.format(what="the form is ready")
-        loading.info(note, icon="⏳")
+        loading.info(note, icon=":material/hourglass_top:")
         if lesson_link():  # the lesson's model depends on the GPU, which only torch can tell
-            wait_for_engine(lambda waited: loading.info(f"{note} ({waited:.0f} s)", icon="⏳"))
+            wait_for_engine(lambda waited: loading.info(f"{note} ({waited:.0f} s)", icon=":material/hourglass_top:"))
     load_url()
     # In front of a room Start goes first and the run right under it, above the lesson's text:
     # both in the first screen at 1280x720 (issue 23).
