@@ -12,6 +12,7 @@ Also: machine facts, the fp32 matmul ceiling, fresh-subprocess runs with their o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -317,6 +318,28 @@ atexit.register(lambda: print(json.dumps({k: round(v, 3) for k, v in _clock.item
 # wall time inside Trainer.train() less the evaluations run inside it, so a side's evaluation
 # cadence does not count as training; "curve" is (train_steps_s so far, eval accuracy, step) at
 # every evaluation inside train(): what time-to-accuracy is read from.
+@contextlib.contextmanager
+def evaluation_clock(clock=time.perf_counter):
+    """[seconds by `clock`, count] of Trainer.evaluate calls (mid-run and final) inside the block:
+    profile only, to split a run's training time into steps and evaluations."""
+    from transformers import Trainer
+    spent, orig = [0.0, 0], Trainer.evaluate
+
+    def timed(self, *a, **kw):
+        t0 = clock()
+        try:
+            return orig(self, *a, **kw)
+        finally:
+            spent[0] += clock() - t0
+            spent[1] += 1
+
+    Trainer.evaluate = timed
+    try:
+        yield spent
+    finally:
+        Trainer.evaluate = orig
+
+
 STEP_CLOCK = """
 import atexit, json, time, transformers
 _T = transformers.Trainer

@@ -38,7 +38,6 @@ at a time so that one failure costs little; minutes are rough, before -> after i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -147,27 +146,6 @@ def _timed_run(cfg, run_dir: str) -> dict:
     return {"start_to_result_s": round(time.perf_counter() - t0, 2), "run_dir": run_dir, **run_facts(run_dir)}
 
 
-@contextlib.contextmanager
-def evaluation_clock():
-    """Seconds spent in Trainer.evaluate (during training and the final one): profile only, to split
-    the "training" phase into steps and evaluations."""
-    from transformers import Trainer
-    spent, orig = [0.0], Trainer.evaluate
-
-    def timed(self, *a, **kw):
-        t0 = time.perf_counter()
-        try:
-            return orig(self, *a, **kw)
-        finally:
-            spent[0] += time.perf_counter() - t0
-
-    Trainer.evaluate = timed
-    try:
-        yield spent
-    finally:
-        Trainer.evaluate = orig
-
-
 def child_lesson(spec: dict) -> dict:
     t0 = time.perf_counter()
     import torch
@@ -175,7 +153,7 @@ def child_lesson(spec: dict) -> dict:
     import core.train  # noqa: F401
     out = {"import_s": round(time.perf_counter() - t0, 2), "torch_threads": torch.get_num_threads()}
     cfg = _lesson_config(spec["lesson"], spec["quick"])
-    with evaluation_clock() as evals:
+    with common.evaluation_clock() as evals:
         out.update(_timed_run(cfg, spec["run_dir"]))
     out["eval_s"] = round(evals[0], 2)
     if not (spec.get("probe") or spec.get("chat")):

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.common import loadavg, md_table, save  # noqa: E402
+from bench.common import evaluation_clock, loadavg, md_table, save  # noqa: E402
 
 
 def dev_files(cfg, tmp: str) -> tuple[str, str]:
@@ -69,37 +69,15 @@ def configs(args, tmp: str) -> list:
     return out
 
 
-def timed_evaluations() -> list:
-    """[CPU seconds, count] spent in Trainer.evaluate (mid-run and final) from now on."""
-    from transformers import Trainer
-    spent = [0.0, 0]
-    orig = Trainer.evaluate
-
-    def evaluate(self, *a, **kw):
-        c = time.process_time()
-        try:
-            return orig(self, *a, **kw)
-        finally:
-            spent[0] += time.process_time() - c
-            spent[1] += 1
-
-    Trainer.evaluate = evaluate
-    return spent
-
-
 def measure(cfg, label: str) -> dict:
     from core import experiments
     from core.train import run
-    from transformers import Trainer
-    orig_evaluate = Trainer.evaluate
-    evals = timed_evaluations()
     events = []
     t0, c0 = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, evaluation_clock(time.process_time) as evals:
         summary = run(cfg, os.path.join(tmp, "run"),
                       lambda e: events.append((time.process_time() - c0, e)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    Trainer.evaluate = orig_evaluate
     # CPU seconds, not wall: on a shared machine they measure the work (with one torch thread they
     # barely move with the load), and a quiet 2-core machine does it in about cpu / 1.7 seconds.
     marks = [(t, e.get("phase") or e["type"]) for t, e in events if e["type"] in ("phase", "start", "final", "end")]
