@@ -15,11 +15,25 @@ from pages.shared.learn_figures import lora_figure, memory_figure
 from pages.shared.learn_links import TARGET_MODES, lessons_section, load_url, write_url
 from pages.shared.legacy import leave_legacy_multipage_mode
 from pages.shared.method_names import learn_method_labels, trains_instead
+from pages.shared.train_state import seed, seed_index
 
 DEFAULT_MODEL = "llama-2-7b"
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+def _held(key: str, default=None, options: list | None = None):
+    """The value a widget's key holds (seeded with `default` if it holds none, or none of `options`),
+    to pass as the widget's own default too: a browser that re-creates the widget after the run that
+    seeded the key was interrupted shows and sends back that default (streamlit#4247), which would
+    otherwise be the slider's minimum or the first option."""
+    return seed(key, st.session_state.get(key, default), options)
+
+
+def _index(key: str, options: list) -> int:
+    """_held() for a selectbox or radio: the index of the option its key holds."""
+    return seed_index(key, st.session_state.get(key), options)
+
 
 @st.cache_data(show_spinner=False)
 def _config(key: str) -> dict:
@@ -103,9 +117,12 @@ if st.session_state.get("learn_model") not in keys:
 method_labels = learn_method_labels()
 top_left, top_right = st.columns(2)
 with top_left:
-    model_key = st.selectbox("Model", keys, format_func=lambda k: models.get(k, k), key="learn_model")
+    model_key = st.selectbox("Model", keys, index=_index("learn_model", keys),
+                             format_func=lambda k: models.get(k, k), key="learn_model")
 with top_right:
-    method = st.selectbox("Method", list(method_labels), format_func=method_labels.get, key="learn_method")
+    method_keys = list(method_labels)
+    method = st.selectbox("Method", method_keys, index=_index("learn_method", method_keys),
+                          format_func=method_labels.get, key="learn_method")
 
 try:
     cfg = _config(model_key)
@@ -118,10 +135,10 @@ except ValueError as exc:
 
 c1, c2 = st.columns(2)
 with c1:
-    r = st.slider("LoRA rank r", 1, 128, key="learn_r",
+    r = st.slider("LoRA rank r", 1, 128, value=_held("learn_r", 8), key="learn_r",
                   help="How many directions each adapted matrix may change in. A and B grow linearly with r.")
 with c2:
-    alpha = st.slider("LoRA alpha (α)", 1, 256, key="learn_alpha",
+    alpha = st.slider("LoRA alpha (α)", 1, 256, value=_held("learn_alpha", 16), key="learn_alpha",
                       help="Scales the update: ΔW = (α/r)·B·A. A common rule of thumb is α = 2r.")
 
 modules = _block_modules(cfg, task, 0)
@@ -133,7 +150,8 @@ if st.session_state.get("learn_layer", 0) > dims.layers - 1:
                    f"{model_key} (layers 0–{dims.layers - 1}).")
     st.session_state["learn_layer"] = 0  # the previous model had more layers
 with p1:
-    layer = st.slider("Layer (block)", 0, dims.layers - 1, key="learn_layer") if dims.layers > 1 else 0
+    layer = (st.slider("Layer (block)", 0, dims.layers - 1, value=_held("learn_layer", 0), key="learn_layer")
+             if dims.layers > 1 else 0)
 with p2:
     default_module = next((m for m in modules if m.endswith(defaults[0])), modules[0])
     if st.session_state.get("learn_module") not in modules:
@@ -141,7 +159,8 @@ with p2:
             st.warning(f"This link could not be used in full: module={md_text(repr(url_values['module']), 60)} is not a weight "
                        f"matrix of {model_key}; choose one of {modules}.")
         st.session_state["learn_module"] = next((m for m in modules if m.endswith(defaults[0])), modules[0])
-    module = st.selectbox("Weight matrix", modules, key="learn_module")
+    module = st.selectbox("Weight matrix", modules, index=_index("learn_module", modules),
+                          key="learn_module")
 
 try:
     pic = estimate.lora_picture(cfg, layer=layer, module=module, r=r, alpha=alpha)
@@ -171,6 +190,7 @@ st.header("Calculator: parameters and memory")
 t1, t2, t3 = st.columns(3)
 with t1:
     target_mode = st.radio("LoRA / IA³ targets", TARGET_MODES, key="learn_targets_mode",
+                           index=_index("learn_targets_mode", list(TARGET_MODES)),
                            help="Which linear layers get an adapter. Default: the attention query and value "
                                 "projections, as in the LoRA paper.")
     chosen = None
@@ -182,21 +202,25 @@ with t1:
                 st.warning(f"This link could not be used in full: tg names modules {model_key} does not have; "
                            f"its linear modules are {options}.")
             st.session_state["learn_targets"] = [t for t in defaults if t in options]
-        chosen = st.multiselect("Modules", options, key="learn_targets")
+        chosen = st.multiselect("Modules", options, default=_held("learn_targets"), key="learn_targets")
 with t2:
-    batch = st.select_slider("Batch size", [1, 2, 4, 8, 16, 32, 64, 128], key="learn_batch")
-    seq_len = st.select_slider("Sequence length (tokens)", [64, 128, 256, 512, 1024, 2048, 4096], key="learn_seq")
+    batches, lengths = [1, 2, 4, 8, 16, 32, 64, 128], [64, 128, 256, 512, 1024, 2048, 4096]
+    batch = st.select_slider("Batch size", batches, value=_held("learn_batch", 4, batches), key="learn_batch")
+    seq_len = st.select_slider("Sequence length (tokens)", lengths, value=_held("learn_seq", 512, lengths),
+                               key="learn_seq")
 with t3:
-    dtype = st.selectbox("Weights dtype", ["bfloat16", "float32"], key="learn_dtype",
+    dtypes = ["bfloat16", "float32"]
+    dtype = st.selectbox("Weights dtype", dtypes, index=_index("learn_dtype", dtypes),
+                         key="learn_dtype",
                          help="bfloat16: how large models are trained on GPUs. QLoRA stores W in 4 bits and "
                               "computes in this dtype.")
-    checkpointing = st.checkbox("Gradient checkpointing", key="learn_gc",
+    checkpointing = st.checkbox("Gradient checkpointing", value=_held("learn_gc", False), key="learn_gc",
                                 help="Keep only each block's input and recompute the rest in the backward "
                                      "pass: activations shrink to about one block's worth, for ~30 % more "
                                      "compute. How QLoRA's paper fit a 65B model on one 48 GB GPU.")
     virtual = 20
     if method in ("prompt_tuning", "prefix_tuning"):
-        virtual = st.slider("Virtual tokens", 1, 100, key="learn_vtokens")
+        virtual = st.slider("Virtual tokens", 1, 100, value=_held("learn_vtokens", 20), key="learn_vtokens")
 
 if target_mode == TARGET_MODES[0]:
     targets = None

@@ -16,6 +16,7 @@ from pages.shared.run_actions import FLASH_KEY, allowed_config, config_yaml, del
 from pages.shared.run_table import chart_frame, metrics, short_label, table_frame, table_rows
 from pages.shared.runs_charts import curves_figures, method_figures
 from pages.shared.session import is_admin, manager, owner_id
+from pages.shared.train_state import seed_index
 
 
 def unreadable_details(info, me: str, admin: bool) -> None:
@@ -168,7 +169,10 @@ if not with_metrics:
 else:
     if "runs_curves" not in st.session_state or any(r not in with_metrics for r in st.session_state["runs_curves"]):
         st.session_state["runs_curves"] = with_metrics[:3]
-    picked = st.multiselect("Runs to overlay", with_metrics, key="runs_curves", format_func=labels.get)
+    # Each seeded widget also gets its value as its own default: a browser that re-creates it after the
+    # run that seeded it was interrupted sends that default back (streamlit#4247), else none or the first.
+    picked = st.multiselect("Runs to overlay", with_metrics, default=st.session_state["runs_curves"],
+                            key="runs_curves", format_func=labels.get)
     x_key = st.radio("x axis", ["epoch", "step"], horizontal=True, key="runs_x",
                      help="epoch lines up runs with different batch sizes; step counts optimizer updates")
     if picked:
@@ -186,7 +190,9 @@ models_present = sorted({m for m in df["Model"].dropna()})
 if models_present and st.session_state.get("runs_cmp_model") not in ["All models"] + models_present:
     # One model by default (the one with most runs): mixing MiniLM and SmolLM2 timings misleads.
     st.session_state["runs_cmp_model"] = df["Model"].dropna().value_counts().idxmax()
-scope = st.selectbox("Model", ["All models"] + models_present, key="runs_cmp_model",
+scopes = ["All models"] + models_present
+scope = st.selectbox("Model", scopes, index=seed_index("runs_cmp_model", st.session_state.get("runs_cmp_model"), scopes),
+                     key="runs_cmp_model",
                      help="Compare methods on one model, as in the OPT-350m study")
 done = chart_df[chart_df["Status"].isin(["completed", "stopped"])]
 if scope != "All models":
@@ -212,5 +218,6 @@ ids = [i.id for i in infos]
 if st.session_state.get("runs_detail") not in by_id:
     wanted = st.session_state.get(COMPARE_RUN_KEY)
     st.session_state["runs_detail"] = wanted if wanted in by_id else ids[0]
-detail_id = st.selectbox("Run", ids, key="runs_detail", format_func=labels.get)
+detail_id = st.selectbox("Run", ids, index=seed_index("runs_detail", st.session_state["runs_detail"], ids),
+                         key="runs_detail", format_func=labels.get)
 details(by_id[detail_id], me, admin)
