@@ -100,7 +100,9 @@ def _build_model(cfg: RunConfig, label_names: list | None, device: str):
                                   **load)
         if head_hidden:  # the hidden-layer head asked for, in place of transformers' single linear `score`
             from core.heads import make_head
-            model.score = make_head(model.config.hidden_size, num_labels, head_hidden).to(
+            # As wide as `score`, which transformers built on what the model outputs: not always
+            # hidden_size (OPT projects out to word_embed_proj_dim, 512 for opt-350m's 1024).
+            model.score = make_head(model.score.in_features, num_labels, head_hidden).to(
                 device=model.score.weight.device, dtype=model.score.weight.dtype)
         return model, kind
     encoder = models.load_model(cfg.model.name, head="base", **load)

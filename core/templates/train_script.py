@@ -164,7 +164,8 @@ def build_model(label_names, device):
         model = from_pretrained(AutoModelForSequenceClassification, num_labels=len(label_names), id2label=id2label,
                                 label2id={v: k for k, v in id2label.items()}, pad_token_id=pad, **kwargs)
         if HEAD_HIDDEN:
-            model.score = make_head(model.config.hidden_size, len(label_names), HEAD_HIDDEN).to(
+            # as wide as transformers' `score`: what the model outputs (OPT: word_embed_proj_dim)
+            model.score = make_head(model.score.in_features, len(label_names), HEAD_HIDDEN).to(
                 device=model.score.weight.device, dtype=model.score.weight.dtype)
     else:
         encoder = from_pretrained(AutoModel, **kwargs)
