@@ -10,6 +10,7 @@ CLI: python -m core.train --config examples/lora_sentiment.yaml [--set train.epo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -112,10 +113,33 @@ def machine_load(own_threads: int) -> dict | None:
     return {"loadavg_1m": round(load, 2), "cores": cores, "busy": load - own_threads > 0.5 * cores}
 
 
+@contextlib.contextmanager
+def _recorded_status(run_dir: str):
+    """status.json of a run trained outside the job manager, as the manager keeps its own runs':
+    running while it trains, then the state the body leaves in the yielded dict, or failed naming
+    the error. Left queued, the Runs page listed such a run as waiting for good."""
+    started = time.time()
+    runs.write_status(run_dir, "running", started=started, process=runs.process_token(), message="")
+    outcome = {"state": "completed"}
+    try:
+        yield outcome
+    except BaseException as exc:
+        finished = time.time()
+        runs.write_status(run_dir, "failed", message=str(exc) or type(exc).__name__, finished=finished,
+                          duration_s=round(finished - started, 3))
+        raise
+    finished = time.time()
+    runs.write_status(run_dir, outcome["state"], finished=finished, duration_s=round(finished - started, 3))
+
+
 @explain_cuda_oom  # a CUDA OOM leaves as GpuOutOfMemory naming what to lower
 def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = None,
-        stop: threading.Event | None = None, resume_from: str | None = None, write_metrics: bool = True) -> dict:
-    """Train, evaluate and save one run into run_dir; returns the summary (also in summary.json)."""
+        stop: threading.Event | None = None, resume_from: str | None = None, write_metrics: bool = True,
+        record_status: bool | None = None) -> dict:
+    """Train, evaluate and save one run into run_dir; returns the summary (also in summary.json).
+
+    record_status (by default as write_metrics) keeps the run's status.json: the job manager and
+    Ray, which write metrics.jsonl themselves, record the state themselves too."""
     stop = stop or threading.Event()
     # torchrun/accelerate launch: every rank trains, only rank 0 writes the run folder
     distributed.init_process_group(cfg.model.device)
@@ -126,7 +150,16 @@ def run(cfg: RunConfig, run_dir: str | None = None, on_event: EventFn | None = N
     if main_process:
         os.makedirs(run_dir, exist_ok=True)
         runs.atomic_write_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
+    recording = main_process and (write_metrics if record_status is None else record_status)
+    with _recorded_status(run_dir) if recording else contextlib.nullcontext({}) as outcome:
+        summary = _train(cfg, run_dir, main_process, on_event, stop, resume_from, write_metrics)
+        outcome["state"] = summary["state"]
+    return summary
 
+
+@explain_cuda_oom  # inside the status record too: a failed run's status names what to lower
+def _train(cfg: RunConfig, run_dir: str, main_process: bool, on_event: EventFn | None, stop: threading.Event,
+           resume_from: str | None, write_metrics: bool) -> dict:
     def emit(ev: Event) -> None:
         if not main_process:
             return
@@ -235,14 +268,7 @@ def _main(args) -> int:
         elif ev["type"] == PHASE:
             print(f"... {ev['phase']}", file=sys.stderr)
 
-    write_status = distributed.main_only(runs.write_status)
-    write_status(run_dir, "running")
-    try:
-        summary = run(cfg, run_dir, show)
-    except BaseException as exc:
-        write_status(run_dir, "failed", error=str(exc))
-        raise
-    write_status(run_dir, summary["state"])
+    summary = run(cfg, run_dir, show)  # which records the run's status (running, then its end)
     if main_process:
         print(json.dumps({"run_dir": run_dir, "state": summary["state"], "final": summary["final"],
                           "train_time_s": summary["train_time_s"]}))
