@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import urlstate
 from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.shared.formatting import fmt_seconds, md_escape, show_error
 from pages.shared.keys import GPU_PARTS_SKIPPED_KEY, JOB_KEY
 from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.links import query_params
 from pages.shared.session import (
     device_info,
     engine_ready,
     manager,
     owner_id,
+    page_drawn,
     wait_for_engine,
     wait_for_warm_up,
     warm_up,
@@ -30,6 +33,10 @@ STEADY_PROGRESS_BARS = "<style>[data-testid='stProgress'] * { transition: none !
 # pages/ mode (see pages/shared/legacy.py); this turns it off and asks for the rerun through st.navigation.
 leave_legacy_multipage_mode()
 st.set_page_config(page_title="PEFT Playground", layout="wide")
+if urlstate.lesson_of(query_params()):
+    # A lesson link's page waits for torch before its form (the lesson's model depends on the GPU):
+    # its import starts now, beside the sidebar and the page's own imports, not after them.
+    warm_up()
 
 
 def sidebar_device() -> None:
@@ -196,3 +203,4 @@ else:
         wait_for_warm_up()
     page.run()
 finish_sidebar_device()
+page_drawn()  # the warm-up now imports transformers and peft (pages/shared/session.py)

@@ -1,6 +1,8 @@
 """Train's live view of one run: progress, Stop, the charts while it trains, then its result."""
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import streamlit as st
 
 from pages import present, replay
@@ -24,8 +26,8 @@ SCROLL_TO_RUN_JS = """<script>
   go();
 })();
 </script>"""
-LIVE_REFRESH_S = 2.0   # the progress line while a run is queued or trains
-LIVE_CHARTS_S = 10.0   # the charts and the LoRA anatomy (see job_panel for why they differ)
+LIVE_REFRESH_S = 2.0   # the progress line, the charts and the anatomy while a run is queued or trains
+QUIET_POLLS_CSS = "<style>[data-testid='stStatusWidget'] { display: none !important; }</style>"
 
 
 def current_job() -> str | None:
@@ -92,8 +94,29 @@ def progress_block(snap: dict, events: list[dict]) -> None:
     st.progress(prog.get("fraction") or 0.0, text=" · ".join(parts) or state)
 
 
-def charts_block(events: list[dict], sft: bool) -> None:
-    figs = metrics_charts(events)
+CHART_EVENTS = ("log", "eval")  # what metrics_charts plots: progress and anatomy events change no chart
+FIGURES_KEY = "_tr_live_figures"
+
+
+def _charted(events: list[dict]) -> int:
+    return sum(1 for ev in events if ev.get("type") in CHART_EVENTS)
+
+
+def live_figures(cache: MutableMapping, job_id: str, events: list[dict], styled: bool) -> dict:
+    """metrics_charts(events), styled for the room or not, built again only when a charted event
+    arrived since the last call (kept in `cache`): most polls of a live run bring only progress
+    lines, and a figure sent again unchanged is not drawn again by the browser."""
+    stamp = (job_id, _charted(events), styled)
+    cached = cache.get(FIGURES_KEY)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    figs = {key: present.style_figure(fig, styled) for key, fig in metrics_charts(events).items()}
+    cache[FIGURES_KEY] = (stamp, figs)
+    return figs
+
+
+def charts_block(events: list[dict], sft: bool, job_id: str = "") -> None:
+    figs = live_figures(st.session_state, job_id, events, present.enabled())
     if not figs:
         st.caption("Charts appear with the first logged step.")
         return
@@ -102,7 +125,7 @@ def charts_block(events: list[dict], sft: bool) -> None:
     cols = st.columns(2)
     for i, key in enumerate(order):
         with cols[i % 2]:
-            st.plotly_chart(present.figure(figs[key]), key=f"tr_chart_{key}")
+            st.plotly_chart(figs[key], key=f"tr_chart_{key}")
 
 
 def stop_button(job_id: str, snap: dict) -> None:
@@ -134,14 +157,14 @@ def job_panel(job_id: str) -> None:
     config = run_config(job_id)
     sft = (config.get("data") or {}).get("task") == "sft"
 
-    # Two timers, both slow on purpose. In Chromium every rerun of a fragment costs ~0.1 CPU-s on
-    # this page and a redraw of the charts 0.4-0.6; where the browser shares the trainer's cores (a
-    # laptop, a classroom PC, the benchmark) that is taken from training, and with two OpenMP
-    # threads waiting for each other the trainer loses more than the browser takes. Progress every
-    # 2 s and charts every 10 s (instead of both every second) took the app from 0.76 to 0.91 of
-    # headless samples/s (BENCHMARKS.md).
+    # One timer for the progress line, the charts and the anatomy: each fragment rerun has a price
+    # in the browser (~0.05-0.1 CPU-s in Chromium) that a machine which also trains takes from the
+    # trainer, and with two OpenMP threads waiting for each other the trainer loses more than the
+    # browser takes. The figures are built again only when a charted point arrived (live_figures):
+    # sent again unchanged, Plotly does not draw them again, so the charts can follow every 2 s for
+    # about what a 10 s timer cost before (BENCHMARKS.md section 9).
     @st.fragment(run_every=LIVE_REFRESH_S if live else None)
-    def live_status() -> None:
+    def live_run() -> None:
         polled = _poll_shown(job_id)
         if polled is None:
             return
@@ -153,30 +176,26 @@ def job_panel(job_id: str) -> None:
             st.rerun()  # once: the page draws the result and stops polling
         if drawn_queued and snap["state"] == "running":
             st.rerun()  # once: the sidebar then leaves this job's progress to this page (app.py)
-
-    @st.fragment(run_every=LIVE_CHARTS_S if live else None)
-    def live_charts() -> None:
-        polled = _poll_shown(job_id)
-        if polled is None:
-            return
-        snap, events = polled
-        charts_block(events, sft)
+        charts_block(events, sft, job_id)
         if snap["state"] in ("queued", "running"):
             anatomy_block(events, config, live=True)
             return
-        # The result is drawn by a fragment, so whichever run paints it last (its own timer or the
-        # full rerun) shows it: drawn after the fragments, the card was sometimes missing in the
-        # browser when a timer run and the full rerun crossed.
+        # Drawn by the fragment too, so whichever run paints it last (the timer or the full rerun)
+        # shows it: drawn after the fragment, the card was sometimes missing in the browser when a
+        # timer run and the full rerun crossed.
         result_block(job_id, snap, events)
 
+    if live:
+        # Streamlit's "Running..." badge comes and goes with every poll: in a room it only distracts,
+        # and in Chromium it is part of what each poll costs.
+        st.html(QUIET_POLLS_CSS)
     with st.container(key="tr_current_run"):
         st.subheader("Current run")
         # The class watches it on their own laptops (pages/board.py: read-only, no Stop).
         st.caption(f"Share it: [a live, read-only view of this run](./board?follow={job_id}) for others to follow.")
         if st.session_state.pop(SCROLL_TO_RUN_KEY, False):
             st.html(SCROLL_TO_RUN_JS, unsafe_allow_javascript=True)
-        live_status()
-        live_charts()
+        live_run()
         if not live:
             replay.section(job_id, snap.get("name") or job_id, _recorded_events())
 
