@@ -26,7 +26,8 @@ SCROLL_TO_RUN_JS = """<script>
   go();
 })();
 </script>"""
-LIVE_REFRESH_S = 2.0   # the progress line, the charts and the anatomy while a run is queued or trains
+LIVE_REFRESH_S = 2.0   # the progress line while a run is queued or trains
+LIVE_CHARTS_S = 10.0   # the charts and the LoRA anatomy (see job_panel for why they differ)
 QUIET_POLLS_CSS = "<style>[data-testid='stStatusWidget'] { display: none !important; }</style>"
 
 
@@ -157,14 +158,14 @@ def job_panel(job_id: str) -> None:
     config = run_config(job_id)
     sft = (config.get("data") or {}).get("task") == "sft"
 
-    # One timer for the progress line, the charts and the anatomy: each fragment rerun has a price
-    # in the browser (~0.05-0.1 CPU-s in Chromium) that a machine which also trains takes from the
-    # trainer, and with two OpenMP threads waiting for each other the trainer loses more than the
-    # browser takes. The figures are built again only when a charted point arrived (live_figures):
-    # sent again unchanged, Plotly does not draw them again, so the charts can follow every 2 s for
-    # about what a 10 s timer cost before (BENCHMARKS.md section 9).
+    # Two timers, both slow on purpose. In Chromium every rerun of a fragment costs ~0.05-0.1 CPU-s
+    # on this page, and a machine which also trains takes that from the trainer (with two OpenMP
+    # threads waiting for each other it loses more than the browser takes). One 2 s timer for both
+    # the progress and the charts (the figures cached and sent again unchanged) cost Chromium about
+    # 1.2 CPU-s and the server 0.9 CPU-s more than this over a replayed "Fix a hallucination" run
+    # (issue 22, 3 pairs): the charts follow every 10 s.
     @st.fragment(run_every=LIVE_REFRESH_S if live else None)
-    def live_run() -> None:
+    def live_status() -> None:
         polled = _poll_shown(job_id)
         if polled is None:
             return
@@ -176,13 +177,20 @@ def job_panel(job_id: str) -> None:
             st.rerun()  # once: the page draws the result and stops polling
         if drawn_queued and snap["state"] == "running":
             st.rerun()  # once: the sidebar then leaves this job's progress to this page (app.py)
+
+    @st.fragment(run_every=LIVE_CHARTS_S if live else None)
+    def live_charts() -> None:
+        polled = _poll_shown(job_id)
+        if polled is None:
+            return
+        snap, events = polled
         charts_block(events, sft, job_id)
         if snap["state"] in ("queued", "running"):
             anatomy_block(events, config, live=True)
             return
-        # Drawn by the fragment too, so whichever run paints it last (the timer or the full rerun)
-        # shows it: drawn after the fragment, the card was sometimes missing in the browser when a
-        # timer run and the full rerun crossed.
+        # The result is drawn by a fragment, so whichever run paints it last (its own timer or the
+        # full rerun) shows it: drawn after the fragments, the card was sometimes missing in the
+        # browser when a timer run and the full rerun crossed.
         result_block(job_id, snap, events)
 
     if live:
@@ -195,7 +203,8 @@ def job_panel(job_id: str) -> None:
         st.caption(f"Share it: [a live, read-only view of this run](./board?follow={job_id}) for others to follow.")
         if st.session_state.pop(SCROLL_TO_RUN_KEY, False):
             st.html(SCROLL_TO_RUN_JS, unsafe_allow_javascript=True)
-        live_run()
+        live_status()
+        live_charts()
         if not live:
             replay.section(job_id, snap.get("name") or job_id, _recorded_events())
 
