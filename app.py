@@ -189,18 +189,22 @@ page = st.navigation(pages)
 st.html(STEADY_PROGRESS_BARS)  # style only: Streamlit puts it where it takes no space
 present.apply()  # presentation mode and theme, from the link or the sidebar, before any page draws
 sidebar(page)
-if page.title in ("Learn", "Train"):
-    # Learn loads no model, and the Train form needs no torch (tests/test_cold_start.py): both draw
-    # first and start the import after, so it does not compete with the drawing (Train waits for
-    # it at its end, for the estimate). The device line in the sidebar follows.
-    page.run()
-    warm_up()
-else:
-    # The other pages may load models, and must not import the same big packages as the warm-up
-    # thread at the same moment.
-    warm_up()
-    with st.spinner("Loading the engine (torch, transformers, PEFT): the page is ready in a few seconds…"):
-        wait_for_warm_up()
-    page.run()
-finish_sidebar_device()
-page_drawn()  # the warm-up now imports transformers and peft (pages/shared/session.py)
+try:
+    if page.title in ("Learn", "Train"):
+        # Learn loads no model, and the Train form needs no torch (tests/test_cold_start.py): both draw
+        # first and start the import after, so it does not compete with the drawing (Train waits for
+        # it at its end, for the estimate). The device line in the sidebar follows.
+        page.run()
+        warm_up()
+    else:
+        # The other pages may load models, and must not import the same big packages as the warm-up
+        # thread at the same moment.
+        warm_up()
+        with st.spinner("Loading the engine (torch, transformers, PEFT): the page is ready in a few seconds…"):
+            wait_for_warm_up()
+        page.run()
+    finish_sidebar_device()
+finally:
+    # The warm-up imports transformers and peft now (pages/shared/session.py), also when the page
+    # stopped early (st.stop, st.rerun, a switch of page).
+    page_drawn()
