@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import urlstate
 from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.shared.formatting import fmt_seconds, md_escape, show_error
 from pages.shared.keys import GPU_PARTS_SKIPPED_KEY, JOB_KEY
 from pages.shared.legacy import leave_legacy_multipage_mode
+from pages.shared.links import query_params
 from pages.shared.session import (
     device_info,
     engine_ready,
     manager,
     owner_id,
+    page_drawn,
     wait_for_engine,
     wait_for_warm_up,
     warm_up,
@@ -30,6 +33,10 @@ STEADY_PROGRESS_BARS = "<style>[data-testid='stProgress'] * { transition: none !
 # pages/ mode (see pages/shared/legacy.py); this turns it off and asks for the rerun through st.navigation.
 leave_legacy_multipage_mode()
 st.set_page_config(page_title="PEFT Playground", layout="wide")
+if urlstate.lesson_of(query_params()):
+    # A lesson link's page waits for torch before its form (the lesson's model depends on the GPU):
+    # its import starts now, beside the sidebar and the page's own imports, not after them.
+    warm_up()
 
 
 def sidebar_device() -> None:
@@ -182,17 +189,22 @@ page = st.navigation(pages)
 st.html(STEADY_PROGRESS_BARS)  # style only: Streamlit puts it where it takes no space
 present.apply()  # presentation mode and theme, from the link or the sidebar, before any page draws
 sidebar(page)
-if page.title in ("Learn", "Train"):
-    # Learn loads no model, and the Train form needs no torch (tests/test_cold_start.py): both draw
-    # first and start the import after, so it does not compete with the drawing (Train waits for
-    # it at its end, for the estimate). The device line in the sidebar follows.
-    page.run()
-    warm_up()
-else:
-    # The other pages may load models, and must not import the same big packages as the warm-up
-    # thread at the same moment.
-    warm_up()
-    with st.spinner("Loading the engine (torch, transformers, PEFT): the page is ready in a few seconds…"):
-        wait_for_warm_up()
-    page.run()
-finish_sidebar_device()
+try:
+    if page.title in ("Learn", "Train"):
+        # Learn loads no model, and the Train form needs no torch (tests/test_cold_start.py): both draw
+        # first and start the import after, so it does not compete with the drawing (Train waits for
+        # it at its end, for the estimate). The device line in the sidebar follows.
+        page.run()
+        warm_up()
+    else:
+        # The other pages may load models, and must not import the same big packages as the warm-up
+        # thread at the same moment.
+        warm_up()
+        with st.spinner("Loading the engine (torch, transformers, PEFT): the page is ready in a few seconds…"):
+            wait_for_warm_up()
+        page.run()
+    finish_sidebar_device()
+finally:
+    # The warm-up imports transformers and peft now (pages/shared/session.py), also when the page
+    # stopped early (st.stop, st.rerun, a switch of page).
+    page_drawn()

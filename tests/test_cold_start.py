@@ -127,3 +127,24 @@ def test_a_lesson_link_waits_for_torch_behind_the_note_not_in_the_script():
     saying so, instead of importing torch itself at the same moment."""
     seen = first_view("pages/train.py", {"lesson": "lora_sentiment"}, real_torch_after=True)
     assert seen["start"] == [True], "Start training is missing or disabled"
+
+
+def test_the_warm_up_imports_peft_after_the_first_page_is_drawn(monkeypatch):
+    """transformers and peft hold the interpreter lock for seconds while they import: a lesson link's
+    Train form, drawn once torch is in, must not share it with them (app.py calls page_drawn())."""
+    import threading
+    import types
+
+    import core.models
+    from pages.shared import session
+    imported, torch_in = [], threading.Event()
+    monkeypatch.setattr(core.models, "device_summary", lambda: torch_in.set() or {"device": "cpu"})
+    monkeypatch.setattr(session, "importlib", types.SimpleNamespace(import_module=imported.append))
+    engine = session.Engine()
+    engine.thread.start()
+    assert engine.device_known.wait(10) and torch_in.is_set()
+    engine.thread.join(0.5)
+    assert imported == [] and engine.thread.is_alive(), "peft imported while the page was still drawing"
+    engine.page_drawn.set()
+    engine.thread.join(10)
+    assert imported == ["peft"]

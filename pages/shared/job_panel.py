@@ -1,6 +1,8 @@
 """Train's live view of one run: progress, Stop, the charts while it trains, then its result."""
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import streamlit as st
 
 from pages import present, replay
@@ -26,6 +28,7 @@ SCROLL_TO_RUN_JS = """<script>
 </script>"""
 LIVE_REFRESH_S = 2.0   # the progress line while a run is queued or trains
 LIVE_CHARTS_S = 10.0   # the charts and the LoRA anatomy (see job_panel for why they differ)
+QUIET_POLLS_CSS = "<style>[data-testid='stStatusWidget'] { display: none !important; }</style>"
 
 
 def current_job() -> str | None:
@@ -92,8 +95,29 @@ def progress_block(snap: dict, events: list[dict]) -> None:
     st.progress(prog.get("fraction") or 0.0, text=" · ".join(parts) or state)
 
 
-def charts_block(events: list[dict], sft: bool) -> None:
-    figs = metrics_charts(events)
+CHART_EVENTS = ("log", "eval")  # what metrics_charts plots: progress and anatomy events change no chart
+FIGURES_KEY = "_tr_live_figures"
+
+
+def _charted(events: list[dict]) -> int:
+    return sum(1 for ev in events if ev.get("type") in CHART_EVENTS)
+
+
+def live_figures(cache: MutableMapping, job_id: str, events: list[dict], styled: bool) -> dict:
+    """metrics_charts(events), styled for the room or not, built again only when a charted event
+    arrived since the last call (kept in `cache`): most polls of a live run bring only progress
+    lines, and a figure sent again unchanged is not drawn again by the browser."""
+    stamp = (job_id, _charted(events), styled)
+    cached = cache.get(FIGURES_KEY)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    figs = {key: present.style_figure(fig, styled) for key, fig in metrics_charts(events).items()}
+    cache[FIGURES_KEY] = (stamp, figs)
+    return figs
+
+
+def charts_block(events: list[dict], sft: bool, job_id: str = "") -> None:
+    figs = live_figures(st.session_state, job_id, events, present.enabled())
     if not figs:
         st.caption("Charts appear with the first logged step.")
         return
@@ -102,7 +126,7 @@ def charts_block(events: list[dict], sft: bool) -> None:
     cols = st.columns(2)
     for i, key in enumerate(order):
         with cols[i % 2]:
-            st.plotly_chart(present.figure(figs[key]), key=f"tr_chart_{key}")
+            st.plotly_chart(figs[key], key=f"tr_chart_{key}")
 
 
 def stop_button(job_id: str, snap: dict) -> None:
@@ -134,12 +158,12 @@ def job_panel(job_id: str) -> None:
     config = run_config(job_id)
     sft = (config.get("data") or {}).get("task") == "sft"
 
-    # Two timers, both slow on purpose. In Chromium every rerun of a fragment costs ~0.1 CPU-s on
-    # this page and a redraw of the charts 0.4-0.6; where the browser shares the trainer's cores (a
-    # laptop, a classroom PC, the benchmark) that is taken from training, and with two OpenMP
-    # threads waiting for each other the trainer loses more than the browser takes. Progress every
-    # 2 s and charts every 10 s (instead of both every second) took the app from 0.76 to 0.91 of
-    # headless samples/s (BENCHMARKS.md).
+    # Two timers, both slow on purpose. In Chromium every rerun of a fragment costs ~0.05-0.1 CPU-s
+    # on this page, and a machine which also trains takes that from the trainer (with two OpenMP
+    # threads waiting for each other it loses more than the browser takes). One 2 s timer for both
+    # the progress and the charts (the figures cached and sent again unchanged) cost Chromium about
+    # 1.2 CPU-s and the server 0.9 CPU-s more than this over a replayed "Fix a hallucination" run
+    # (issue 22, 3 pairs): the charts follow every 10 s.
     @st.fragment(run_every=LIVE_REFRESH_S if live else None)
     def live_status() -> None:
         polled = _poll_shown(job_id)
@@ -160,7 +184,7 @@ def job_panel(job_id: str) -> None:
         if polled is None:
             return
         snap, events = polled
-        charts_block(events, sft)
+        charts_block(events, sft, job_id)
         if snap["state"] in ("queued", "running"):
             anatomy_block(events, config, live=True)
             return
@@ -169,6 +193,10 @@ def job_panel(job_id: str) -> None:
         # browser when a timer run and the full rerun crossed.
         result_block(job_id, snap, events)
 
+    if live:
+        # Streamlit's "Running..." badge comes and goes with every poll: in a room it only distracts,
+        # and in Chromium it is part of what each poll costs.
+        st.html(QUIET_POLLS_CSS)
     with st.container(key="tr_current_run"):
         st.subheader("Current run")
         # The class watches it on their own laptops (pages/board.py: read-only, no Stop).

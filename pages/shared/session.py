@@ -51,6 +51,7 @@ def manager():
     return mgr
 
 
+PEFT_IMPORT_DELAY_MAX_S = 10.0  # the longest the warm-up waits for the first page before it imports peft
 ENGINE_NOTE = "Loading the engine (torch, transformers): {what} in a few seconds."
 
 
@@ -64,6 +65,7 @@ class Engine:
         self.device: dict | None = None
         self.error: Exception | None = None
         self.device_known = threading.Event()
+        self.page_drawn = threading.Event()  # page_drawn(): the first page is on the screen
         self.thread = threading.Thread(target=self._load, name="playground-warm-up", daemon=True)
 
     def _load(self) -> None:
@@ -74,6 +76,9 @@ class Engine:
             self.error = exc
         finally:
             self.device_known.set()
+        # transformers and peft hold the interpreter lock for seconds while they import: not while
+        # the page that waited for torch draws itself (a lesson link's Train form), but after it.
+        self.page_drawn.wait(PEFT_IMPORT_DELAY_MAX_S)
         try:
             importlib.import_module("peft")  # and transformers: a run's first start is quicker
         except Exception:  # the run that needs them reports the problem itself
@@ -135,8 +140,16 @@ def gpu_probe_allowed() -> bool:
     return False
 
 
+def page_drawn() -> None:
+    """The script run has drawn its page (app.py, at its end): the warm-up may import the rest."""
+    if _started is not None:
+        _started.page_drawn.set()
+
+
 def wait_for_warm_up() -> None:
-    warm_up().thread.join()
+    engine = warm_up()
+    engine.page_drawn.set()  # wanted now: no reason left to wait for the page
+    engine.thread.join()
 
 
 def is_admin() -> bool:
