@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import re
 import traceback
 from typing import Any, Callable, TypeVar
@@ -51,9 +52,23 @@ def cuda_half_dtype() -> str:
     return "bfloat16" if native_bf16() else "float16"
 
 
+# What a GPU driver puts on a machine: NVIDIA's (also inside a container given a GPU, as on a GPU
+# Space), WSL's paravirtual GPU, AMD's ROCm. With none of them torch cannot see a GPU either.
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def gpu_driver_present() -> bool:
+    """Whether this machine shows any GPU driver. Asked before importing torch: on a CPU-only
+    server (the free Space tier) a lesson link then picks its CPU preset without waiting 2-3 s for
+    torch to load, and the Train form is usable sooner on a cold start."""
+    return any(os.path.exists(p) for p in GPU_DRIVER_PATHS)
+
+
 def free_gpu_bytes() -> int | None:
     """Free memory on the current GPU as the driver reports it (other processes included); None
     without a GPU or when the driver cannot be asked."""
+    if not gpu_driver_present():
+        return None
     import torch
 
     try:

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core import limits, presets, recommend, runs
 from core.config import ConfigError, DataSpec, RunConfig, TrainSpec, params_schema
+from core.device import gpu_driver_present
 from core.methods import all_methods
 from pages import present
 from pages.shared.estimate_card import estimate_panel
@@ -224,7 +225,9 @@ def main() -> None:
     if not engine_ready():
         note = ENGINE_NOTE.format(what="the form is ready")
         loading.info(note, icon=":material/hourglass_top:")
-        if lesson_link():  # the lesson's model depends on the GPU, which only torch can tell
+        # A lesson's model depends on the GPU, which only torch can tell; without a GPU driver on
+        # the machine there is none to ask about, and the CPU preset draws at once.
+        if lesson_link() and gpu_driver_present():
             wait_for_engine(lambda waited: loading.info(f"{note} ({waited:.0f} s)", icon=":material/hourglass_top:"))
     load_url()
     # In front of a room Start goes first and the run right under it, above the lesson's text:

@@ -77,6 +77,9 @@ class HoldBackTorch:
 
 
 sys.meta_path.insert(0, HoldBackTorch())
+if GPU_DRIVER:
+    import core.device
+    core.device.GPU_DRIVER_PATHS = (ROOT,)  # a path that exists: this machine "has" a GPU driver
 from tests.helpers.apptest import open_app
 
 at = open_app(PAGE, direct=True, query=QUERY, timeout=240)
@@ -91,11 +94,13 @@ print(json.dumps({
 """
 
 
-def first_view(page: str | None, query: dict | None = None, real_torch_after: bool = False) -> dict:
+def first_view(page: str | None, query: dict | None = None, real_torch_after: bool = False,
+               gpu_driver: bool = False) -> dict:
     """What APPTEST_SCRIPT saw of `page` (None: Learn, the default) opened first in a fresh process.
-    With `real_torch_after`, torch really imports once the warm-up's (failed) turn is over."""
+    With `real_torch_after`, torch really imports once the warm-up's (failed) turn is over; with
+    `gpu_driver`, the machine looks as if it had a GPU driver (core.device.gpu_driver_present)."""
     code = (f"ROOT = {ROOT!r}\nRELEASE_AFTER_S = 3.0\nPAGE = {page!r}\nQUERY = {query or {}!r}\n"
-            f"REAL_AFTER_RELEASE = {real_torch_after!r}\n" + APPTEST_SCRIPT)
+            f"REAL_AFTER_RELEASE = {real_torch_after!r}\nGPU_DRIVER = {gpu_driver!r}\n" + APPTEST_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=env)
@@ -123,10 +128,19 @@ def test_the_train_form_draws_while_torch_is_still_loading():
 
 
 def test_a_lesson_link_waits_for_torch_behind_the_note_not_in_the_script():
-    """A lesson's model depends on the GPU (core.gpu_shelf asks torch): Train waits for the warm-up,
-    saying so, instead of importing torch itself at the same moment."""
-    seen = first_view("pages/train.py", {"lesson": "lora_sentiment"}, real_torch_after=True)
+    """A lesson's model depends on the GPU (core.gpu_shelf asks torch): on a machine with a GPU
+    driver Train waits for the warm-up, saying so, instead of importing torch itself at the same
+    moment."""
+    seen = first_view("pages/train.py", {"lesson": "lora_sentiment"}, real_torch_after=True, gpu_driver=True)
     assert seen["start"] == [True], "Start training is missing or disabled"
+
+
+def test_a_lesson_link_on_a_machine_without_a_gpu_driver_draws_before_torch():
+    """No GPU driver (the free CPU Space): there is no GPU for torch to find, so the lesson's CPU
+    preset and its whole form draw while torch is still loading (no heavy import asked for early)."""
+    seen = first_view("pages/train.py", {"lesson": "lora_sentiment"})
+    assert seen["start"] == [True], "Start training is missing or disabled"
+    assert "Trainable parameters" in seen["metrics"], seen["metrics"]
 
 
 def test_the_warm_up_imports_peft_after_the_first_page_is_drawn(monkeypatch):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from core import models
+from core import device as core_device
 from core.models import device_policy, loading
 from core.config import ConfigError, RunConfig
 
@@ -40,6 +41,7 @@ def fake_cuda(monkeypatch):
         monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: None)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
         monkeypatch.setattr(device_policy, "_mps_available", lambda: False)
+        monkeypatch.setattr(core_device, "gpu_driver_present", lambda: available)
     return install
 
 

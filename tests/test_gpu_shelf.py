@@ -14,6 +14,7 @@ import torch
 from core import estimate, gpu_shelf, lessons, models
 from core.config import ConfigError, RunConfig, TrainSpec, params_schema
 from core.device import GPU_CARDS, GpuOutOfMemory, explain_cuda_oom, native_bf16
+from core import device as core_device
 from core.models import device_policy
 
 GIB = 2 ** 30
@@ -44,6 +45,7 @@ def card(monkeypatch):
                             lambda *a, **k: (int(free_gb * GIB), int(spec["memory_gb"] * GIB)))
         monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
         monkeypatch.setattr(device_policy, "_mps_available", lambda: False)
+        monkeypatch.setattr(core_device, "gpu_driver_present", lambda: available)
         return calls
     calls: list = []
     return install
