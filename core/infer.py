@@ -17,14 +17,12 @@ from typing import Iterator
 import torch
 
 from core import limits, models
+from core.chat_stream import REPETITION_PENALTY, eos_ids, stop_when, stream_rows, time_limit_note
 from core.build import build_model
 from core.config import ConfigError, RunConfig
 from core.scoring import label_word_probs
 from core.tokenize import chat_prompt_ids
 
-# Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
-# the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
-REPETITION_PENALTY = 1.0
 # Rows per batch in generate_views (core.probe.BATCH_SIZE says what sizes cost); the model is held a
 # token at a time, so a chat on the same run never waits for a whole batch.
 GENERATE_BATCH_SIZE = 32
@@ -61,43 +59,8 @@ def _adapter_disabled(peft_model):
             p.requires_grad_(flag)
 
 
-class _AnyEvent:
-    """is_set() of either of two flags (one may be None)."""
-
-    def __init__(self, *events):
-        self.events = [e for e in events if e is not None]
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self.events)
-
-
 class ModelBusy(ConfigError):
     """Another session has used this run's model for longer than PLAYGROUND_MODEL_WAIT_SECONDS."""
-
-
-def _stop_when(cancel: threading.Event | None, deadline: float, timed_out: list):
-    """A StoppingCriteria checked after every new token: the caller went away (its session closed or
-    its script run was superseded: `cancel`), or the answer used its time budget."""
-    from transformers import StoppingCriteria
-
-    class _Stop(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kw):
-            late = time.monotonic() > deadline
-            if late and not timed_out:
-                timed_out.append(True)
-            stop = late or (cancel is not None and cancel.is_set())
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-    return _Stop()
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    """The ids `model.generate` stops a row at (its generation config's, as `generate` uses them)."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return set()
-    return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
 class RunModel:
@@ -238,58 +201,42 @@ class RunModel:
                         cancel: threading.Event | None = None) -> Iterator[str]:
         """The answer, piece by piece. It stops early when `cancel` is set, when the consumer stops
         reading (the generator is closed), or at PLAYGROUND_GENERATION_SECONDS (then says so)."""
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        for _, piece in self.generate_views_stream(prompt, {"answer": history}, {"answer": tuned}, max_new_tokens,
+                                                   temperature, cancel):
+            if piece is not None:
+                yield piece
+
+    def generate_views_stream(self, prompt: str, histories: dict[str, list[dict] | None], views: dict[str, bool],
+                              max_new_tokens: int = 64, temperature: float = 0.0,
+                              cancel: threading.Event | None = None) -> Iterator[tuple[str, str | None]]:
+        """Each pane's answer to `prompt`, given the pane's own `histories[pane]` and view
+        (`views[pane]`: tuned or base): (pane, piece) while it is made, (pane, None) once that pane's
+        answer is complete. A LoRA run answers all panes in one generation (peft's per-row
+        `adapter_names`, the rows left-padded); other runs answer one pane after the other.
+        Stops as `generate_stream` does; a newer send waiting for the model finds it a token later."""
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
             raise ConfigError("the prompt is empty; type a question")
         limits.check_prompt_chars(prompt)  # before tokenising: a 100k-character prompt costs seconds
-        messages = list(history or []) + [{"role": "user", "content": prompt}]
-        ids = self._chat_ids(messages)
-        limits.check_prompt_tokens(int(ids.shape[1]))
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        panes = list(views)
+        rows = [self._chat_ids(list(histories.get(p) or []) + [{"role": "user", "content": prompt}])[0].tolist()
+                for p in panes]
+        for row in rows:
+            limits.check_prompt_tokens(len(row))
         budget = limits.generation_seconds()
-        timed_out: list = []
-        stop_flag = threading.Event()  # set when the consumer leaves: the thread must not run on
-        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                      streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
-                      do_sample=temperature > 0, repetition_penalty=REPETITION_PENALTY)
-        if temperature > 0:
-            kwargs["temperature"] = temperature
-        errors: list[BaseException] = []
-        with self.view(tuned) as model:
-            kwargs["input_ids"] = ids.to(model.device)
-            kwargs["attention_mask"] = kwargs["attention_mask"].to(model.device)
-            # The clock starts once the model is ours: waiting for it is bounded separately.
-            either = _AnyEvent(cancel, stop_flag)
-            if either.is_set():
-                return  # replaced by a newer send while it waited for the model: nothing to answer
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_when(either, time.monotonic() + budget,
-                                                                           timed_out)])
-
-            def work():
-                try:
-                    with torch.no_grad():
-                        model.generate(**kwargs)
-                except BaseException as exc:  # surfaced to the caller below
-                    errors.append(exc)
-                    streamer.end()
-
-            thread = threading.Thread(target=work, daemon=True, name="playground-generate")
-            thread.start()
-            try:
-                for piece in streamer:
-                    yield piece
-            finally:
-                # Closed early (a new send, a closed tab): stop at the next token, and keep the model
-                # locked until the thread is done with it.
-                stop_flag.set()
-                thread.join()
-        if errors:
-            raise errors[0]
-        if timed_out:
-            yield (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                   "PLAYGROUND_GENERATION_SECONDS)_")
+        if len(set(views.values())) > 1 and self._mixed_views():
+            names = {False: "__base__", True: self.model.active_adapter}
+            groups = [(True, panes, rows, {"adapter_names": [names[views[p]] for p in panes]})]
+        else:
+            groups = [(views[p], [p], [r], {}) for p, r in zip(panes, rows)]
+        for tuned, keys, group_rows, kw in groups:
+            with self.view(tuned) as model:
+                # The clock starts once the model is ours: waiting for it is bounded separately.
+                if cancel is not None and cancel.is_set():
+                    return  # replaced by a newer send while it waited for the model: nothing to answer
+                yield from stream_rows(model, self.tokenizer, group_rows, keys, max_new_tokens, temperature, cancel,
+                                       budget, **kw)
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
@@ -377,7 +324,7 @@ class RunModel:
         budget, timed_out, tokens = limits.generation_seconds(), [], [[] for _ in rows]
         alive = list(range(len(rows)))  # batch slot -> row
         step_view = views[0]  # a batch that is not mixed has one view
-        eos = _eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
+        eos = eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
         # Between tokens the model is free: a chat waiting for it goes first. The first wait is a
         # chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch waits out a chat's
         # answer, and its time budget counts only its own time with the model.
@@ -424,8 +371,7 @@ class RunModel:
                 mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], -1)
                 nxt = forward([views[r] for r in alive], input_ids=nxt[:, None], attention_mask=mask,
                               position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
-        note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                "PLAYGROUND_GENERATION_SECONDS)_")
+        note = time_limit_note(budget)
         return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
 
     def _generate_rows(self, rows: list[list[int]], tuned: bool, max_new_tokens: int, cancel, pad) -> list[str] | None:
@@ -442,15 +388,14 @@ class RunModel:
                                  max_new_tokens=max_new_tokens, pad_token_id=pad, do_sample=False,
                                  repetition_penalty=REPETITION_PENALTY,
                                  stopping_criteria=StoppingCriteriaList(
-                                     [_stop_when(cancel, time.monotonic() + budget, timed_out)]))
-            eos = _eos_ids(model, self.tokenizer)
+                                     [stop_when(cancel, time.monotonic() + budget, timed_out)]))
+            eos = eos_ids(model, self.tokenizer)
         answers = []
         for row in out[:, width:].tolist():
             ended = next((i for i, t in enumerate(row) if t in eos), None)
             # A finished row goes on being filled with pads: its answer ends with its first eos.
             row = row if ended is None else row[:ended + 1]
-            note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                    "PLAYGROUND_GENERATION_SECONDS)_") if timed_out and ended is None else ""
+            note = time_limit_note(budget) if timed_out and ended is None else ""
             answers.append((self._as_streamed(row) + note).strip())
         return answers
 
