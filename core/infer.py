@@ -17,12 +17,15 @@ from typing import Iterator
 import torch
 
 from core import limits, models
-from core.chat_stream import REPETITION_PENALTY, eos_ids, stop_when, stream_rows, time_limit_note
 from core.build import build_model
+from core.chat_stream import RowText, greedy_rows, time_limit_note
 from core.config import ConfigError, RunConfig
 from core.scoring import label_word_probs
 from core.tokenize import chat_prompt_ids
 
+# Plain greedy decoding. A penalty of 1.1 also punishes the question's own words in the answer:
+# the base SmolLM2 then missed 3 of the 20 general questions ("2 plus 2" -> probability theory).
+REPETITION_PENALTY = 1.0
 # Rows per batch in generate_views (core.probe.BATCH_SIZE says what sizes cost); the model is held a
 # token at a time, so a chat on the same run never waits for a whole batch.
 GENERATE_BATCH_SIZE = 32
@@ -59,8 +62,43 @@ def _adapter_disabled(peft_model):
             p.requires_grad_(flag)
 
 
+class _AnyEvent:
+    """is_set() of either of two flags (one may be None)."""
+
+    def __init__(self, *events):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
 class ModelBusy(ConfigError):
     """Another session has used this run's model for longer than PLAYGROUND_MODEL_WAIT_SECONDS."""
+
+
+def _stop_when(cancel: threading.Event | None, deadline: float, timed_out: list):
+    """A StoppingCriteria checked after every new token: the caller went away (its session closed or
+    its script run was superseded: `cancel`), or the answer used its time budget."""
+    from transformers import StoppingCriteria
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kw):
+            late = time.monotonic() > deadline
+            if late and not timed_out:
+                timed_out.append(True)
+            stop = late or (cancel is not None and cancel.is_set())
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+    return _Stop()
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """The ids `model.generate` stops a row at (its generation config's, as `generate` uses them)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return set()
+    return {int(e) for e in eos} if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
 class RunModel:
@@ -201,19 +239,66 @@ class RunModel:
                         cancel: threading.Event | None = None) -> Iterator[str]:
         """The answer, piece by piece. It stops early when `cancel` is set, when the consumer stops
         reading (the generator is closed), or at PLAYGROUND_GENERATION_SECONDS (then says so)."""
-        for _, piece in self.generate_views_stream(prompt, {"answer": history}, {"answer": tuned}, max_new_tokens,
-                                                   temperature, cancel):
-            if piece is not None:
-                yield piece
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        if self.task != "sft":
+            raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty; type a question")
+        limits.check_prompt_chars(prompt)  # before tokenising: a 100k-character prompt costs seconds
+        messages = list(history or []) + [{"role": "user", "content": prompt}]
+        ids = self._chat_ids(messages)
+        limits.check_prompt_tokens(int(ids.shape[1]))
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        budget = limits.generation_seconds()
+        timed_out: list = []
+        stop_flag = threading.Event()  # set when the consumer leaves: the thread must not run on
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                      streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
+                      do_sample=temperature > 0, repetition_penalty=REPETITION_PENALTY)
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+        errors: list[BaseException] = []
+        with self.view(tuned) as model:
+            kwargs["input_ids"] = ids.to(model.device)
+            kwargs["attention_mask"] = kwargs["attention_mask"].to(model.device)
+            # The clock starts once the model is ours: waiting for it is bounded separately.
+            either = _AnyEvent(cancel, stop_flag)
+            if either.is_set():
+                return  # replaced by a newer send while it waited for the model: nothing to answer
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_when(either, time.monotonic() + budget,
+                                                                           timed_out)])
+
+            def work():
+                try:
+                    with torch.no_grad():
+                        model.generate(**kwargs)
+                except BaseException as exc:  # surfaced to the caller below
+                    errors.append(exc)
+                    streamer.end()
+
+            thread = threading.Thread(target=work, daemon=True, name="playground-generate")
+            thread.start()
+            try:
+                for piece in streamer:
+                    yield piece
+            finally:
+                # Closed early (a new send, a closed tab): stop at the next token, and keep the model
+                # locked until the thread is done with it.
+                stop_flag.set()
+                thread.join()
+        if errors:
+            raise errors[0]
+        if timed_out:
+            yield time_limit_note(budget)
 
     def generate_views_stream(self, prompt: str, histories: dict[str, list[dict] | None], views: dict[str, bool],
                               max_new_tokens: int = 64, temperature: float = 0.0,
                               cancel: threading.Event | None = None) -> Iterator[tuple[str, str | None]]:
         """Each pane's answer to `prompt`, given the pane's own `histories[pane]` and view
         (`views[pane]`: tuned or base): (pane, piece) while it is made, (pane, None) once that pane's
-        answer is complete. A LoRA run answers all panes in one generation (peft's per-row
-        `adapter_names`, the rows left-padded); other runs answer one pane after the other.
-        Stops as `generate_stream` does; a newer send waiting for the model finds it a token later."""
+        answer is over. A LoRA run answers greedily with all panes in one batch (peft's per-row
+        `adapter_names`; a pane that is done leaves it), the model held a token at a time as the
+        probe holds it; other runs, and sampling, answer one pane after the other (generate_stream)."""
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
@@ -224,19 +309,28 @@ class RunModel:
                 for p in panes]
         for row in rows:
             limits.check_prompt_tokens(len(row))
-        budget = limits.generation_seconds()
-        if len(set(views.values())) > 1 and self._mixed_views():
-            names = {False: "__base__", True: self.model.active_adapter}
-            groups = [(True, panes, rows, {"adapter_names": [names[views[p]] for p in panes]})]
-        else:
-            groups = [(views[p], [p], [r], {}) for p, r in zip(panes, rows)]
-        for tuned, keys, group_rows, kw in groups:
-            with self.view(tuned) as model:
-                # The clock starts once the model is ours: waiting for it is bounded separately.
-                if cancel is not None and cancel.is_set():
-                    return  # replaced by a newer send while it waited for the model: nothing to answer
-                yield from stream_rows(model, self.tokenizer, group_rows, keys, max_new_tokens, temperature, cancel,
-                                       budget, **kw)
+        if temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
+            for pane in panes:
+                for piece in self.generate_stream(prompt, views[pane], max_new_tokens, temperature,
+                                                  histories.get(pane), cancel):
+                    yield pane, piece
+                yield pane, None
+            return
+        budget, timed_out, used = limits.generation_seconds(), [], [0.0]
+        texts = [RowText(self.tokenizer) for _ in rows]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        for row, token in greedy_rows(self._token_forward(True, True, budget, used), rows, [views[p] for p in panes],
+                                      pad, _eos_ids(self.model, self.tokenizer), max_new_tokens,
+                                      lambda: cancel is not None and cancel.is_set(), lambda: used[0] > budget,
+                                      timed_out):
+            if token is not None:
+                pieces = texts[row].put(token)
+            else:
+                pieces = texts[row].end() + ([time_limit_note(budget)] if row in timed_out else [])
+            for piece in pieces:
+                yield panes[row], piece
+            if token is None:
+                yield panes[row], None
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
@@ -311,27 +405,31 @@ class RunModel:
         if self.format == "peft" and self.model.peft_config[self.model.active_adapter].is_prompt_learning:
             # peft feeds virtual tokens (and a cache of its own) into every forward: generate knows how
             return self._generate_rows(rows, views[0], max_new_tokens, cancel, pad)
-        # Keep one real token per row after the shared part: its logits give the first answer token.
-        common = _common_prefix(rows, min(len(r) for r in rows) - 1)
-        kinds = sorted(set(views))
-        names = None
-        if mixed:
-            name = self.model.active_adapter
-            names = {False: "__base__", True: name}
-        width = max(len(r) - common for r in rows)
-        input_ids = torch.tensor([[pad] * (width - len(r) + common) + r[common:] for r in rows])
-        mask = torch.tensor([[1] * common + [0] * (width - len(r) + common) + [1] * (len(r) - common) for r in rows])
-        budget, timed_out, tokens = limits.generation_seconds(), [], [[] for _ in rows]
-        alive = list(range(len(rows)))  # batch slot -> row
+        budget, timed_out, used = limits.generation_seconds(), [], [0.0]
         step_view = views[0]  # a batch that is not mixed has one view
-        eos = eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
-        # Between tokens the model is free: a chat waiting for it goes first. The first wait is a
-        # chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch waits out a chat's
-        # answer, and its time budget counts only its own time with the model.
-        waits, used = [None, budget + limits.model_wait_seconds()], [0.0]
+        eos = _eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
+        tokens: list[list[int]] | None = None
+        for row, token in greedy_rows(self._token_forward(mixed, step_view, budget, used), rows, views, pad, eos,
+                                      max_new_tokens, lambda: cancel is not None and cancel.is_set(),
+                                      lambda: used[0] > budget, timed_out):
+            tokens = tokens or [[] for _ in rows]
+            if token is not None:
+                tokens[row].append(token)
+        if tokens is None:
+            return None
+        note = time_limit_note(budget)
+        return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
+
+    def _token_forward(self, mixed: bool, step_view: bool, budget: float, used: list):
+        """`greedy_rows`' forward: the model held one token at a time (a waiting chat or probe goes
+        first between tokens); `used[0]` adds up the seconds it held the model."""
+        # The first wait is a chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch
+        # waits out another's turn, and its time budget counts only its own time with the model.
+        waits = [None, budget + limits.model_wait_seconds()]
+        names = {False: "__base__", True: self.model.active_adapter} if mixed else None
 
         def forward(row_views: list[bool], **kw):
-            with self.view(True if mixed else step_view, wait=waits[0]) as model:
+            with self.view(True if mixed else step_view, wait=waits[0]) as model, torch.no_grad():
                 waits[:], start = waits[-1:], time.monotonic()
                 if names is not None:
                     kw["adapter_names"] = [names[v] for v in row_views]
@@ -339,40 +437,7 @@ class RunModel:
                                use_cache=True).logits
                 used[0] += time.monotonic() - start
                 return logits[:, -1].float().argmax(-1).cpu()
-
-        from transformers import DynamicCache
-        with torch.inference_mode():
-            if cancel is not None and cancel.is_set():
-                return None
-            cache = DynamicCache()
-            if common:  # one row of the shared start per view (mixed: base and tuned in one forward)
-                forward(kinds, input_ids=torch.tensor([rows[0][:common]] * len(kinds)), past_key_values=cache,
-                        logits_to_keep=1)
-                cache.batch_select_indices(torch.tensor([kinds.index(v) for v in views]))
-            position = (mask.cumsum(-1) - 1).clamp(min=0)
-            nxt = forward(views, input_ids=input_ids, attention_mask=mask, position_ids=position[:, common:],
-                          past_key_values=cache, logits_to_keep=1)
-            while True:
-                done = []
-                for slot, row in enumerate(alive):
-                    tokens[row].append(int(nxt[slot]))
-                    if tokens[row][-1] in eos or len(tokens[row]) >= max_new_tokens:
-                        done.append(slot)
-                late = used[0] > budget
-                if late or (cancel is not None and cancel.is_set()) or len(done) == len(alive):
-                    if late:
-                        timed_out = [r for s, r in enumerate(alive) if s not in done]
-                    break
-                if done:  # finished rows leave the batch: no more work for them
-                    keep = torch.tensor([s for s in range(len(alive)) if s not in done])
-                    cache.batch_select_indices(keep)
-                    mask, nxt = mask[keep], nxt[keep]
-                    alive = [alive[s] for s in keep.tolist()]
-                mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], -1)
-                nxt = forward([views[r] for r in alive], input_ids=nxt[:, None], attention_mask=mask,
-                              position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
-        note = time_limit_note(budget)
-        return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
+        return forward
 
     def _generate_rows(self, rows: list[list[int]], tuned: bool, max_new_tokens: int, cancel, pad) -> list[str] | None:
         """`_greedy_batch` through one `model.generate` call, left-padded (prompt learning)."""
@@ -388,8 +453,8 @@ class RunModel:
                                  max_new_tokens=max_new_tokens, pad_token_id=pad, do_sample=False,
                                  repetition_penalty=REPETITION_PENALTY,
                                  stopping_criteria=StoppingCriteriaList(
-                                     [stop_when(cancel, time.monotonic() + budget, timed_out)]))
-            eos = eos_ids(model, self.tokenizer)
+                                     [_stop_when(cancel, time.monotonic() + budget, timed_out)]))
+            eos = _eos_ids(model, self.tokenizer)
         answers = []
         for row in out[:, width:].tolist():
             ended = next((i for i, t in enumerate(row) if t in eos), None)
@@ -402,18 +467,8 @@ class RunModel:
     def _as_streamed(self, tokens: list[int]) -> str:
         """The text `generate` joins from its streamer's pieces for these new tokens: the streamer
         decodes a growing cache and flushes it at line ends, which is not always decode(tokens)."""
-        from transformers import TextStreamer
-
-        class _Collect(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False):
-                pieces.append(text)
-
-        pieces: list[str] = []
-        streamer = _Collect(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
-        for t in tokens:
-            streamer.put(torch.tensor([t]))
-        streamer.end()
-        return "".join(pieces)
+        text = RowText(self.tokenizer)
+        return "".join([piece for t in tokens for piece in text.put(t)] + text.end())
 
     def _chat_ids(self, messages: list[dict]) -> torch.Tensor:
         if getattr(self.tokenizer, "chat_template", None):
@@ -422,11 +477,3 @@ class RunModel:
                 ids = ids["input_ids"]
             return torch.tensor([list(ids)])
         return torch.tensor([chat_prompt_ids(self.tokenizer, messages[-1]["content"])])
-
-
-def _common_prefix(rows: list[list[int]], at_most: int) -> int:
-    """How many leading tokens all rows share (the chat template's system prompt), at most `at_most`."""
-    n = 0
-    while n < at_most and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return n

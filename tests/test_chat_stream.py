@@ -1,6 +1,6 @@
-"""Both Compare panes in one generation (RunModel.generate_views_stream): each pane's answer is what
+"""Both Compare panes in one batch (RunModel.generate_views_stream): each pane's answer is what
 one-by-one greedy `generate` answers with that pane's own history; runs that cannot mix adapters in a
-batch answer one pane after the other; a cancel or a closed reader stops the generation."""
+batch, and sampling, answer one pane after the other; a cancel or a closed reader stops the answer."""
 from __future__ import annotations
 
 import threading
@@ -71,12 +71,33 @@ def test_both_panes_in_one_generation_equal_one_by_one(lora_model, monkeypatch):
     batches = _forward_batches(monkeypatch, lora_model)
     texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12))
     assert {p: t.strip() for p, t in texts.items()} == one_by_one
-    assert set(batches) == {2}, batches  # every forward carried both panes' rows
-    assert len(batches) <= 12
+    # the shared start once per view, then both panes' rows in every forward: 12 tokens in 12 forwards
+    assert batches[1:] == [2] * 12 and batches[0] == 2, batches
     # streamed: both panes' words interleave, each pane ends once
     first_end = order.index(next(o for o in order if o.startswith("end:")))
     assert {"base", "tuned"} <= set(order[:first_end])
     assert sorted(o for o in order if o.startswith("end:")) == ["end:base", "end:tuned"]
+
+
+def test_a_pane_that_is_done_leaves_the_batch(lora_model, monkeypatch):
+    """The base pane often talks to its token limit while the tuned one answers in a line: the
+    finished row costs nothing more. A token the tuned pane says early is made the end of turn."""
+    one_by_one = lora_model.generate(PROMPT, tuned=True, max_new_tokens=12, history=HISTORIES["tuned"])
+    ids = lora_model._chat_ids(HISTORIES["tuned"] + [{"role": "user", "content": PROMPT}])
+    import torch
+    with torch.no_grad(), lora_model.view(True) as model:
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                             pad_token_id=lora_model.tokenizer.pad_token_id)
+    base = lora_model.model.get_base_model()
+    monkeypatch.setattr(base.generation_config, "eos_token_id", out[0, ids.shape[1] + 2].item())
+    single = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=12, history=HISTORIES[p])
+              for p, t in VIEWS.items()}
+    assert len(single["tuned"]) < len(one_by_one)
+    batches = _forward_batches(monkeypatch, lora_model)
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12))
+    assert {p: t.strip() for p, t in texts.items()} == single
+    assert order.index("end:tuned") < order.index("end:base")
+    assert 1 in batches and batches[-1] == 1, batches  # the base row went on alone
 
 
 def test_both_panes_with_the_same_history_equal_one_by_one(lora_model):
@@ -85,13 +106,16 @@ def test_both_panes_with_the_same_history_equal_one_by_one(lora_model):
     assert {p: t.strip() for p, t in texts.items()} == one_by_one
 
 
-def test_sampling_in_the_batch_gives_each_pane_an_answer(lora_model):
+def test_sampling_answers_one_pane_after_the_other(lora_model, monkeypatch):
     import torch
+    batches = _forward_batches(monkeypatch, lora_model)
     torch.manual_seed(1)
     texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
                                                              temperature=1.0))
     assert set(texts) == {"base", "tuned"} and all(t.strip() for t in texts.values())
-    assert order.count("end:base") == order.count("end:tuned") == 1
+    ended = order.index("end:base")
+    assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
+    assert set(batches) == {1}
 
 
 def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_model, monkeypatch):
@@ -109,24 +133,52 @@ def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_mod
 def test_a_cancel_mid_answer_ends_both_panes_at_once(lora_model):
     cancel = threading.Event()
     stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, cancel=cancel)
-    pane, piece = next(stream)
-    assert piece
+    first = next(stream)
+    assert first[1]
     cancel.set()  # a newer send from the same session
     rest = list(stream)
-    ends = [p for p, t in rest if t is None]
-    assert sorted(ends) == ["base", "tuned"]
-    texts, _ = _collect([(pane, piece)] + rest)
+    assert sorted(p for p, t in rest if t is None) == ["base", "tuned"]
+    texts, _ = _collect([first] + rest)
     assert sum(len(t.split()) for t in texts.values()) < 40  # far from 2 x 200 tokens
-    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "playground-generate")
+
+
+def test_a_cancel_before_the_model_is_free_answers_nothing(lora_model):
+    cancel = threading.Event()
+    cancel.set()
+    assert list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, cancel=cancel)) == []
 
 
 def test_a_closed_reader_frees_the_model(lora_model):
     stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200)
     next(stream)
     stream.close()  # a closed tab, or Streamlit stopping the script run
-    assert not any(t.is_alive() for t in threading.enumerate() if t.name == "playground-generate")
     with lora_model.view(True, wait=1):  # the lock is free again
         pass
+
+
+def test_a_probe_and_a_chat_take_turns_a_token_at_a_time(lora_model, monkeypatch):
+    """Neither is told "busy": the chat's forwards and the probe's interleave."""
+    import time
+    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
+    base = lora_model.model.get_base_model()
+    forward, log = type(base).forward, []
+
+    def slow(self, *a, **kw):
+        log.append(threading.current_thread().name)
+        time.sleep(0.05)
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(type(base), "forward", slow)
+    probe = threading.Thread(name="probe", target=lambda: lora_model.generate_views(
+        [PROMPT] * 4, (False, True), max_new_tokens=30, batch_size=64))
+    probe.start()
+    while "probe" not in log:
+        time.sleep(0.01)
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=30))
+    probe.join(60)
+    assert set(texts) == {"base", "tuned"}
+    first_chat = log.index("MainThread")
+    assert "probe" in log[first_chat:] and "MainThread" in log[log.index("probe", first_chat):]
 
 
 def test_the_time_limit_note_goes_to_each_pane_cut_short(lora_model, monkeypatch):
