@@ -29,6 +29,12 @@ REPETITION_PENALTY = 1.0
 # Rows per batch in generate_views (core.probe.BATCH_SIZE says what sizes cost); the model is held a
 # token at a time, so a chat on the same run never waits for a whole batch.
 GENERATE_BATCH_SIZE = 32
+# Whether the Compare chat asks a LoRA run's two panes in one batch (greedy). Off: on this server's
+# 2-core AVX2 CPU a two-row forward of SmolLM2-135M costs ~1.7x a one-row forward at one torch thread
+# (MKL's product for two rows is not one pass over the weights; the 49k-word head 2.3x), and far
+# more at two threads on a busy machine; the batch gave the same full answer and first words twice
+# as late (issue 22, measured 2026-12-07 under load: re-measure on a quiet machine before turning it on).
+PANES_IN_ONE_BATCH = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,12 +299,14 @@ class RunModel:
 
     def generate_views_stream(self, prompt: str, histories: dict[str, list[dict] | None], views: dict[str, bool],
                               max_new_tokens: int = 64, temperature: float = 0.0,
-                              cancel: threading.Event | None = None) -> Iterator[tuple[str, str | None]]:
+                              cancel: threading.Event | None = None,
+                              one_batch: bool | None = None) -> Iterator[tuple[str, str | None]]:
         """Each pane's answer to `prompt`, given the pane's own `histories[pane]` and view
         (`views[pane]`: tuned or base): (pane, piece) while it is made, (pane, None) once that pane's
-        answer is over. A LoRA run answers greedily with all panes in one batch (peft's per-row
-        `adapter_names`; a pane that is done leaves it), the model held a token at a time as the
-        probe holds it; other runs, and sampling, answer one pane after the other (generate_stream)."""
+        answer is over. With `one_batch` (default PANES_IN_ONE_BATCH) a LoRA run answers greedily
+        with all panes in one batch (peft's per-row `adapter_names`; a pane that is done leaves it),
+        the model held a token at a time as the probe holds it; otherwise, and for sampling and
+        runs that cannot mix views in a batch, one pane after the other (generate_stream)."""
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
@@ -309,7 +317,8 @@ class RunModel:
                 for p in panes]
         for row in rows:
             limits.check_prompt_tokens(len(row))
-        if temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
+        one_batch = PANES_IN_ONE_BATCH if one_batch is None else one_batch
+        if not one_batch or temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
             for pane in panes:
                 for piece in self.generate_stream(prompt, views[pane], max_new_tokens, temperature,
                                                   histories.get(pane), cancel):

@@ -69,7 +69,8 @@ def test_both_panes_in_one_generation_equal_one_by_one(lora_model, monkeypatch):
     rows = [len(lora_model._chat_ids(HISTORIES[p] + [{"role": "user", "content": PROMPT}])[0]) for p in VIEWS]
     assert rows[0] != rows[1]  # left padding is exercised
     batches = _forward_batches(monkeypatch, lora_model)
-    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12))
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12,
+                                                             one_batch=True))
     assert {p: t.strip() for p, t in texts.items()} == one_by_one
     # the shared start once per view, then both panes' rows in every forward: 12 tokens in 12 forwards
     assert batches[1:] == [2] * 12 and batches[0] == 2, batches
@@ -94,7 +95,8 @@ def test_a_pane_that_is_done_leaves_the_batch(lora_model, monkeypatch):
               for p, t in VIEWS.items()}
     assert len(single["tuned"]) < len(one_by_one)
     batches = _forward_batches(monkeypatch, lora_model)
-    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12))
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12,
+                                                             one_batch=True))
     assert {p: t.strip() for p, t in texts.items()} == single
     assert order.index("end:tuned") < order.index("end:base")
     assert 1 in batches and batches[-1] == 1, batches  # the base row went on alone
@@ -102,7 +104,7 @@ def test_a_pane_that_is_done_leaves_the_batch(lora_model, monkeypatch):
 
 def test_both_panes_with_the_same_history_equal_one_by_one(lora_model):
     one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=10) for p, t in VIEWS.items()}
-    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, {}, VIEWS, max_new_tokens=10))
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, {}, VIEWS, max_new_tokens=10, one_batch=True))
     assert {p: t.strip() for p, t in texts.items()} == one_by_one
 
 
@@ -111,7 +113,7 @@ def test_sampling_answers_one_pane_after_the_other(lora_model, monkeypatch):
     batches = _forward_batches(monkeypatch, lora_model)
     torch.manual_seed(1)
     texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
-                                                             temperature=1.0))
+                                                             temperature=1.0, one_batch=True))
     assert set(texts) == {"base", "tuned"} and all(t.strip() for t in texts.values())
     ended = order.index("end:base")
     assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
@@ -123,7 +125,8 @@ def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_mod
     one_by_one = {p: ia3_model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
                   for p, t in VIEWS.items()}
     batches = _forward_batches(monkeypatch, ia3_model)
-    texts, order = _collect(ia3_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10))
+    texts, order = _collect(ia3_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
+                                                            one_batch=True))
     assert {p: t.strip() for p, t in texts.items()} == one_by_one
     assert set(batches) == {1}
     ended = order.index("end:base")
@@ -132,7 +135,8 @@ def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_mod
 
 def test_a_cancel_mid_answer_ends_both_panes_at_once(lora_model):
     cancel = threading.Event()
-    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, cancel=cancel)
+    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, cancel=cancel,
+                                              one_batch=True)
     first = next(stream)
     assert first[1]
     cancel.set()  # a newer send from the same session
@@ -145,11 +149,11 @@ def test_a_cancel_mid_answer_ends_both_panes_at_once(lora_model):
 def test_a_cancel_before_the_model_is_free_answers_nothing(lora_model):
     cancel = threading.Event()
     cancel.set()
-    assert list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, cancel=cancel)) == []
+    assert list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, cancel=cancel, one_batch=True)) == []
 
 
 def test_a_closed_reader_frees_the_model(lora_model):
-    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200)
+    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, one_batch=True)
     next(stream)
     stream.close()  # a closed tab, or Streamlit stopping the script run
     with lora_model.view(True, wait=1):  # the lock is free again
@@ -174,7 +178,8 @@ def test_a_probe_and_a_chat_take_turns_a_token_at_a_time(lora_model, monkeypatch
     probe.start()
     while "probe" not in log:
         time.sleep(0.01)
-    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=30))
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=30,
+                                                         one_batch=True))
     probe.join(60)
     assert set(texts) == {"base", "tuned"}
     first_chat = log.index("MainThread")
@@ -186,7 +191,8 @@ def test_the_time_limit_note_goes_to_each_pane_cut_short(lora_model, monkeypatch
     monkeypatch.setenv("PLAYGROUND_GENERATION_SECONDS", "1")
     hook = lora_model.model.get_base_model().register_forward_pre_hook(lambda *_: time.sleep(0.05))
     try:
-        texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=500))
+        texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=500,
+                                                             one_batch=True))
     finally:
         hook.remove()
     assert all(t.rstrip().endswith("PLAYGROUND_GENERATION_SECONDS)_") for t in texts.values()), texts
@@ -202,3 +208,17 @@ def test_the_caps_are_checked_for_each_pane_before_answering(lora_model, monkeyp
     short_history = {"base": [], "tuned": HISTORIES["tuned"]}  # only the tuned pane's row is too long
     with pytest.raises(LimitExceeded, match="PLAYGROUND_MAX_PROMPT_TOKENS"):
         list(lora_model.generate_views_stream("Hi", short_history, VIEWS))
+
+
+@pytest.mark.parametrize("one_batch", [None, False])
+def test_by_default_the_panes_answer_one_after_the_other(lora_model, monkeypatch, one_batch):
+    """PANES_IN_ONE_BATCH is off (see core/infer.py): the same answers, one pane after the other."""
+    one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
+                  for p, t in VIEWS.items()}
+    batches = _forward_batches(monkeypatch, lora_model)
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
+                                                             one_batch=one_batch))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+    assert set(batches) == {1}
+    ended = order.index("end:base")
+    assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
