@@ -158,9 +158,10 @@ def _shown(content: str) -> str:
 
 def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns: dict, max_new: int,
                   temperature: float, cancel) -> None:
-    """Stream both panes' answers at once (one generation where the run allows it) and record them;
-    a failed or superseded answer is recorded as such. A pane redraws at most every REDRAW_SECONDS:
-    each redraw is a websocket message and a markdown render of the whole answer so far."""
+    """Stream both panes' answers (one batch if core.infer.PANES_IN_ONE_BATCH and the run allow it,
+    else one pane after the other) and record them; a failed or superseded answer is recorded as
+    such. A pane redraws at most every REDRAW_SECONDS: each redraw is a websocket message and a
+    markdown render of the whole answer so far, on the CPU the model needs."""
     boxes, raw, shown, inert, drawn = {}, {}, {}, {}, {}
     answers: dict[str, str | None] = {pane: None for pane in columns}
     try:
