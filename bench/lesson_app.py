@@ -206,7 +206,7 @@ class App:
                      "chars": seen["chars"][p]} for p, s in stamps.items()}
         return {"prompt": prompt, "max_new_tokens": int(tokens) if tokens.isdigit() else tokens,
                 "first_words_s": panes["base"]["first_words_s"],
-                # both panes stream at once (one generation): the answer is full when the later pane ends
+                # the answer is full when the later pane ends (in one batch, either may end last)
                 "full_answer_s": max((p["done_s"] for p in panes.values() if p["done_s"] is not None), default=None),
                 "panes": panes}
 

@@ -177,8 +177,8 @@ def child_lesson(spec: dict) -> dict:
 
 
 def chat_turn(model, prompt: str, max_new_tokens: int) -> dict:
-    """Both panes, as the Compare page streams them (RunModel.generate_views_stream: one generation
-    for a LoRA run): seconds from the send to each pane's first non-blank piece and to its end."""
+    """Both panes, as the Compare page streams them (RunModel.generate_views_stream): seconds from
+    the send to each pane's first non-blank piece and to its end."""
     t0 = time.perf_counter()
     first, text, done = {}, {"base": [], "tuned": []}, {}
     for pane, piece in model.generate_views_stream(prompt, {}, {"base": False, "tuned": True},
