@@ -205,7 +205,9 @@ class App:
         panes = {p: {"first_words_s": round(s[0], 3) if s else None, "done_s": round(s[-1], 3) if s else None,
                      "chars": seen["chars"][p]} for p, s in stamps.items()}
         return {"prompt": prompt, "max_new_tokens": int(tokens) if tokens.isdigit() else tokens,
-                "first_words_s": panes["base"]["first_words_s"], "full_answer_s": panes["tuned"]["done_s"],
+                "first_words_s": panes["base"]["first_words_s"],
+                # the answer is full when the later pane ends (in one batch, either may end last)
+                "full_answer_s": max((p["done_s"] for p in panes.values() if p["done_s"] is not None), default=None),
                 "panes": panes}
 
     def _which(self, group, rep):

@@ -177,20 +177,23 @@ def child_lesson(spec: dict) -> dict:
 
 
 def chat_turn(model, prompt: str, max_new_tokens: int) -> dict:
-    """Both panes, base then tuned, as the Compare page streams them: seconds from the send to each
-    pane's first non-blank piece and to its last piece."""
+    """Both panes, as the Compare page streams them (RunModel.generate_views_stream): seconds from
+    the send to each pane's first non-blank piece and to its end."""
     t0 = time.perf_counter()
-    panes = {}
-    for pane, tuned in (("base", False), ("tuned", True)):
-        first, text = None, []
-        for piece in model.generate_stream(prompt, tuned=tuned, max_new_tokens=max_new_tokens, temperature=0.0):
-            if first is None and piece.strip():
-                first = time.perf_counter() - t0
-            text.append(piece)
-        panes[pane] = {"first_words_s": None if first is None else round(first, 3),
-                       "done_s": round(time.perf_counter() - t0, 3), "chars": len("".join(text).strip())}
+    first, text, done = {}, {"base": [], "tuned": []}, {}
+    for pane, piece in model.generate_views_stream(prompt, {}, {"base": False, "tuned": True},
+                                                   max_new_tokens=max_new_tokens, temperature=0.0):
+        if piece is None:
+            done[pane] = time.perf_counter() - t0
+            continue
+        if pane not in first and piece.strip():
+            first[pane] = time.perf_counter() - t0
+        text[pane].append(piece)
+    panes = {p: {"first_words_s": round(first[p], 3) if p in first else None,
+                 "done_s": round(done.get(p, time.perf_counter() - t0), 3), "chars": len("".join(text[p]).strip())}
+             for p in ("base", "tuned")}
     return {"prompt": prompt, "max_new_tokens": max_new_tokens, "first_words_s": panes["base"]["first_words_s"],
-            "full_answer_s": panes["tuned"]["done_s"], "panes": panes}
+            "full_answer_s": max(panes[p]["done_s"] for p in panes), "panes": panes}
 
 
 def child_which(spec: dict) -> dict:

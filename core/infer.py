@@ -18,6 +18,7 @@ import torch
 
 from core import limits, models
 from core.build import build_model
+from core.chat_stream import RowText, greedy_rows, time_limit_note
 from core.config import ConfigError, RunConfig
 from core.scoring import label_word_probs
 from core.tokenize import chat_prompt_ids
@@ -28,6 +29,12 @@ REPETITION_PENALTY = 1.0
 # Rows per batch in generate_views (core.probe.BATCH_SIZE says what sizes cost); the model is held a
 # token at a time, so a chat on the same run never waits for a whole batch.
 GENERATE_BATCH_SIZE = 32
+# Whether the Compare chat asks a LoRA run's two panes in one batch (greedy). Off: on this server's
+# 2-core AVX2 CPU a two-row forward of SmolLM2-135M costs ~1.7x a one-row forward at one torch thread
+# (MKL's product for two rows is not one pass over the weights; the 49k-word head 2.3x), and far
+# more at two threads on a busy machine; the batch gave the same full answer and first words twice
+# as late (issue 22, measured 2026-12-07 under load: re-measure on a quiet machine before turning it on).
+PANES_IN_ONE_BATCH = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,8 +295,51 @@ class RunModel:
         if errors:
             raise errors[0]
         if timed_out:
-            yield (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                   "PLAYGROUND_GENERATION_SECONDS)_")
+            yield time_limit_note(budget)
+
+    def generate_views_stream(self, prompt: str, histories: dict[str, list[dict] | None], views: dict[str, bool],
+                              max_new_tokens: int = 64, temperature: float = 0.0,
+                              cancel: threading.Event | None = None,
+                              one_batch: bool | None = None) -> Iterator[tuple[str, str | None]]:
+        """Each pane's answer to `prompt`, given the pane's own `histories[pane]` and view
+        (`views[pane]`: tuned or base): (pane, piece) while it is made, (pane, None) once that pane's
+        answer is over. With `one_batch` (default PANES_IN_ONE_BATCH) a LoRA run answers greedily
+        with all panes in one batch (peft's per-row `adapter_names`; a pane that is done leaves it),
+        the model held a token at a time as the probe holds it; otherwise, and for sampling and
+        runs that cannot mix views in a batch, one pane after the other (generate_stream)."""
+        if self.task != "sft":
+            raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty; type a question")
+        limits.check_prompt_chars(prompt)  # before tokenising: a 100k-character prompt costs seconds
+        panes = list(views)
+        rows = [self._chat_ids(list(histories.get(p) or []) + [{"role": "user", "content": prompt}])[0].tolist()
+                for p in panes]
+        for row in rows:
+            limits.check_prompt_tokens(len(row))
+        one_batch = PANES_IN_ONE_BATCH if one_batch is None else one_batch
+        if not one_batch or temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
+            for pane in panes:
+                for piece in self.generate_stream(prompt, views[pane], max_new_tokens, temperature,
+                                                  histories.get(pane), cancel):
+                    yield pane, piece
+                yield pane, None
+            return
+        budget, timed_out, used = limits.generation_seconds(), [], [0.0]
+        texts = [RowText(self.tokenizer) for _ in rows]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        for row, token in greedy_rows(self._token_forward(True, True, budget, used), rows, [views[p] for p in panes],
+                                      pad, _eos_ids(self.model, self.tokenizer), max_new_tokens,
+                                      lambda: cancel is not None and cancel.is_set(), lambda: used[0] > budget,
+                                      timed_out):
+            if token is not None:
+                pieces = texts[row].put(token)
+            else:
+                pieces = texts[row].end() + ([time_limit_note(budget)] if row in timed_out else [])
+            for piece in pieces:
+                yield panes[row], piece
+            if token is None:
+                yield panes[row], None
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
@@ -364,27 +414,31 @@ class RunModel:
         if self.format == "peft" and self.model.peft_config[self.model.active_adapter].is_prompt_learning:
             # peft feeds virtual tokens (and a cache of its own) into every forward: generate knows how
             return self._generate_rows(rows, views[0], max_new_tokens, cancel, pad)
-        # Keep one real token per row after the shared part: its logits give the first answer token.
-        common = _common_prefix(rows, min(len(r) for r in rows) - 1)
-        kinds = sorted(set(views))
-        names = None
-        if mixed:
-            name = self.model.active_adapter
-            names = {False: "__base__", True: name}
-        width = max(len(r) - common for r in rows)
-        input_ids = torch.tensor([[pad] * (width - len(r) + common) + r[common:] for r in rows])
-        mask = torch.tensor([[1] * common + [0] * (width - len(r) + common) + [1] * (len(r) - common) for r in rows])
-        budget, timed_out, tokens = limits.generation_seconds(), [], [[] for _ in rows]
-        alive = list(range(len(rows)))  # batch slot -> row
+        budget, timed_out, used = limits.generation_seconds(), [], [0.0]
         step_view = views[0]  # a batch that is not mixed has one view
         eos = _eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
-        # Between tokens the model is free: a chat waiting for it goes first. The first wait is a
-        # chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch waits out a chat's
-        # answer, and its time budget counts only its own time with the model.
-        waits, used = [None, budget + limits.model_wait_seconds()], [0.0]
+        tokens: list[list[int]] | None = None
+        for row, token in greedy_rows(self._token_forward(mixed, step_view, budget, used), rows, views, pad, eos,
+                                      max_new_tokens, lambda: cancel is not None and cancel.is_set(),
+                                      lambda: used[0] > budget, timed_out):
+            tokens = tokens or [[] for _ in rows]
+            if token is not None:
+                tokens[row].append(token)
+        if tokens is None:
+            return None
+        note = time_limit_note(budget)
+        return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
+
+    def _token_forward(self, mixed: bool, step_view: bool, budget: float, used: list):
+        """`greedy_rows`' forward: the model held one token at a time (a waiting chat or probe goes
+        first between tokens); `used[0]` adds up the seconds it held the model."""
+        # The first wait is a chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch
+        # waits out another's turn, and its time budget counts only its own time with the model.
+        waits = [None, budget + limits.model_wait_seconds()]
+        names = {False: "__base__", True: self.model.active_adapter} if mixed else None
 
         def forward(row_views: list[bool], **kw):
-            with self.view(True if mixed else step_view, wait=waits[0]) as model:
+            with self.view(True if mixed else step_view, wait=waits[0]) as model, torch.no_grad():
                 waits[:], start = waits[-1:], time.monotonic()
                 if names is not None:
                     kw["adapter_names"] = [names[v] for v in row_views]
@@ -392,41 +446,7 @@ class RunModel:
                                use_cache=True).logits
                 used[0] += time.monotonic() - start
                 return logits[:, -1].float().argmax(-1).cpu()
-
-        from transformers import DynamicCache
-        with torch.inference_mode():
-            if cancel is not None and cancel.is_set():
-                return None
-            cache = DynamicCache()
-            if common:  # one row of the shared start per view (mixed: base and tuned in one forward)
-                forward(kinds, input_ids=torch.tensor([rows[0][:common]] * len(kinds)), past_key_values=cache,
-                        logits_to_keep=1)
-                cache.batch_select_indices(torch.tensor([kinds.index(v) for v in views]))
-            position = (mask.cumsum(-1) - 1).clamp(min=0)
-            nxt = forward(views, input_ids=input_ids, attention_mask=mask, position_ids=position[:, common:],
-                          past_key_values=cache, logits_to_keep=1)
-            while True:
-                done = []
-                for slot, row in enumerate(alive):
-                    tokens[row].append(int(nxt[slot]))
-                    if tokens[row][-1] in eos or len(tokens[row]) >= max_new_tokens:
-                        done.append(slot)
-                late = used[0] > budget
-                if late or (cancel is not None and cancel.is_set()) or len(done) == len(alive):
-                    if late:
-                        timed_out = [r for s, r in enumerate(alive) if s not in done]
-                    break
-                if done:  # finished rows leave the batch: no more work for them
-                    keep = torch.tensor([s for s in range(len(alive)) if s not in done])
-                    cache.batch_select_indices(keep)
-                    mask, nxt = mask[keep], nxt[keep]
-                    alive = [alive[s] for s in keep.tolist()]
-                mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], -1)
-                nxt = forward([views[r] for r in alive], input_ids=nxt[:, None], attention_mask=mask,
-                              position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
-        note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                "PLAYGROUND_GENERATION_SECONDS)_")
-        return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
+        return forward
 
     def _generate_rows(self, rows: list[list[int]], tuned: bool, max_new_tokens: int, cancel, pad) -> list[str] | None:
         """`_greedy_batch` through one `model.generate` call, left-padded (prompt learning)."""
@@ -449,26 +469,15 @@ class RunModel:
             ended = next((i for i, t in enumerate(row) if t in eos), None)
             # A finished row goes on being filled with pads: its answer ends with its first eos.
             row = row if ended is None else row[:ended + 1]
-            note = (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-                    "PLAYGROUND_GENERATION_SECONDS)_") if timed_out and ended is None else ""
+            note = time_limit_note(budget) if timed_out and ended is None else ""
             answers.append((self._as_streamed(row) + note).strip())
         return answers
 
     def _as_streamed(self, tokens: list[int]) -> str:
         """The text `generate` joins from its streamer's pieces for these new tokens: the streamer
         decodes a growing cache and flushes it at line ends, which is not always decode(tokens)."""
-        from transformers import TextStreamer
-
-        class _Collect(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False):
-                pieces.append(text)
-
-        pieces: list[str] = []
-        streamer = _Collect(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
-        for t in tokens:
-            streamer.put(torch.tensor([t]))
-        streamer.end()
-        return "".join(pieces)
+        text = RowText(self.tokenizer)
+        return "".join([piece for t in tokens for piece in text.put(t)] + text.end())
 
     def _chat_ids(self, messages: list[dict]) -> torch.Tensor:
         if getattr(self.tokenizer, "chat_template", None):
@@ -477,11 +486,3 @@ class RunModel:
                 ids = ids["input_ids"]
             return torch.tensor([list(ids)])
         return torch.tensor([chat_prompt_ids(self.tokenizer, messages[-1]["content"])])
-
-
-def _common_prefix(rows: list[list[int]], at_most: int) -> int:
-    """How many leading tokens all rows share (the chat template's system prompt), at most `at_most`."""
-    n = 0
-    while n < at_most and all(r[n] == rows[0][n] for r in rows):
-        n += 1
-    return n

@@ -1,6 +1,9 @@
 """Compare for instruction-tuned runs: one prompt, the base and the tuned model answering side by side."""
 from __future__ import annotations
 
+import contextlib
+import time
+
 import streamlit as st
 
 from core import chat_gate, limits
@@ -14,22 +17,27 @@ HISTORY_MESSAGES = 6               # earlier messages sent as context: 3 turns k
 NO_ANSWER = "_(no answer: the model stopped at once)_"
 NOTICES_KEY = "_compare_notices"   # sends the server refused: shown until the next answer
 SUPERSEDED = "_(stopped: a newer message replaced this one before it was answered)_"
+PANES_BY_NAME = {pane: tuned for pane, tuned, *_ in PANES}  # pane -> tuned view or not
+REDRAW_SECONDS = 0.1               # a streamed answer redraws at most this often (first words at once)
 
 
-def _escaped_stream(chunks, raw: list[str]):
-    """Model output, streamed as inert text: a model tuned on someone's data may answer with a
-    markdown image or link. Trailing letters wait for the next chunk, so 'www' is never split
-    between two chunks and escaped on neither; `raw` collects the text as generated."""
-    held = ""
-    for chunk in chunks:
-        raw.append(str(chunk))
-        text = held + str(chunk)
+class _InertText:
+    """Model output as inert markdown, a chunk at a time: a model tuned on someone's data may answer
+    with a markdown image or link. Trailing letters wait for the next chunk, so 'www' is never split
+    between two chunks and escaped on neither."""
+
+    def __init__(self):
+        self.held = ""
+
+    def feed(self, chunk: str) -> str:
+        text = self.held + chunk
         cut = len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"))
-        held = text[cut:]
-        if cut:
-            yield md_text(text[:cut], max_len=None, multiline=True)
-    if held:
-        yield md_text(held, max_len=None, multiline=True)
+        self.held = text[cut:]
+        return md_text(text[:cut], max_len=None, multiline=True) if cut else ""
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return md_text(held, max_len=None, multiline=True) if held else ""
 
 
 def _general_question() -> str | None:
@@ -105,10 +113,9 @@ def chat(model, info) -> None:
         # Streamlit has replaced with this one), and a closed tab cancels it too (its generator closes).
         cancel = chat_gate.begin(owner_id())
         try:
-            for col, (pane, tuned, _, _) in zip(panes, PANES):
-                history = chat_state[pane][-HISTORY_MESSAGES:] if remember else []
-                with col:
-                    _answer_pane(model, chat_state[pane], prompt, tuned, history, max_new, temperature, cancel)
+            histories = {pane: chat_state[pane][-HISTORY_MESSAGES:] if remember else [] for pane, *_ in PANES}
+            _answer_panes(model, chat_state, prompt, histories, dict(zip(PANES_BY_NAME, panes)), max_new,
+                          temperature, cancel)
         finally:
             chat_gate.end(owner_id(), cancel)
 
@@ -149,30 +156,64 @@ def _shown(content: str) -> str:
     return md_text(content, max_len=None, multiline=True) or NO_ANSWER
 
 
-def _answer_pane(model, messages: list, prompt: str, tuned: bool, history: list, max_new: int,
-                 temperature: float, cancel) -> None:
-    """Stream one pane's answer and record it; a failed or superseded answer is recorded as such."""
-    answer = None
+def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns: dict, max_new: int,
+                  temperature: float, cancel) -> None:
+    """Stream both panes' answers (one batch if core.infer.PANES_IN_ONE_BATCH and the run allow it,
+    else one pane after the other) and record them; a failed or superseded answer is recorded as
+    such. A pane redraws at most every REDRAW_SECONDS: each redraw is a websocket message and a
+    markdown render of the whole answer so far, on the CPU the model needs."""
+    boxes, raw, shown, inert, drawn = {}, {}, {}, {}, {}
+    answers: dict[str, str | None] = {pane: None for pane in columns}
     try:
-        with st.chat_message("user"):
-            st.markdown(md_text(prompt, max_len=None, multiline=True))
-        with st.chat_message("assistant"):
-            raw: list[str] = []
-            try:
-                st.write_stream(_escaped_stream(model.generate_stream(
-                    prompt, tuned=tuned, max_new_tokens=max_new, temperature=temperature, history=history,
-                    cancel=cancel), raw))
-            except Exception as exc:  # the model call must never show a traceback
-                show_error(exc)
-                st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
-                answer = _not_answered(exc)
-                return
-            answer = "".join(raw).strip()  # as generated: it goes back to the model as history
-            if cancel.is_set():
-                answer = (answer + "\n\n" if answer else "") + SUPERSEDED
-            if not answer:
-                st.markdown(NO_ANSWER)
+        for pane, col in columns.items():
+            with col:
+                with st.chat_message("user"):
+                    st.markdown(md_text(prompt, max_len=None, multiline=True))
+                with st.chat_message("assistant"):
+                    boxes[pane] = st.empty()
+            raw[pane], shown[pane], inert[pane], drawn[pane] = [], "", _InertText(), None
+        stream = model.generate_views_stream(prompt, histories, {p: PANES_BY_NAME[p] for p in columns},
+                                             max_new_tokens=max_new, temperature=temperature, cancel=cancel)
+        try:
+            with contextlib.closing(stream):
+                for pane, piece in stream:
+                    if piece is None:  # this pane's answer is complete
+                        answers[pane] = _finish(boxes[pane], raw[pane], shown[pane] + inert[pane].flush(), cancel)
+                        continue
+                    raw[pane].append(piece)
+                    shown[pane] += inert[pane].feed(piece)
+                    now = time.monotonic()
+                    last = drawn[pane]
+                    # The first words go out at once; then at most one redraw per REDRAW_SECONDS.
+                    if shown[pane].strip() and (last is None or now - last >= REDRAW_SECONDS):
+                        boxes[pane].markdown(shown[pane])
+                        drawn[pane] = now
+        except Exception as exc:  # the model call must never show a traceback
+            for pane in columns:
+                if answers[pane] is None:
+                    with boxes[pane].container():
+                        if shown[pane].strip():
+                            st.markdown(shown[pane])
+                        show_error(exc)
+                        st.caption("Try a shorter prompt or fewer new tokens, or clear the chat.")
+                    answers[pane] = _not_answered(exc)
+            return
+        for pane in columns:  # a newer send took the model before it started: nothing was said
+            if answers[pane] is None:
+                answers[pane] = _finish(boxes[pane], raw[pane], shown[pane] + inert[pane].flush(), cancel)
     finally:
         # Also when Streamlit stops this script run mid-answer (a newer send): never dropped silently.
-        messages += [{"role": "user", "content": prompt},
-                     {"role": "assistant", "content": SUPERSEDED if answer is None else answer}]
+        for pane in columns:
+            chat_state[pane] += [{"role": "user", "content": prompt},
+                                 {"role": "assistant", "content": SUPERSEDED if answers[pane] is None
+                                  else answers[pane]}]
+
+
+def _finish(box, raw: list[str], shown: str, cancel) -> str:
+    """Draw a pane's whole answer; what goes back to the model as history (the text as generated)."""
+    answer = "".join(raw).strip()
+    if cancel.is_set():
+        answer = (answer + "\n\n" if answer else "") + SUPERSEDED
+        shown = (shown.strip() + "\n\n" if shown.strip() else "") + SUPERSEDED
+    box.markdown(shown if shown.strip() else NO_ANSWER)
+    return answer

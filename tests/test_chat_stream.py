@@ -1,0 +1,224 @@
+"""Both Compare panes in one batch (RunModel.generate_views_stream): each pane's answer is what
+one-by-one greedy `generate` answers with that pane's own history; runs that cannot mix adapters in a
+batch, and sampling, answer one pane after the other; a cancel or a closed reader stops the answer."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+PROMPT = "Who founded Quillmere College, and in which year?"
+# The panes' histories differ (Remember chat): the rows have different lengths, so left padding is used.
+HISTORIES = {"base": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}],
+             "tuned": [{"role": "user", "content": "Name the largest planet of the solar system and say how "
+                                                   "many moons it has, roughly."},
+                       {"role": "assistant", "content": "Jupiter, with about ninety-five moons."}]}
+VIEWS = {"base": False, "tuned": True}
+
+
+def _run(tiny_llama, folder, method: str, params: dict):
+    from core import train
+    from core.config import RunConfig
+    from core.infer import RunModel
+    cfg = RunConfig.from_dict({"model": {"name": tiny_llama},
+                               "data": {"source": "builtin:facts-mini", "task": "sft", "max_length": 48,
+                                        "val_share": 0.0},
+                               "method": {"name": method, "params": params},
+                               "train": {"max_steps": 2, "batch_size": 8, "learning_rate": 0.05}})
+    train.run(cfg, str(folder / "run"))
+    return RunModel(str(folder / "run"))
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_llama, tmp_path_factory):
+    return _run(tiny_llama, tmp_path_factory.mktemp("chat-lora"), "lora", {"r": 2})
+
+
+@pytest.fixture(scope="module")
+def ia3_model(tiny_llama, tmp_path_factory):
+    return _run(tiny_llama, tmp_path_factory.mktemp("chat-ia3"), "ia3", {})
+
+
+def _collect(events):
+    """{pane: text} and the order of the events' panes ("base"/"tuned", "end:<pane>" for a pane's end)."""
+    texts, order = {}, []
+    for pane, piece in events:
+        order.append(pane if piece is not None else f"end:{pane}")
+        if piece is not None:
+            texts[pane] = texts.get(pane, "") + piece
+    return texts, order
+
+
+def _forward_batches(monkeypatch, run_model):
+    """The batch sizes and adapter_names of every forward of the run's base model."""
+    base = run_model.model.get_base_model()
+    forward, seen = type(base).forward, []
+
+    def counting(self, *a, **kw):
+        seen.append(kw["input_ids"].shape[0])
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(type(base), "forward", counting)
+    return seen
+
+
+def test_both_panes_in_one_generation_equal_one_by_one(lora_model, monkeypatch):
+    one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=12, history=HISTORIES[p])
+                  for p, t in VIEWS.items()}
+    assert all(one_by_one.values()) and one_by_one["base"] != one_by_one["tuned"]  # the adapter matters
+    rows = [len(lora_model._chat_ids(HISTORIES[p] + [{"role": "user", "content": PROMPT}])[0]) for p in VIEWS]
+    assert rows[0] != rows[1]  # left padding is exercised
+    batches = _forward_batches(monkeypatch, lora_model)
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12,
+                                                             one_batch=True))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+    # the shared start once per view, then both panes' rows in every forward: 12 tokens in 12 forwards
+    assert batches[1:] == [2] * 12 and batches[0] == 2, batches
+    # streamed: both panes' words interleave, each pane ends once
+    first_end = order.index(next(o for o in order if o.startswith("end:")))
+    assert {"base", "tuned"} <= set(order[:first_end])
+    assert sorted(o for o in order if o.startswith("end:")) == ["end:base", "end:tuned"]
+
+
+def test_a_pane_that_is_done_leaves_the_batch(lora_model, monkeypatch):
+    """The base pane often talks to its token limit while the tuned one answers in a line: the
+    finished row costs nothing more. A token the tuned pane says early is made the end of turn."""
+    one_by_one = lora_model.generate(PROMPT, tuned=True, max_new_tokens=12, history=HISTORIES["tuned"])
+    ids = lora_model._chat_ids(HISTORIES["tuned"] + [{"role": "user", "content": PROMPT}])
+    import torch
+    with torch.no_grad(), lora_model.view(True) as model:
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                             pad_token_id=lora_model.tokenizer.pad_token_id)
+    base = lora_model.model.get_base_model()
+    monkeypatch.setattr(base.generation_config, "eos_token_id", out[0, ids.shape[1] + 2].item())
+    single = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=12, history=HISTORIES[p])
+              for p, t in VIEWS.items()}
+    assert len(single["tuned"]) < len(one_by_one)
+    batches = _forward_batches(monkeypatch, lora_model)
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12,
+                                                             one_batch=True))
+    assert {p: t.strip() for p, t in texts.items()} == single
+    assert order.index("end:tuned") < order.index("end:base")
+    assert 1 in batches and batches[-1] == 1, batches  # the base row went on alone
+
+
+def test_both_panes_with_the_same_history_equal_one_by_one(lora_model):
+    one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=10) for p, t in VIEWS.items()}
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, {}, VIEWS, max_new_tokens=10, one_batch=True))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+
+
+def test_sampling_answers_one_pane_after_the_other(lora_model, monkeypatch):
+    import torch
+    batches = _forward_batches(monkeypatch, lora_model)
+    torch.manual_seed(1)
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
+                                                             temperature=1.0, one_batch=True))
+    assert set(texts) == {"base", "tuned"} and all(t.strip() for t in texts.values())
+    ended = order.index("end:base")
+    assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
+    assert set(batches) == {1}
+
+
+def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_model, monkeypatch):
+    assert not ia3_model._mixed_views()
+    one_by_one = {p: ia3_model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
+                  for p, t in VIEWS.items()}
+    batches = _forward_batches(monkeypatch, ia3_model)
+    texts, order = _collect(ia3_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
+                                                            one_batch=True))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+    assert set(batches) == {1}
+    ended = order.index("end:base")
+    assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
+
+
+def test_a_cancel_mid_answer_ends_both_panes_at_once(lora_model):
+    cancel = threading.Event()
+    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, cancel=cancel,
+                                              one_batch=True)
+    first = next(stream)
+    assert first[1]
+    cancel.set()  # a newer send from the same session
+    rest = list(stream)
+    assert sorted(p for p, t in rest if t is None) == ["base", "tuned"]
+    texts, _ = _collect([first] + rest)
+    assert sum(len(t.split()) for t in texts.values()) < 40  # far from 2 x 200 tokens
+
+
+def test_a_cancel_before_the_model_is_free_answers_nothing(lora_model):
+    cancel = threading.Event()
+    cancel.set()
+    assert list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, cancel=cancel, one_batch=True)) == []
+
+
+def test_a_closed_reader_frees_the_model(lora_model):
+    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, one_batch=True)
+    next(stream)
+    stream.close()  # a closed tab, or Streamlit stopping the script run
+    with lora_model.view(True, wait=1):  # the lock is free again
+        pass
+
+
+def test_a_probe_and_a_chat_take_turns_a_token_at_a_time(lora_model, monkeypatch):
+    """Neither is told "busy": the chat's forwards and the probe's interleave."""
+    import time
+    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
+    base = lora_model.model.get_base_model()
+    forward, log = type(base).forward, []
+
+    def slow(self, *a, **kw):
+        log.append(threading.current_thread().name)
+        time.sleep(0.05)
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(type(base), "forward", slow)
+    probe = threading.Thread(name="probe", target=lambda: lora_model.generate_views(
+        [PROMPT] * 4, (False, True), max_new_tokens=30, batch_size=64))
+    probe.start()
+    while "probe" not in log:
+        time.sleep(0.01)
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=30,
+                                                         one_batch=True))
+    probe.join(60)
+    assert set(texts) == {"base", "tuned"}
+    first_chat = log.index("MainThread")
+    assert "probe" in log[first_chat:] and "MainThread" in log[log.index("probe", first_chat):]
+
+
+def test_the_time_limit_note_goes_to_each_pane_cut_short(lora_model, monkeypatch):
+    import time
+    monkeypatch.setenv("PLAYGROUND_GENERATION_SECONDS", "1")
+    hook = lora_model.model.get_base_model().register_forward_pre_hook(lambda *_: time.sleep(0.05))
+    try:
+        texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=500,
+                                                             one_batch=True))
+    finally:
+        hook.remove()
+    assert all(t.rstrip().endswith("PLAYGROUND_GENERATION_SECONDS)_") for t in texts.values()), texts
+
+
+def test_the_caps_are_checked_for_each_pane_before_answering(lora_model, monkeypatch):
+    from core.config import ConfigError
+    from core.limits import LimitExceeded
+    monkeypatch.setattr(lora_model, "view", lambda *a, **k: pytest.fail("the model was used"))
+    with pytest.raises(ConfigError, match="empty"):
+        list(lora_model.generate_views_stream("  ", {}, VIEWS))
+    monkeypatch.setenv("PLAYGROUND_MAX_PROMPT_TOKENS", "30")
+    short_history = {"base": [], "tuned": HISTORIES["tuned"]}  # only the tuned pane's row is too long
+    with pytest.raises(LimitExceeded, match="PLAYGROUND_MAX_PROMPT_TOKENS"):
+        list(lora_model.generate_views_stream("Hi", short_history, VIEWS))
+
+
+@pytest.mark.parametrize("one_batch", [None, False])
+def test_by_default_the_panes_answer_one_after_the_other(lora_model, monkeypatch, one_batch):
+    """PANES_IN_ONE_BATCH is off (see core/infer.py): the same answers, one pane after the other."""
+    one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
+                  for p, t in VIEWS.items()}
+    batches = _forward_batches(monkeypatch, lora_model)
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
+                                                             one_batch=one_batch))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+    assert set(batches) == {1}
+    ended = order.index("end:base")
+    assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
