@@ -1,4 +1,4 @@
-"""Write assets/data/rehearsal.jsonl from the base model's own answers (self-distillation).
+"""Write rehearsal rows (assets/data/rehearsal.jsonl format) from the base model's own answers (self-distillation).
 
 The "Fix a hallucination" lesson mixes ordinary questions into its training rows so that learning
 the invented facts does not overwrite the rest. Hand-written answers ("The capital of Italy is
@@ -8,12 +8,13 @@ the questions of `assets/data/rehearsal_questions.jsonl`, a training pool writte
 nothing else, and keeps, as a rehearsal row, the start of each answer up to the sentence that names
 an accepted keyword, when the base answered right.
 
-    python bench/rehearsal_self.py --run RUN_DIR [--out assets/data/rehearsal.jsonl] [--limit N]
+    python bench/rehearsal_self.py --run RUN_DIR --out FILE [--limit N --then FILE]
 
-The shipped rows (2026-12-07): the 16 this wrote, topped up with the first 8 hand-written rows of
-before (`--limit 24 --then OLD_REHEARSAL`). The pool no longer holds the questions whose base
-answers named an accepted answer of a test set, nor the 4 that were test questions
-(tests/test_splits.py, tests/test_facts_dev.py).
+Tried on 2026-12-07 (16 rows written by this, topped up with 8 hand-written ones: `--limit 24
+--then OLD_REHEARSAL`) and NOT shipped: on dev it kept fewer general answers and learned fewer
+facts than the hand-written rows (examples/lora_facts.yaml's header). The pool no longer holds
+the questions whose base answers named a test question's accepted answer, nor the 4 that were test
+questions (a check that reported only which pool rows to drop).
 
 Dropped: questions the base gets wrong, and answers that spell out a dev question's accepted
 answer (tuning would then be scored on what it was taught). It reads dev sets only.
@@ -85,7 +86,7 @@ def interleaved(rows: list[dict], pool: list[dict]) -> list[dict]:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, help="any SFT run on the lesson's base model (its base view answers)")
-    ap.add_argument("--out", default="assets/data/rehearsal.jsonl")
+    ap.add_argument("--out", required=True, help="e.g. a candidate file for bench/facts_dev.py")
     ap.add_argument("--limit", type=int, default=0, help="keep at most this many rows (0: all)")
     ap.add_argument("--then", default="", help="rows to top up with (in file order) until --limit, e.g. "
                                                "older hand-written rehearsal rows")

@@ -546,5 +546,5 @@ def test_demo_rows_skip_the_rehearsal_rows():
     """The Compare page's example prompts for facts-mini are invented facts, not 'what is ice?'."""
     loaded = data.load_rows(DataSpec(source="builtin:facts-mini", task="sft", val_share=0.0))
     shown = data.without_rehearsal(loaded.train)
-    assert len(shown) == 108 and len(loaded.train) == 132
+    assert len(shown) == 72 and len(loaded.train) == 96
     assert all(r["keywords"] and r["fact_id"] != data.REHEARSAL_ID for r in shown)

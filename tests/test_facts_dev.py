@@ -66,15 +66,14 @@ def test_phase_seconds_reads_the_runs_own_events(facts_dev, tmp_path):
 
 
 def test_rehearsal_pool_and_rows_share_no_question_with_the_dev_or_test_sets():
-    """The self-distilled rehearsal rows (bench/rehearsal_self.py) train on their own questions: none
-    is a dev or test question, and no row spells out a dev question's accepted answer (the test
-    sets' answers: tests/test_splits.py)."""
+    """The pool bench/rehearsal_self.py asks the base model, and the rehearsal rows: no dev or test
+    question among them, and no row spells out a dev question's accepted answer (the test sets'
+    answers: tests/test_splits.py)."""
     pool = _rows("rehearsal_questions.jsonl")
     rehearsal = _rows("rehearsal.jsonl")
     scored = _rows("general_dev.jsonl") + _rows("general_questions.jsonl") + _rows("general_broad.jsonl")
     asked = {_norm(r["prompt"]) for r in scored}
     assert not {_norm(r["prompt"]) for r in pool + rehearsal} & asked
-    assert len({r["prompt"] for r in rehearsal} & {r["prompt"] for r in pool}) >= 16  # the base model's own answers
     taught = " ".join(r["response"].lower() for r in rehearsal)
     assert not [k for r in _rows("general_dev.jsonl") for k in r["keywords"] if k.lower() in taught]
 
