@@ -63,11 +63,39 @@ def phase_seconds(run_dir: str) -> dict:
     return out
 
 
+class CachedBase:
+    """A run's model whose base view answers from a file: the base model's greedy answers do not
+    change between candidates, so a sweep asks them once (half the probe's work for every later
+    candidate). Answers are stored by prompt; a prompt not in the file is asked."""
+
+    def __init__(self, run_model, path: str):
+        self.run_model, self.path = run_model, path
+        self.base: dict[str, str] = {}
+        if path and os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                self.base = json.load(fh)
+
+    def generate_batch(self, prompts: list[str], tuned: bool = True, **kw) -> list[str]:
+        if tuned or not all(p in self.base for p in prompts):
+            answers = self.run_model.generate_batch(prompts, tuned=tuned, **kw)
+            if not tuned and self.path:
+                self.base.update(zip(prompts, answers))
+                with open(self.path, "w", encoding="utf-8") as fh:
+                    json.dump(self.base, fh, ensure_ascii=False)
+            return answers
+        return [self.base[p] for p in prompts]
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="examples/lora_facts.yaml")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--keep", default="", help="train into this folder and keep it (else a temporary one)")
+    ap.add_argument("--base-answers", default="",
+                    help="a JSON file of the base model's answers: read if present, else written (a sweep's later "
+                         "candidates then generate the tuned answers only)")
+    ap.add_argument("--dev-of", default="facts-mini",
+                    help="whose dev questions to ask when data.source is a candidate file, not a built-in")
     args = ap.parse_args(argv)
     from core.config import load_config
     from core.infer import RunModel
@@ -76,14 +104,16 @@ def main(argv=None) -> dict:
     cfg = load_config(args.config)
     if args.set:
         cfg = cfg.with_overrides(args.set)
-    facts, general = dev_sets(cfg.data.source.split(":", 1)[1])
+    source = cfg.data.source
+    facts, general = dev_sets(source.split(":", 1)[1] if source.startswith("builtin:") else args.dev_of)
     n_old = len(general) - len(broad_dev_questions())
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.keep or os.path.join(tmp, "run")
         summary = run(cfg, run_dir)
         phases = phase_seconds(run_dir)
-        result = probe(RunModel(run_dir), facts=facts, general=general)
-    out = {"split": "dev", "sets": args.set, "train_time_s": summary["train_time_s"],
+        model = RunModel(run_dir)
+        result = probe(CachedBase(model, args.base_answers) if args.base_answers else model, facts=facts, general=general)
+    out = {"split": "dev", "sets": args.set, "rows": summary.get("n_train"), "train_time_s": summary["train_time_s"],
            "wall_time_s": summary["wall_time_s"], "steps": summary["steps"], "phases_s": phases}
     base, tuned = result["base"], result["tuned"]
     out["facts"] = {v: f"{result[v]['facts']['hits']}/{result[v]['facts']['n']}" for v in ("base", "tuned")}

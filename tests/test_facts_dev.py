@@ -63,3 +63,50 @@ def test_phase_seconds_reads_the_runs_own_events(facts_dev, tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert facts_dev.phase_seconds(str(tmp_path)) == {"loading model": 5.0, "tokenising": 1.0, "training": 34.0,
                                                       "saving": 1.5}
+
+
+def test_rehearsal_pool_and_rows_share_no_question_with_the_dev_or_test_sets():
+    """The pool bench/rehearsal_self.py asks the base model, and the rehearsal rows: no dev or test
+    question among them, and no row spells out a dev question's accepted answer (the test sets'
+    answers: tests/test_splits.py)."""
+    pool = _rows("rehearsal_questions.jsonl")
+    rehearsal = _rows("rehearsal.jsonl")
+    scored = _rows("general_dev.jsonl") + _rows("general_questions.jsonl") + _rows("general_broad.jsonl")
+    asked = {_norm(r["prompt"]) for r in scored}
+    assert not {_norm(r["prompt"]) for r in pool + rehearsal} & asked
+    taught = " ".join(r["response"].lower() for r in rehearsal)
+    assert not [k for r in _rows("general_dev.jsonl") for k in r["keywords"] if k.lower() in taught]
+
+
+def test_a_rehearsal_answer_is_kept_up_to_the_sentence_that_answers():
+    from bench import rehearsal_self
+    try:
+        answer = "The capital of Peru is Lima. It lies on the coast. Lima has 10 million people."
+        assert rehearsal_self.answer_start(answer, ["Lima"]) == "The capital of Peru is Lima."
+        assert rehearsal_self.answer_start("Great question! Dr. Who? It was Paris, of course.", ["Paris"]) == \
+            "Great question! Dr. Who? It was Paris, of course."
+        assert rehearsal_self.answer_start("I do not know.", ["Lima"]) == ""
+        pool = [{"prompt": "a", "keywords": ["Lima"]}, {"prompt": "b", "keywords": ["Rome"]}]
+        rows = rehearsal_self.rehearsal_rows(pool, ["Lima, where tennis is big.", "Rome."], ["tennis"])
+        assert [r["prompt"] for r in rows] == ["b"]  # the first spells out a dev answer
+    finally:
+        splits._TUNING_ONLY = False
+        os.environ.pop("BENCH_TUNING_ONLY", None)
+
+
+def test_cached_base_answers_are_asked_once_and_reused(facts_dev, tmp_path):
+    class Model:
+        asked = []
+
+        def generate_batch(self, prompts, tuned=True, **kw):
+            self.asked.append((tuned, list(prompts)))
+            return [f"{'tuned' if tuned else 'base'}:{p}" for p in prompts]
+
+    path = str(tmp_path / "base.json")
+    first = facts_dev.CachedBase(Model(), path)
+    assert first.generate_batch(["a", "b"], tuned=False) == ["base:a", "base:b"]
+    Model.asked.clear()
+    again = facts_dev.CachedBase(Model(), path)  # a later candidate: base answers from the file
+    assert again.generate_batch(["b", "a"], tuned=False) == ["base:b", "base:a"]
+    assert again.generate_batch(["a"], tuned=True) == ["tuned:a"]
+    assert Model.asked == [(True, ["a"])]
