@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import urlstate
+from core.device import gpu_driver_present
 from pages import present
 from pages.classroom import admin_box, queue_lines, sidebar_class
 from pages.shared.formatting import fmt_seconds, md_escape, show_error
@@ -33,9 +34,11 @@ STEADY_PROGRESS_BARS = "<style>[data-testid='stProgress'] * { transition: none !
 # pages/ mode (see pages/shared/legacy.py); this turns it off and asks for the rerun through st.navigation.
 leave_legacy_multipage_mode()
 st.set_page_config(page_title="PEFT Playground", layout="wide")
-if urlstate.lesson_of(query_params()):
+if urlstate.lesson_of(query_params()) and gpu_driver_present():
     # A lesson link's page waits for torch before its form (the lesson's model depends on the GPU):
-    # its import starts now, beside the sidebar and the page's own imports, not after them.
+    # its import starts now, beside the sidebar and the page's own imports, not after them. Without
+    # a GPU driver the form needs no torch and draws first, like the plain Train page (no import
+    # holding the interpreter lock meanwhile).
     warm_up()
 
 
