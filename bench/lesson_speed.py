@@ -120,14 +120,10 @@ def probe_scores(result: dict) -> dict:
 
 
 def chat_prompt(cfg) -> str:
-    """The Compare page's first example button for a run of this config (pages/shared/compare_examples:
-    the run's own validation rows, else its training rows, without the rehearsal rows)."""
+    """The Compare page's first example button for a run of this config (core.data.example_inputs,
+    the page's own rule): the app side clicks it, so both sides ask the same question."""
     from core import data
-    if cfg.data.source == "builtin:facts":
-        return data.builtin_heldout("facts")[0]["prompt"]
-    loaded = data.load_rows(cfg.data, seed=cfg.train.seed)
-    rows = data.without_rehearsal(loaded.val or loaded.train)
-    return str(next(r["prompt"] for r in rows if r.get("prompt")))
+    return data.example_inputs(cfg.to_dict()["data"], cfg.data.task, cfg.train.seed)[0]
 
 
 # ------------------------------------------------------------------------------ headless children

@@ -16,6 +16,17 @@ def _metrics(tmp_path, events):
     return str(run)
 
 
+def test_the_headless_chat_asks_what_the_app_side_clicks():
+    """Like with like: the headless chat turn asks the Compare page's first example (for the facts
+    lesson a held-out rephrasing), the question the app side clicks, not a training row."""
+    from core import data, lessons
+    cfg = lessons.get("fix_hallucination").preset(hardware=False)
+    prompt = ls.chat_prompt(cfg)
+    assert prompt == data.example_inputs(cfg.to_dict()["data"], "sft", cfg.train.seed)[0]
+    assert prompt in {r["prompt"] for r in data.builtin_heldout("facts-mini")}
+    assert prompt not in {r["prompt"] for r in data.load_rows(cfg.data, seed=cfg.train.seed).train}
+
+
 def test_phases_come_from_the_runs_own_events(tmp_path):
     run = _metrics(tmp_path, [
         {"type": "phase", "phase": "loading data", "time": 100.0},

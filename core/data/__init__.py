@@ -24,5 +24,5 @@ from core.data.builtin import (  # noqa: F401
     read_jsonl, REHEARSAL_ID, without_rehearsal,
 )
 from core.data.load import (  # noqa: F401
-    check_table, load_rows, preview,
+    check_table, example_inputs, FACTS_SOURCES, load_rows, preview,
 )

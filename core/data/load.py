@@ -8,7 +8,7 @@ from core.data.base import DataError, default_uploads_dir, LoadedData, Table
 from core.data.files import resolve_path
 from core.data.parsers import read_file
 from core.data.rows import dedupe, display_row, roles_text, shuffled, split_rows, subsample, task_rows
-from core.data.builtin import read_builtin
+from core.data.builtin import builtin_heldout, read_builtin, without_rehearsal
 from core.data.hub_datasets import read_hub
 
 
@@ -119,3 +119,29 @@ def _read_source(spec: DataSpec, source: str, uploads_dir: str, seed: int) -> Ta
     if source.startswith("hub:"):
         return read_hub(source[len("hub:"):].strip(), spec.hub_split, seed)
     return read_file(resolve_path(source, uploads_dir))
+
+
+FACTS_SOURCES = ("builtin:facts", "builtin:facts-mini")  # the hallucination lesson's built-in sets
+
+
+def example_inputs(data_cfg: dict, task: str, seed: int = 42) -> list[str]:
+    """Up to three prompts (sft) or texts (classification) from a run's own data, as Compare offers
+    them: for the facts lesson, one held-out rephrasing per fact (a question the base cannot know and
+    the tuned model never saw verbatim); else the run's validation rows, or its training rows, never
+    its rehearsal rows. [] for a Hub dataset (not worth a download) or data that no longer loads."""
+    source = str(data_cfg.get("source", ""))
+    if task == "sft" and source in FACTS_SOURCES:
+        seen, out = set(), []
+        for row in builtin_heldout(source.removeprefix("builtin:")):
+            if row.get("fact_id") not in seen:
+                seen.add(row.get("fact_id"))
+                out.append(row["prompt"])
+        return out[:3]
+    if source.startswith("hub:"):
+        return []
+    try:
+        loaded = load_rows(DataSpec(**data_cfg), seed=seed)
+    except (ValueError, OSError, TypeError):
+        return []
+    key = "prompt" if task == "sft" else "text"
+    return [str(r[key]) for r in without_rehearsal(loaded.val or loaded.train) if r.get(key)][:3]

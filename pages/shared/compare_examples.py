@@ -11,32 +11,15 @@ PANES = (("base", False, "Base model", "before fine-tuning"), ("tuned", True, "F
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def examples_for(run_id: str, data_cfg: dict, task: str, seed: int) -> list[str]:
-    """A few prompts (sft) or texts (classification) from the run's own dataset."""
+    """A few prompts (sft) or texts (classification) from the run's own dataset (core.data's rule)."""
     from core import data
-    from core.config import DataSpec
-    source = str(data_cfg.get("source", ""))
-    if task == "sft" and is_facts_data(source):
-        # Held-out rephrasings: questions the base cannot know and the tuned model never saw verbatim.
-        seen, out = set(), []
-        for row in data.builtin_heldout(source.removeprefix("builtin:")):
-            if row.get("fact_id") not in seen:
-                seen.add(row.get("fact_id"))
-                out.append(row["prompt"])
-        return out[:3]
-    if source.startswith("hub:"):
-        return []  # downloading a dataset to show three examples is not worth the wait
-    try:
-        loaded = data.load_rows(DataSpec(**data_cfg), seed=seed)
-    except (ValueError, OSError):
-        return []
-    rows = loaded.val or loaded.train
-    key = "prompt" if task == "sft" else "text"
-    return [str(r[key]) for r in data.without_rehearsal(rows) if r.get(key)][:3]
+    return data.example_inputs(data_cfg, task, seed)
 
 
 def is_facts_data(source: str) -> bool:
     """The hallucination lesson's built-in sets (facts, and facts-mini that its preset trains on)."""
-    return source in ("builtin:facts", "builtin:facts-mini")
+    from core.data import FACTS_SOURCES
+    return source in FACTS_SOURCES
 
 
 def may_show_examples(info) -> bool:
