@@ -22,7 +22,7 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
               "(SFT); held-out rephrasings check whether the facts were learned."),
     "facts-mini": ("facts.jsonl", "sft",
                    "The first 12 invented facts only, plus 24 ordinary questions (rehearsal): small "
-                   "enough to learn in about two minutes on a laptop CPU (the 'Fix a hallucination' lesson)."),
+                   "enough to learn in about a minute on a laptop CPU (the 'Fix a hallucination' lesson)."),
 }
 _GENERAL_QUESTIONS = "general_questions.jsonl"
 # Ordinary questions with their ordinary answers, mixed into the fact sets' training rows. Without
