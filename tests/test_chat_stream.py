@@ -120,17 +120,23 @@ def test_sampling_answers_one_pane_after_the_other(lora_model, monkeypatch):
     assert set(batches) == {1}
 
 
-def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_model, monkeypatch):
-    assert not ia3_model._mixed_views()
-    one_by_one = {p: ia3_model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
+def _assert_one_pane_after_the_other(model, monkeypatch, one_batch):
+    """Each pane's answer as one-by-one greedy decoding gives it, one row per forward, the base pane
+    done before the tuned pane starts."""
+    one_by_one = {p: model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
                   for p, t in VIEWS.items()}
-    batches = _forward_batches(monkeypatch, ia3_model)
-    texts, order = _collect(ia3_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
-                                                            one_batch=True))
+    batches = _forward_batches(monkeypatch, model)
+    texts, order = _collect(model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
+                                                        one_batch=one_batch))
     assert {p: t.strip() for p, t in texts.items()} == one_by_one
     assert set(batches) == {1}
     ended = order.index("end:base")
     assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
+
+
+def test_a_run_that_cannot_mix_adapters_answers_one_pane_after_the_other(ia3_model, monkeypatch):
+    assert not ia3_model._mixed_views()
+    _assert_one_pane_after_the_other(ia3_model, monkeypatch, one_batch=True)
 
 
 def test_a_cancel_mid_answer_ends_both_panes_at_once(lora_model):
@@ -213,12 +219,4 @@ def test_the_caps_are_checked_for_each_pane_before_answering(lora_model, monkeyp
 @pytest.mark.parametrize("one_batch", [None, False])
 def test_by_default_the_panes_answer_one_after_the_other(lora_model, monkeypatch, one_batch):
     """PANES_IN_ONE_BATCH is off (see core/infer.py): the same answers, one pane after the other."""
-    one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=10, history=HISTORIES[p])
-                  for p, t in VIEWS.items()}
-    batches = _forward_batches(monkeypatch, lora_model)
-    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=10,
-                                                             one_batch=one_batch))
-    assert {p: t.strip() for p, t in texts.items()} == one_by_one
-    assert set(batches) == {1}
-    ended = order.index("end:base")
-    assert set(order[:ended]) == {"base"} and set(order[ended + 1:]) == {"tuned", "end:tuned"}
+    _assert_one_pane_after_the_other(lora_model, monkeypatch, one_batch)
