@@ -71,7 +71,7 @@ def chat(model, info) -> None:
     facts = is_facts_data(str((info.config.get("data") or {}).get("source", "")))
     remember = s3.toggle("Remember chat", value=not facts, key="cmp_remember",
                          help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
-    short = s4.toggle("Short answers", value=SHORT_ANSWERS, key="cmp_short",
+    short_answers = s4.toggle("Short answers", value=SHORT_ANSWERS, key="cmp_short",
                       help=f"End an answer at the first sentence end after {SENTENCE_STOP_AFTER} tokens: the "
                            "made-up facts are in the first sentence or two, and the class reads them sooner. "
                            "Off: an answer runs to its end or to Max new tokens.")
@@ -124,7 +124,7 @@ def chat(model, info) -> None:
         try:
             histories = {pane: _history(chat_state[pane], remember) for pane, *_ in PANES}
             _answer_panes(model, chat_state, prompt, histories, dict(zip(PANES_BY_NAME, panes)), max_new,
-                          temperature, cancel, short)
+                          temperature, cancel, short_answers)
         finally:
             chat_gate.end(owner_id(), cancel)
 
@@ -179,7 +179,7 @@ def _shown(content: str) -> str:
 
 
 def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns: dict, max_new: int,
-                  temperature: float, cancel, short: bool = SHORT_ANSWERS) -> None:
+                  temperature: float, cancel, short_answers: bool = SHORT_ANSWERS) -> None:
     """Stream both panes' answers (one batch if core.infer.PANES_IN_ONE_BATCH and the run allow it,
     else one pane after the other) and record them; a failed or superseded answer is recorded as
     such. A pane redraws at most every REDRAW_SECONDS: each redraw is a websocket message and a
@@ -196,7 +196,7 @@ def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns
             raw[pane], shown[pane], inert[pane], drawn[pane] = [], "", _InertText(), None
         stream = model.generate_views_stream(prompt, histories, {p: PANES_BY_NAME[p] for p in columns},
                                              max_new_tokens=max_new, temperature=temperature, cancel=cancel,
-                                             short=short, endings=endings)
+                                             short=short_answers, endings=endings)
         try:
             with contextlib.closing(stream):
                 for pane, piece in stream:
