@@ -1,5 +1,7 @@
 """Greedy decoding of several chat rows at once, a token at a time, and each row's tokens as the
-text pieces a streamer gives: what the probe's batches and the Compare chat's two panes run on.
+text pieces a streamer gives: what the probe's batches and the Compare chat's two panes run on. And
+where a chat answer ends (`Ending`): at a sentence end once it is long enough ("Short answers"), or
+cut at its token limit, said to the reader either way.
 
 Why not `model.generate`: it keeps computing a row after its end of turn until the last row ends,
 and on a CPU a batch of two costs ~1.7x a batch of one per token (MKL's matrix product for two rows
