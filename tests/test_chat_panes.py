@@ -172,3 +172,9 @@ def test_the_end_notes_are_not_sent_back_to_the_model():
     assert [m["content"] for m in _history(said, True)] == ["Q?", "Words", "And?", "One."]
     assert said[1]["content"].endswith(END_NOTES["limit"])  # the page's record keeps the note
     assert _history(said, False) == []
+
+
+def test_a_recorded_end_note_is_redrawn_as_a_note_after_the_escaped_answer():
+    from pages.shared.chat import END_NOTES, _shown
+    drawn = _shown("*Words* [x](y)\n\n" + END_NOTES["limit"])
+    assert drawn.endswith("\n\n" + END_NOTES["limit"]) and md_is_inert(drawn[: -len(END_NOTES["limit"])]) == []
