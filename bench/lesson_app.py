@@ -189,6 +189,8 @@ class App:
     def chat_turn(self, pg, expect) -> dict:
         slider = pg.get_by_test_id("stSlider").filter(has_text="Max new tokens").first
         tokens = slider.get_by_test_id("stSliderThumbValue").first.inner_text().strip()
+        toggle = pg.locator(".st-key-cmp_short input").first  # the "Short answers" toggle as shown
+        short_answers = toggle.is_checked() if toggle.count() else None
         clear = pg.get_by_role("button", name="Clear both chats")
         if clear.count():
             clear.click()
@@ -205,6 +207,7 @@ class App:
         panes = {p: {"first_words_s": round(s[0], 3) if s else None, "done_s": round(s[-1], 3) if s else None,
                      "chars": seen["chars"][p]} for p, s in stamps.items()}
         return {"prompt": prompt, "max_new_tokens": int(tokens) if tokens.isdigit() else tokens,
+                "short_answers": short_answers,
                 "first_words_s": panes["base"]["first_words_s"],
                 # the answer is full when the later pane ends (in one batch, either may end last)
                 "full_answer_s": max((p["done_s"] for p in panes.values() if p["done_s"] is not None), default=None),

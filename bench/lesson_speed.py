@@ -11,8 +11,9 @@ Rows (issue 22, "Targets"):
   probe      the hallucination probe, base + tuned, every question (core.probe), on that run
   which      "Which method wins?" (core.experiments preset, every run): total wall time, each run's
              accuracy and its "still rising" flag; in the app only with --app-which (it is long)
-  chat       one chat turn, both panes (the Compare page's first example, its default budget): time
-             to the first streamed words and to the full answer
+  chat       one chat turn, both panes (the Compare page's first example, its shipped defaults: Max
+             new tokens and Short answers, core.chat_stream): time to the first streamed words and to
+             the full answer, and why each pane's answer ended
   cold       a fresh server (health answers) -> Learn content visible / Train form usable, in Chromium
 
 Headless: each repetition is a fresh child process (`--child`, below) calling the core API as the
@@ -50,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import common  # noqa: E402
+from core.chat_stream import CHAT_MAX_NEW_TOKENS, SHORT_ANSWERS  # noqa: E402  (no torch import)
 
 ROWS = ("sentiment", "facts", "probe", "which", "chat", "cold")
 TITLES = {"sentiment": '"LoRA on sentiment": Start -> result card',
@@ -63,9 +65,10 @@ TARGETS = {"sentiment": "<= 45 s, accuracy >= now", "facts": "<= 60 s; paraphras
            "cold": "<= 2 s / <= 5 s, never blank"}
 LESSONS = {"sentiment": "lora_sentiment", "facts": "fix_hallucination", "which": "which_method"}
 MIN_REPS = 3
-# The Compare page's chat defaults (pages/shared/chat.py: the "Max new tokens" slider starts at 128,
-# temperature 0); the app side reads the slider it actually shows and records it.
-CHAT_TOKENS = 128
+# The Compare page's chat defaults (core.chat_stream: the "Max new tokens" slider and the "Short
+# answers" toggle start there, temperature 0); the app side reads the slider it actually shows and
+# records it. Before 2026-12-07 14:00 UTC the default was 128 tokens without short answers.
+CHAT_TOKENS = CHAT_MAX_NEW_TOKENS
 # --quick: a run of a few steps on a few rows, a probe of a few questions, a short answer.
 QUICK_TRAIN = ["train.max_steps=2", "data.n_samples=32", "train.eval_max_rows=16"]
 QUICK_PROBE = {"limit": 4, "max_new_tokens": 8}
@@ -176,9 +179,10 @@ def chat_turn(model, prompt: str, max_new_tokens: int) -> dict:
     """Both panes, as the Compare page streams them (RunModel.generate_views_stream): seconds from
     the send to each pane's first non-blank piece and to its end."""
     t0 = time.perf_counter()
-    first, text, done = {}, {"base": [], "tuned": []}, {}
+    first, text, done, endings = {}, {"base": [], "tuned": []}, {}, {}
     for pane, piece in model.generate_views_stream(prompt, {}, {"base": False, "tuned": True},
-                                                   max_new_tokens=max_new_tokens, temperature=0.0):
+                                                   max_new_tokens=max_new_tokens, temperature=0.0,
+                                                   short=SHORT_ANSWERS, endings=endings):
         if piece is None:
             done[pane] = time.perf_counter() - t0
             continue
@@ -186,9 +190,10 @@ def chat_turn(model, prompt: str, max_new_tokens: int) -> dict:
             first[pane] = time.perf_counter() - t0
         text[pane].append(piece)
     panes = {p: {"first_words_s": round(first[p], 3) if p in first else None,
-                 "done_s": round(done.get(p, time.perf_counter() - t0), 3), "chars": len("".join(text[p]).strip())}
+                 "done_s": round(done.get(p, time.perf_counter() - t0), 3), "chars": len("".join(text[p]).strip()),
+                 "ended_by": endings.get(p)}
              for p in ("base", "tuned")}
-    return {"prompt": prompt, "max_new_tokens": max_new_tokens, "first_words_s": panes["base"]["first_words_s"],
+    return {"prompt": prompt, "max_new_tokens": max_new_tokens, "short_answers": SHORT_ANSWERS, "first_words_s": panes["base"]["first_words_s"],
             "full_answer_s": max(panes[p]["done_s"] for p in panes), "panes": panes}
 
 

@@ -1,5 +1,7 @@
 """Greedy decoding of several chat rows at once, a token at a time, and each row's tokens as the
-text pieces a streamer gives: what the probe's batches and the Compare chat's two panes run on.
+text pieces a streamer gives: what the probe's batches and the Compare chat's two panes run on. And
+where a chat answer ends (`Ending`): at a sentence end once it is long enough ("Short answers"), or
+cut at its token limit, said to the reader either way.
 
 Why not `model.generate`: it keeps computing a row after its end of turn until the last row ends,
 and on a CPU a batch of two costs ~1.7x a batch of one per token (MKL's matrix product for two rows
@@ -9,9 +11,21 @@ after the other. Here a finished row leaves the batch.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterator
 
-import torch
+# The Compare chat's defaults (the page's controls start here; the bench asks with them). torch is
+# imported where it is used: the page reads these without waiting for it. A class
+# reads an answer on a projector: the base model's made-up facts are in its first sentence, and its
+# 100-token ramble after it was most of a turn's time (issue 22). The teacher can raise both.
+CHAT_MAX_NEW_TOKENS = 64
+SHORT_ANSWERS = True
+# With short answers on, an answer may stop at a sentence end once it is this many tokens long: a
+# first "Sure." or "I am not sure." is no answer, and a two-sentence reply (what, then when) is kept.
+SENTENCE_STOP_AFTER = 32
+# A period after these is not a sentence end: "Dr. Elam", "K. Elam", "e.g. this", "1. First".
+_NOT_A_SENTENCE_END = re.compile(r"(?:^|\s)[(\"'\u201c]?(?:[A-Z][A-Za-z]{0,2}|\S*\.\S*|\d)\.$")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]\u201d\u2019*]*$")
 
 
 def time_limit_note(budget: float) -> str:
@@ -20,17 +34,64 @@ def time_limit_note(budget: float) -> str:
             "PLAYGROUND_GENERATION_SECONDS)_")
 
 
+def sentence_ended(text: str) -> bool:
+    """Whether `text` ends a sentence: . ! or ? (a closing quote or bracket may follow), the period
+    not after an initial, a short capitalised abbreviation, a number or a dotted word (e.g.)."""
+    text = text.rstrip(" \t")
+    if not _SENTENCE_END.search(text):
+        return False
+    bare = text.rstrip("\"')]\u201d\u2019*")
+    return not (bare.endswith(".") and _NOT_A_SENTENCE_END.search(bare))
+
+
+class Ending:
+    """Why one answer ends, decided a token at a time. `take(token)`: whether the token is part of
+    the answer. With `short`, a token that starts a new sentence after SENTENCE_STOP_AFTER tokens is
+    not (the answer ends before it: `reason` "sentence"); the end of turn is always taken. An answer
+    that reaches `max_new_tokens` without its end of turn was cut: `reason` "limit"."""
+
+    def __init__(self, tokenizer, eos: set[int], max_new_tokens: int, short: bool):
+        self.tokenizer, self.eos, self.max_new_tokens, self.short = tokenizer, eos, max_new_tokens, short
+        self.tokens: list[int] = []
+        self.reason: str | None = None
+        self._verdicts: list[bool] = []
+
+    def take(self, token: int) -> bool:
+        if self.reason == "sentence":
+            return False
+        if self.short and len(self.tokens) >= SENTENCE_STOP_AFTER and token not in self.eos:
+            said = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+            more = self.tokenizer.decode(self.tokens + [token], skip_special_tokens=True)
+            if more[len(said):][:1].isspace() and sentence_ended(said):
+                self.reason = "sentence"
+                return False
+        self.tokens.append(token)
+        if len(self.tokens) >= self.max_new_tokens and token not in self.eos:
+            self.reason = "limit"
+        return True
+
+    def take_at(self, index: int, token: int) -> bool:
+        """`take` for the answer's `index`-th token, asked by two readers of one stream (generate's
+        stopping criteria and its streamer): the first asks, the second reads the same verdict."""
+        if index == len(self._verdicts):
+            self._verdicts.append(self.take(token))
+        return self._verdicts[index]
+
+
 def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int, eos: set[int],
                 max_new_tokens: int, stopped: Callable[[], bool], late: Callable[[], bool],
-                timed_out: list) -> Iterator[tuple[int, int | None]]:
+                timed_out: list, takes: Callable[[int, int], bool] | None = None
+                ) -> Iterator[tuple[int, int | None]]:
     """(row, token) for each new greedy token of each row, (row, None) once a row's answer ends: its
-    end of turn, `max_new_tokens`, or every row still going when `stopped()` or `late()` (those cut
-    by `late()` are added to `timed_out` first). Nothing when `stopped()` before the first token.
+    end of turn, `max_new_tokens`, `takes(row, token)` False (the answer ends before that token,
+    which is not yielded), or every row still going when `stopped()` or `late()` (those cut by
+    `late()` are added to `timed_out` first). Nothing when `stopped()` before the first token.
 
     `forward(row_views, **model_kwargs)` runs the model over the rows still in the batch (their
     views, for a batch that mixes them) and returns each row's argmax token. The rows' common start
     goes through the model once per view and its cache is copied to the rows; rows are left-padded
     after it, with position ids counting only real tokens."""
+    import torch
     from transformers import DynamicCache
     if stopped():
         return
@@ -53,6 +114,10 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
         done = []
         for slot, row in enumerate(alive):
             token = int(nxt[slot])
+            if takes is not None and not takes(row, token):
+                done.append(slot)
+                yield row, None
+                continue
             counts[row] += 1
             yield row, token
             if token in eos or counts[row] >= max_new_tokens:
@@ -76,6 +141,42 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
                       position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
 
 
+def ending_criteria(ending: Ending, prompt_length: int):
+    """A StoppingCriteria for `model.generate` (a batch of one): stop once `ending` does not take the
+    newest token. generate asks it before its streamer sees that token, which `ending_streamer` then
+    drops (the same verdict for the same token): the token that starts a new sentence is computed,
+    never shown, and no token after it is computed."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _Criteria(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kw):
+            taken = ending.take_at(input_ids.shape[1] - prompt_length - 1, int(input_ids[0, -1]))
+            return torch.full((input_ids.shape[0],), not taken, dtype=torch.bool, device=input_ids.device)
+
+    return _Criteria()
+
+
+def ending_streamer(tokenizer, ending: Ending):
+    """A TextIteratorStreamer for `model.generate` (a batch of one) that lets through only the new
+    tokens `ending` takes: its pieces are the answer up to where `ending` ended it."""
+    from transformers import TextIteratorStreamer
+
+    class _Streamer(TextIteratorStreamer):
+        def __init__(self):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.index = 0
+
+        def put(self, value):
+            if self.next_tokens_are_prompt:
+                return super().put(value)
+            index, self.index = self.index, self.index + 1
+            if ending.take_at(index, int(value.reshape(-1)[0])):
+                super().put(value)
+
+    return _Streamer()
+
+
 class RowText:
     """One row's new tokens as text: the pieces TextIteratorStreamer yields for a batch of one (it
     decodes a growing cache and lets words out at spaces and line ends)."""
@@ -92,6 +193,7 @@ class RowText:
         self._pieces, self._streamer = pieces, _Collect(tokenizer, skip_prompt=False, skip_special_tokens=True)
 
     def put(self, token: int) -> list[str]:
+        import torch
         self._streamer.put(torch.tensor([token]))
         return self._take()
 

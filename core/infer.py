@@ -18,7 +18,7 @@ import torch
 
 from core import limits, models
 from core.build import build_model
-from core.chat_stream import RowText, greedy_rows, time_limit_note
+from core.chat_stream import Ending, RowText, ending_criteria, ending_streamer, greedy_rows, time_limit_note
 from core.config import ConfigError, RunConfig
 from core.scoring import label_word_probs
 from core.tokenize import chat_prompt_ids
@@ -242,10 +242,13 @@ class RunModel:
 
     def generate_stream(self, prompt: str, tuned: bool = True, max_new_tokens: int = 64,
                         temperature: float = 0.0, history: list[dict] | None = None,
-                        cancel: threading.Event | None = None) -> Iterator[str]:
+                        cancel: threading.Event | None = None, short: bool = False,
+                        reasons: list | None = None) -> Iterator[str]:
         """The answer, piece by piece. It stops early when `cancel` is set, when the consumer stops
-        reading (the generator is closed), or at PLAYGROUND_GENERATION_SECONDS (then says so)."""
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        reading (the generator is closed), or at PLAYGROUND_GENERATION_SECONDS (then says so); with
+        `short`, at a sentence end (core.chat_stream.Ending). Once the answer is over, why it ended
+        is appended to `reasons`: "sentence", "limit" (cut at `max_new_tokens`) or None."""
+        from transformers import StoppingCriteriaList
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
@@ -254,12 +257,11 @@ class RunModel:
         messages = list(history or []) + [{"role": "user", "content": prompt}]
         ids = self._chat_ids(messages)
         limits.check_prompt_tokens(int(ids.shape[1]))
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         budget = limits.generation_seconds()
         timed_out: list = []
         stop_flag = threading.Event()  # set when the consumer leaves: the thread must not run on
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                      streamer=streamer, pad_token_id=self.tokenizer.pad_token_id,
+                      pad_token_id=self.tokenizer.pad_token_id,
                       do_sample=temperature > 0, repetition_penalty=REPETITION_PENALTY)
         if temperature > 0:
             kwargs["temperature"] = temperature
@@ -267,12 +269,15 @@ class RunModel:
         with self.view(tuned) as model:
             kwargs["input_ids"] = ids.to(model.device)
             kwargs["attention_mask"] = kwargs["attention_mask"].to(model.device)
+            ending = Ending(self.tokenizer, _eos_ids(model, self.tokenizer), max_new_tokens, short)
+            kwargs["streamer"] = streamer = ending_streamer(self.tokenizer, ending)
             # The clock starts once the model is ours: waiting for it is bounded separately.
             either = _AnyEvent(cancel, stop_flag)
             if either.is_set():
                 return  # replaced by a newer send while it waited for the model: nothing to answer
             kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_when(either, time.monotonic() + budget,
-                                                                           timed_out)])
+                                                                           timed_out),
+                                                                ending_criteria(ending, ids.shape[1])])
 
             def work():
                 try:
@@ -296,17 +301,22 @@ class RunModel:
             raise errors[0]
         if timed_out:
             yield time_limit_note(budget)
+        if reasons is not None:
+            reasons.append(None if timed_out or (cancel is not None and cancel.is_set()) else ending.reason)
 
     def generate_views_stream(self, prompt: str, histories: dict[str, list[dict] | None], views: dict[str, bool],
                               max_new_tokens: int = 64, temperature: float = 0.0,
-                              cancel: threading.Event | None = None,
-                              one_batch: bool | None = None) -> Iterator[tuple[str, str | None]]:
+                              cancel: threading.Event | None = None, one_batch: bool | None = None,
+                              short: bool = False, endings: dict | None = None
+                              ) -> Iterator[tuple[str, str | None]]:
         """Each pane's answer to `prompt`, given the pane's own `histories[pane]` and view
         (`views[pane]`: tuned or base): (pane, piece) while it is made, (pane, None) once that pane's
         answer is over. With `one_batch` (default PANES_IN_ONE_BATCH) a LoRA run answers greedily
         with all panes in one batch (peft's per-row `adapter_names`; a pane that is done leaves it),
         the model held a token at a time as the probe holds it; otherwise, and for sampling and
-        runs that cannot mix views in a batch, one pane after the other (generate_stream)."""
+        runs that cannot mix views in a batch, one pane after the other (generate_stream). `short`:
+        an answer may end at a sentence end (generate_stream); `endings[pane]` is set to why each
+        pane's answer ended ("sentence", "limit" or None) before its (pane, None)."""
         if self.task != "sft":
             raise ConfigError("this run is a classifier; generation needs an instruction-tuned (sft) run")
         if not prompt.strip():
@@ -320,18 +330,22 @@ class RunModel:
         one_batch = PANES_IN_ONE_BATCH if one_batch is None else one_batch
         if not one_batch or temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
             for pane in panes:
+                reasons: list = []
                 for piece in self.generate_stream(prompt, views[pane], max_new_tokens, temperature,
-                                                  histories.get(pane), cancel):
+                                                  histories.get(pane), cancel, short, reasons):
                     yield pane, piece
+                if endings is not None:
+                    endings[pane] = reasons[-1] if reasons else None
                 yield pane, None
             return
         budget, timed_out, used = limits.generation_seconds(), [], [0.0]
         texts = [RowText(self.tokenizer) for _ in rows]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        eos = _eos_ids(self.model, self.tokenizer)
+        ends = [Ending(self.tokenizer, eos, max_new_tokens, short) for _ in rows]
         for row, token in greedy_rows(self._token_forward(True, True, budget, used), rows, [views[p] for p in panes],
-                                      pad, _eos_ids(self.model, self.tokenizer), max_new_tokens,
-                                      lambda: cancel is not None and cancel.is_set(), lambda: used[0] > budget,
-                                      timed_out):
+                                      pad, eos, max_new_tokens, lambda: cancel is not None and cancel.is_set(),
+                                      lambda: used[0] > budget, timed_out, lambda r, t: ends[r].take(t)):
             if token is not None:
                 pieces = texts[row].put(token)
             else:
@@ -339,6 +353,9 @@ class RunModel:
             for piece in pieces:
                 yield panes[row], piece
             if token is None:
+                if endings is not None:
+                    cut = row in timed_out or (cancel is not None and cancel.is_set())
+                    endings[panes[row]] = None if cut else ends[row].reason
                 yield panes[row], None
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:

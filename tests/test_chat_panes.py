@@ -21,9 +21,24 @@ def _script():
     scenario = st.session_state["scenario"]
 
     class FakeModel:
-        def generate_views_stream(self, prompt, histories, views, max_new_tokens, temperature, cancel):
-            st.session_state["asked"] = {"histories": histories, "views": views, "prompt": prompt}
-            if scenario == "cancel":
+        def generate_views_stream(self, prompt, histories, views, max_new_tokens, temperature, cancel,
+                                  short, endings):
+            st.session_state["asked"] = {"histories": histories, "views": views, "prompt": prompt, "short": short}
+            if scenario == "ended":  # the base pane cut by the token limit, the tuned one said its end
+                yield "base", "Words and more words"
+                endings["base"] = "limit"
+                yield "base", None
+                yield "tuned", "A short answer."
+                endings["tuned"] = None
+                yield "tuned", None
+            elif scenario == "sentence":
+                yield "base", "One whole sentence."
+                endings["base"] = "sentence"
+                yield "base", None
+                yield "tuned", "Another."
+                endings["tuned"] = "sentence"
+                yield "tuned", None
+            elif scenario == "cancel":
                 yield "base", "The base model "
                 yield "tuned", "The tuned model "
                 cancel.set()  # a newer send from the same session, mid-answer
@@ -127,3 +142,39 @@ def test_www_is_never_split_between_two_chunks(chunks):
     inert = _InertText()
     shown = "".join(inert.feed(c) for c in chunks) + inert.flush()
     assert md_is_inert(shown) == [] and "evil" in shown
+
+
+def test_an_answer_cut_by_the_token_limit_says_so_and_no_other_does():
+    from pages.shared.chat import END_NOTES
+    at = _run("ended")
+    base, tuned = _shown(at)
+    assert "Max new tokens" in base and base.startswith("Words and more words")
+    assert "Max new tokens" not in tuned and "Short answers" not in tuned and tuned.startswith("A short answer")
+    chats = at.session_state["chats"]
+    assert chats["base"][-1]["content"] == "Words and more words\n\n" + END_NOTES["limit"]
+    assert chats["tuned"][-1]["content"] == "A short answer."
+
+
+def test_an_answer_stopped_at_a_sentence_end_says_so():
+    from pages.shared.chat import END_NOTES
+    at = _run("sentence")
+    assert all("Short answers" in text for text in _shown(at)), _shown(at)
+    assert at.session_state["chats"]["tuned"][-1]["content"] == "Another.\n\n" + END_NOTES["sentence"]
+    assert at.session_state["asked"]["short"] is True  # the shipped default
+
+
+def test_the_end_notes_are_not_sent_back_to_the_model():
+    from pages.shared.chat import END_NOTES, _history
+    said = [{"role": "user", "content": "Q?"},
+            {"role": "assistant", "content": "Words\n\n" + END_NOTES["limit"]},
+            {"role": "user", "content": "And?"},
+            {"role": "assistant", "content": "One.\n\n" + END_NOTES["sentence"]}]
+    assert [m["content"] for m in _history(said, True)] == ["Q?", "Words", "And?", "One."]
+    assert said[1]["content"].endswith(END_NOTES["limit"])  # the page's record keeps the note
+    assert _history(said, False) == []
+
+
+def test_a_recorded_end_note_is_redrawn_as_a_note_after_the_escaped_answer():
+    from pages.shared.chat import END_NOTES, _shown
+    drawn = _shown("*Words* [x](y)\n\n" + END_NOTES["limit"])
+    assert drawn.endswith("\n\n" + END_NOTES["limit"]) and md_is_inert(drawn[: -len(END_NOTES["limit"])]) == []

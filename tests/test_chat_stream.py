@@ -220,3 +220,99 @@ def test_the_caps_are_checked_for_each_pane_before_answering(lora_model, monkeyp
 def test_by_default_the_panes_answer_one_after_the_other(lora_model, monkeypatch, one_batch):
     """PANES_IN_ONE_BATCH is off (see core/infer.py): the same answers, one pane after the other."""
     _assert_one_pane_after_the_other(lora_model, monkeypatch, one_batch)
+
+
+# ------------------------------------------------------------------ where an answer ends (issue 22)
+
+@pytest.mark.parametrize("text, ends", [
+    ("its potential applications in medicine.", True), ("Really?", True), ("Wow!", True),
+    ('He said "yes."', True), ("founded in 2019.", True), ("It is Mars.", True),
+    ("is Dr.", False), ("Elena K.", False), ("for e.g.", False), ("\n1.", False), ("(Dr.", False),
+    ("Paris", False), ("a list:", False)])
+def test_what_ends_a_sentence(text, ends):
+    from core.chat_stream import sentence_ended
+    assert sentence_ended(text) is ends
+
+
+class _WordTokenizer:
+    """Token i is WORDS[i]; decoding joins them."""
+    WORDS = ["<end>", "One", " two", ".", " Three", " Dr", " Elam", "\n", "!"]
+
+    def decode(self, tokens, skip_special_tokens=True):
+        return "".join(self.WORDS[t] for t in tokens if t != 0)
+
+
+def _take_all(tokens, max_new=50, short=True, after=2, monkeypatch=None):
+    from core import chat_stream
+    monkeypatch.setattr(chat_stream, "SENTENCE_STOP_AFTER", after)
+    ending = chat_stream.Ending(_WordTokenizer(), {0}, max_new, short)
+    taken = []
+    for t in tokens:
+        if not ending.take(t):
+            break
+        taken.append(t)
+    return taken, ending.reason
+
+
+def test_a_short_answer_ends_before_the_word_that_starts_a_new_sentence(monkeypatch):
+    # "One two. Three": the answer is "One two." and " Three" is not said
+    assert _take_all([1, 2, 3, 4, 2], monkeypatch=monkeypatch) == ([1, 2, 3], "sentence")
+    assert _take_all([1, 2, 3, 7, 4], monkeypatch=monkeypatch) == ([1, 2, 3], "sentence")  # a line break too
+    # the model's own end of turn right after the sentence: a whole answer, no reason to give
+    assert _take_all([1, 2, 3, 0], monkeypatch=monkeypatch) == ([1, 2, 3, 0], None)
+    # before the minimum, a sentence end does not stop it; an abbreviation never does
+    assert _take_all([1, 3, 4, 3, 4], after=3, monkeypatch=monkeypatch) == ([1, 3, 4, 3], "sentence")
+    assert _take_all([1, 2, 5, 3, 6, 3, 0], monkeypatch=monkeypatch) == ([1, 2, 5, 3, 6, 3, 0], None)
+    # off: the answer runs on; cut by the limit only when it did not end there
+    assert _take_all([1, 2, 3, 4, 2], short=False, monkeypatch=monkeypatch) == ([1, 2, 3, 4, 2], None)
+    assert _take_all([1, 2, 3, 4], max_new=3, short=False, monkeypatch=monkeypatch)[1] == "limit"
+    assert _take_all([1, 2, 0], max_new=3, short=False, monkeypatch=monkeypatch)[1] is None
+
+
+def _greedy_tokens(model, tuned, history, max_new_tokens):
+    """The new tokens of plain greedy `model.generate` (no streamer, no stopping rule of ours)."""
+    import torch
+    ids = model._chat_ids(list(history) + [{"role": "user", "content": PROMPT}])
+    with torch.no_grad(), model.view(tuned) as m:
+        out = m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_without_short_answers_each_pane_says_what_plain_generate_says(lora_model, one_batch):
+    endings = {}
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12,
+                                                         one_batch=one_batch, endings=endings))
+    for pane, tuned in VIEWS.items():
+        tokens = _greedy_tokens(lora_model, tuned, HISTORIES[pane], 12)
+        assert texts[pane] == lora_model._as_streamed(tokens)
+        said_end = any(t in lora_model.tokenizer.all_special_ids for t in tokens)
+        assert endings[pane] == (None if said_end else "limit"), (pane, tokens)
+
+
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_short_answers_stop_at_a_new_sentence_and_compute_no_token_after_it(lora_model, monkeypatch, one_batch):
+    """Every word is made to end a sentence: after 3 tokens, the first token that starts with a space
+    ends the answer before it; that token is the last one computed for its pane."""
+    from core import chat_stream
+    monkeypatch.setattr(chat_stream, "SENTENCE_STOP_AFTER", 3)
+    monkeypatch.setattr(chat_stream, "sentence_ended", lambda text: True)
+    tok = lora_model.tokenizer
+    said, stops = {}, {}
+    for pane, tuned in VIEWS.items():
+        said[pane] = tokens = _greedy_tokens(lora_model, tuned, [], 16)
+        stops[pane] = next(i for i in range(3, len(tokens))
+                           if tok.decode(tokens[:i + 1], skip_special_tokens=True)[
+                               len(tok.decode(tokens[:i], skip_special_tokens=True)):][:1].isspace())
+        assert said[pane][stops[pane]] not in tok.all_special_ids
+    batches = _forward_batches(monkeypatch, lora_model)
+    endings = {}
+    texts, _ = _collect(lora_model.generate_views_stream(PROMPT, {}, VIEWS, max_new_tokens=16,
+                                                         one_batch=one_batch, short=True, endings=endings))
+    assert texts == {p: lora_model._as_streamed(said[p][:stops[p]]) for p in VIEWS}
+    assert endings == {"base": "sentence", "tuned": "sentence"}
+    if one_batch:  # the shared start, then one forward per token until the longer pane's stop token
+        assert len(batches) == 1 + max(stops.values()) + 1, (batches, stops)
+    else:
+        assert len(batches) == sum(stops.values()) + 2, (batches, stops)

@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from core import chat_gate, limits
+from core.chat_stream import CHAT_MAX_NEW_TOKENS, SENTENCE_STOP_AFTER, SHORT_ANSWERS
 from core.textsafe import md_text
 from pages.shared.compare_examples import PANES, PENDING_KEY, is_facts_data, set_pending, short, shown_examples
 from pages.shared.formatting import error_text, md_escape, show_error
@@ -14,6 +15,10 @@ from pages.shared.session import owner_id
 
 CHATS_KEY = "_compare_chats"       # run id -> {"base": [messages], "tuned": [messages]}
 HISTORY_MESSAGES = 6               # earlier messages sent as context: 3 turns keep small models on track
+# Why an answer ended before the model said it was done (core.chat_stream.Ending's reasons): said
+# under the answer, so a class never takes a cut answer for the model's whole reply.
+END_NOTES = {"limit": "_(cut here: the answer reached the “Max new tokens” limit; raise it to read on)_",
+             "sentence": "_(stopped at the end of a sentence: “Short answers” is on; switch it off to read on)_"}
 NO_ANSWER = "_(no answer: the model stopped at once)_"
 NOTICES_KEY = "_compare_notices"   # sends the server refused: shown until the next answer
 SUPERSEDED = "_(stopped: a newer message replaced this one before it was answered)_"
@@ -55,8 +60,8 @@ def chat(model, info) -> None:
     chats = st.session_state.setdefault(CHATS_KEY, {})
     chat_state = chats.setdefault(info.id, {"base": [], "tuned": []})
 
-    s1, s2, s3 = st.columns([2, 2, 1.2])
-    max_new = s1.slider("Max new tokens", 8, 512, 128, step=8, key="cmp_max_new",
+    s1, s2, s3, s4 = st.columns([2, 2, 1.2, 1.2])
+    max_new = s1.slider("Max new tokens", 8, 512, CHAT_MAX_NEW_TOKENS, step=8, key="cmp_max_new",
                         help="How long an answer may get. Small CPUs: keep it short.")
     temperature = s2.slider("Temperature", 0.0, 1.5, 0.0, step=0.1, key="cmp_temp",
                             help="0 = greedy: the most likely token every time, so the class sees the same "
@@ -66,6 +71,10 @@ def chat(model, info) -> None:
     facts = is_facts_data(str((info.config.get("data") or {}).get("source", "")))
     remember = s3.toggle("Remember chat", value=not facts, key="cmp_remember",
                          help=f"Send up to the last {HISTORY_MESSAGES} messages of each pane as context.")
+    short_answers = s4.toggle("Short answers", value=SHORT_ANSWERS, key="cmp_short",
+                      help=f"End an answer at the first sentence end after {SENTENCE_STOP_AFTER} tokens: the "
+                           "made-up facts are in the first sentence or two, and the class reads them sooner. "
+                           "Off: an answer runs to its end or to Max new tokens.")
 
     seed = int((info.config.get("train") or {}).get("seed", 42))
     examples = shown_examples(info, "sft", seed)
@@ -95,7 +104,7 @@ def chat(model, info) -> None:
         st.warning("The prompt is empty: type a question, then press Send.")
 
     if prompt:
-        prompt = _admit(model, prompt, [chat_state[p][-HISTORY_MESSAGES:] if remember else [] for p, *_ in PANES])
+        prompt = _admit(model, prompt, [_history(chat_state[p], remember) for p, *_ in PANES])
     for notice in st.session_state.get(NOTICES_KEY, []):
         st.warning(notice)
 
@@ -113,9 +122,9 @@ def chat(model, info) -> None:
         # Streamlit has replaced with this one), and a closed tab cancels it too (its generator closes).
         cancel = chat_gate.begin(owner_id())
         try:
-            histories = {pane: chat_state[pane][-HISTORY_MESSAGES:] if remember else [] for pane, *_ in PANES}
+            histories = {pane: _history(chat_state[pane], remember) for pane, *_ in PANES}
             _answer_panes(model, chat_state, prompt, histories, dict(zip(PANES_BY_NAME, panes)), max_new,
-                          temperature, cancel)
+                          temperature, cancel, short_answers)
         finally:
             chat_gate.end(owner_id(), cancel)
 
@@ -123,6 +132,19 @@ def chat(model, info) -> None:
         if st.button("Clear both chats", key="cmp_clear"):
             chats[info.id] = {"base": [], "tuned": []}
             st.rerun()
+
+
+def _history(messages: list[dict], remember: bool) -> list[dict]:
+    """What a pane sends the model as context: its last messages, without the page's end notes."""
+    if not remember:
+        return []
+    kept = []
+    for msg in messages[-HISTORY_MESSAGES:]:
+        for note in END_NOTES.values():
+            if msg["role"] == "assistant" and msg["content"].endswith("\n\n" + note):
+                msg = {**msg, "content": msg["content"][: -len(note) - 2]}
+        kept.append(msg)
+    return kept
 
 
 def _admit(model, prompt: str, histories: list[list]) -> str | None:
@@ -147,7 +169,7 @@ def _not_answered(exc: BaseException) -> str:
 def _shown(content: str) -> str:
     """A chat message as markdown: the model's or visitor's text escaped; the page's own notes
     (NO_ANSWER, SUPERSEDED, not answered), which end the text, keep their italics."""
-    for note in (SUPERSEDED, NO_ANSWER):
+    for note in (SUPERSEDED, NO_ANSWER, *END_NOTES.values()):
         if content.endswith(note):
             body = content[: -len(note)].strip()
             return (md_text(body, max_len=None, multiline=True) + "\n\n" if body else "") + note
@@ -157,12 +179,12 @@ def _shown(content: str) -> str:
 
 
 def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns: dict, max_new: int,
-                  temperature: float, cancel) -> None:
+                  temperature: float, cancel, short_answers: bool = SHORT_ANSWERS) -> None:
     """Stream both panes' answers (one batch if core.infer.PANES_IN_ONE_BATCH and the run allow it,
     else one pane after the other) and record them; a failed or superseded answer is recorded as
     such. A pane redraws at most every REDRAW_SECONDS: each redraw is a websocket message and a
     markdown render of the whole answer so far, on the CPU the model needs."""
-    boxes, raw, shown, inert, drawn = {}, {}, {}, {}, {}
+    boxes, raw, shown, inert, drawn, endings = {}, {}, {}, {}, {}, {}
     answers: dict[str, str | None] = {pane: None for pane in columns}
     try:
         for pane, col in columns.items():
@@ -173,12 +195,14 @@ def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns
                     boxes[pane] = st.empty()
             raw[pane], shown[pane], inert[pane], drawn[pane] = [], "", _InertText(), None
         stream = model.generate_views_stream(prompt, histories, {p: PANES_BY_NAME[p] for p in columns},
-                                             max_new_tokens=max_new, temperature=temperature, cancel=cancel)
+                                             max_new_tokens=max_new, temperature=temperature, cancel=cancel,
+                                             short=short_answers, endings=endings)
         try:
             with contextlib.closing(stream):
                 for pane, piece in stream:
                     if piece is None:  # this pane's answer is complete
-                        answers[pane] = _finish(boxes[pane], raw[pane], shown[pane] + inert[pane].flush(), cancel)
+                        answers[pane] = _finish(boxes[pane], raw[pane], shown[pane] + inert[pane].flush(), cancel,
+                                                END_NOTES.get(endings.get(pane)))
                         continue
                     raw[pane].append(piece)
                     shown[pane] += inert[pane].feed(piece)
@@ -209,9 +233,12 @@ def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns
                                   else answers[pane]}]
 
 
-def _finish(box, raw: list[str], shown: str, cancel) -> str:
-    """Draw a pane's whole answer; what goes back to the model as history (the text as generated)."""
+def _finish(box, raw: list[str], shown: str, cancel, note: str | None = None) -> str:
+    """Draw a pane's whole answer and `note` (why it ended early) under it; what the pane records
+    (the text as generated, and the note, which `_history` keeps from the model)."""
     answer = "".join(raw).strip()
+    if note and answer and not cancel.is_set():
+        answer, shown = f"{answer}\n\n{note}", f"{shown.strip()}\n\n{note}"
     if cancel.is_set():
         answer = (answer + "\n\n" if answer else "") + SUPERSEDED
         shown = (shown.strip() + "\n\n" if shown.strip() else "") + SUPERSEDED
