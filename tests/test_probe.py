@@ -126,7 +126,7 @@ def test_probe_defaults_read_the_sets_no_tuning_touched():
 
 # ------------------------------------------------------------------------------ the Compare page
 
-def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, monkeypatch):
+def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, monkeypatch, tmp_path):
     """An SFT run on builtin:facts-mini: the button scores both views, shows the numbers and the
     answers, and writes probe.json so the next visit shows them without generating again."""
     import json
@@ -139,6 +139,7 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     from core.config import RunConfig
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     monkeypatch.chdir(root)
+    monkeypatch.setenv("PLAYGROUND_CACHE_DIR", str(tmp_path / "cache"))  # the base answers' cache: this test's
     jobs.reset_manager()
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -168,6 +169,9 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     at.button(key="cmp_probe").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(calls) == 1 and callable(calls[0]["progress"])
+    # the base model's answers are kept for the next run's probe, under the server's cache folder
+    assert calls[0]["base_cache"].folder == tmp_path / "cache" / "probe-base"
+    assert len(list((tmp_path / "cache" / "probe-base").glob("*.json"))) == 1
     # the page asks the fresh paraphrases, which no training row or tuning used
     assert calls[0]["facts"] == probe.probe_facts("facts-mini") != data_heldout("facts-mini")
     labels = [m.label for m in at.metric]

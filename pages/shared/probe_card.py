@@ -52,8 +52,11 @@ def _run_probe(model, info, dataset: str) -> dict | None:
         bar.progress(done / max(total, 1), text=f"{done}/{total} answers · {who}, {what}")
 
     try:
+        # The base model's answers to the built-in sets are the same for every run on this base:
+        # kept per server, a class's later probes ask only the tuned model. Only built-in questions
+        # are ever asked here (PROBE_SOURCES), so nothing a visitor typed is kept.
         result = probe.probe(model, facts=probe.probe_facts(dataset), max_new_tokens=PROBE_TOKENS,
-                             progress=progress)
+                             progress=progress, base_cache=probe.BaseAnswerCache())
     except Exception as exc:  # the model call must never show a traceback
         bar.empty()
         show_error(exc)
