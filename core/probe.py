@@ -92,6 +92,7 @@ def probe_general() -> list[dict]:
 BASE_CACHE_FORMAT = 1          # bump when decoding changes in a way the key below cannot see
 BASE_CACHE_ENTRIES = 32        # files kept, least recently used dropped: base x question set x budget
 BASE_CACHE_FILE_BYTES = 1 << 20  # a larger file is not one of ours: ignored unread
+STALE_TEMP_S = 3600           # a half-written file older than this belongs to a writer that died
 SAMPLE_PER_TENSOR = 4096       # elements of a weight read for its fingerprint (every one if fewer)
 
 
@@ -221,13 +222,18 @@ class BaseAnswerCache:
             log.warning("probe base cache: not written (%s)", exc)
 
     def _prune(self) -> None:
-        entries = []
-        for path in self.folder.glob("*.json"):
+        """At most BASE_CACHE_ENTRIES entries, and no temporary file a crashed writer left behind."""
+        entries, stale = [], []
+        for path in self.folder.iterdir():
             try:
-                entries.append((path.lstat().st_mtime, path))
+                mtime = path.lstat().st_mtime
             except OSError:
-                pass
-        for _, path in sorted(entries, reverse=True)[BASE_CACHE_ENTRIES:]:
+                continue
+            if path.suffix == ".json":
+                entries.append((mtime, path))
+            elif path.suffix == ".tmp" and time.time() - mtime > STALE_TEMP_S:
+                stale.append(path)
+        for path in [p for _, p in sorted(entries, reverse=True)[BASE_CACHE_ENTRIES:]] + stale:
             try:
                 path.unlink()
             except OSError:

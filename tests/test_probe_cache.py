@@ -188,7 +188,36 @@ def test_the_cache_keeps_at_most_its_bound_of_files(tmp_path, monkeypatch):
     for i, c in enumerate("abcde"):
         cache.put(c * 64, [c])
         os.utime(tmp_path / f"{c * 64}.json", (1000 + i, 1000 + i))
+    left = tmp_path / f".{'f' * 64}.json.abc.tmp"  # a writer that died mid-write, long ago
+    left.write_text("{")
+    os.utime(left, (1000, 1000))
+    fresh = tmp_path / f".{'f' * 64}.json.def.tmp"  # one writing now
+    fresh.write_text("{")
     cache.put("f" * 64, ["f"])
-    assert sorted(p.name[0] for p in tmp_path.iterdir()) == ["d", "e", "f"]
+    assert sorted(p.name[0] for p in tmp_path.iterdir() if p.suffix == ".json") == ["d", "e", "f"]
+    assert not left.exists() and fresh.exists()
 
 
+
+
+def test_two_sessions_writing_at_once_leave_a_whole_entry_and_a_reader_never_sees_half(tmp_path):
+    import threading
+    cache = probe.BaseAnswerCache(tmp_path)
+    key, answers = "e" * 64, [f"answer {i} " * 20 for i in range(64)]
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            seen.append(cache.get(key, len(answers), TOKENS))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=lambda: [cache.put(key, answers) for _ in range(20)]) for _ in range(2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    stop.set()
+    reader.join()
+    assert all(s is None or s == answers for s in seen) and answers in seen
+    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.json"]  # no temporary file left
