@@ -181,7 +181,7 @@ class App:
                 probe = {**shared, "probe_s": round(time.monotonic() - t0, 2), "open_compare_s": opened}
                 idle(pg, expect, self.timeout_s)
                 probe.update(saved_probe(run["run_dir"]))
-                probe["probe_warm_s"] = self.warm_probe(pg, expect, run["run_dir"])
+                probe.update(self.warm_probe(pg, expect, run["run_dir"]))
                 out["probe"] = probe
                 if "probe_scores" in probe:
                     run["probe_scores"] = probe["probe_scores"]
@@ -189,7 +189,7 @@ class App:
                 out["chat"] = {**shared, "open_compare_s": opened, "chat": self.chat_turn(pg, expect)}
         return {r: out[r] for r in group if r in out}
 
-    def warm_probe(self, pg, expect, run_dir: str) -> float:
+    def warm_probe(self, pg, expect, run_dir: str) -> dict:
         """A later probe on this server: the run's saved result removed and the page reloaded, its
         base answers now come from the server's cache (core.probe.BaseAnswerCache), as for another
         student's run on the same base."""
@@ -203,7 +203,9 @@ class App:
         expect(pg.get_by_text("Facts recalled (held-out)").first).to_be_visible()
         seconds = round(time.monotonic() - t0, 2)
         idle(pg, expect, self.timeout_s)
-        return seconds
+        saved = saved_probe(run_dir)
+        return {"probe_warm_s": seconds, "probe_warm_server_s": saved.get("probe_server_s"),
+                "probe_warm_base_cached": saved.get("base_answers_cached")}
 
     def chat_turn(self, pg, expect) -> dict:
         slider = pg.get_by_test_id("stSlider").filter(has_text="Max new tokens").first
@@ -326,9 +328,11 @@ def first_event_time(run_dir: str) -> float | None:
 
 def saved_probe(run_dir: str) -> dict:
     """The probe's scores as the page saved them with the run (pages/shared/probe_card.py: probe.json)."""
-    result = _read(os.path.join(run_dir, "probe.json")).get("result")
+    saved = _read(os.path.join(run_dir, "probe.json"))
+    result = saved.get("result")
     try:
-        return {"probe_scores": bench.probe_scores(result),
+        return {"probe_scores": bench.probe_scores(result), "probe_server_s": saved.get("seconds"),
+                "base_answers_cached": saved.get("base_answers_cached"),
                 "probe_questions": 2 * (result["base"]["facts"]["n"] + result["base"]["general"]["n"])}
     except (KeyError, TypeError):
         return {}

@@ -280,6 +280,8 @@ def where_time_went(reps: list[dict]) -> str:
     extra = [("eval_s", "evaluations (within training)"), ("import_s", "imports (before the clock)"),
              ("queue_s", "click -> first event"),
              ("open_compare_s", "click Compare -> page ready (run model load)"),
+             ("probe_server_s", "first probe's answers in the server"),
+             ("probe_warm_server_s", "later probe's answers in the server"),
              ("chat.panes.base.done_s", "base pane done at")]
     parts += [f"{lbl} {figure(reps, k)['median']:.1f}" for k, lbl in extra if figure(reps, k)["n"]]
     return "; ".join(parts)

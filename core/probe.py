@@ -175,6 +175,7 @@ class BaseAnswerCache:
             from core import settings
             folder = settings.cache_dir() / "probe-base"
         self.folder = Path(folder)
+        self.hits = 0  # answers lists served from the folder by this object (the page says so)
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
@@ -204,6 +205,7 @@ class BaseAnswerCache:
             os.utime(path)  # recently used: kept longest
         except OSError:
             pass
+        self.hits += 1
         return list(answers)
 
     def put(self, key: str | None, answers: list) -> None:

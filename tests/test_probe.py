@@ -183,6 +183,20 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     with open(os.path.join(run_dir, "probe.json"), encoding="utf-8") as fh:
         saved = json.load(fh)
     assert saved["dataset"] == "facts-mini" and saved["result"]["tuned"]["facts"]["n"] == 2
+    assert saved["base_answers_cached"] is False and saved["seconds"] > 0
+
+    # probed again (as for another run on this base): the base answers come from the server's cache
+    os.remove(os.path.join(run_dir, "probe.json"))
+    warm = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    warm.session_state["compare_run"] = run_id
+    warm.run()
+    warm.switch_page("pages/compare.py").run()
+    warm.button(key="cmp_probe").click().run()
+    assert not warm.exception and not warm.error
+    with open(os.path.join(run_dir, "probe.json"), encoding="utf-8") as fh:
+        rewarmed = json.load(fh)
+    assert rewarmed["base_answers_cached"] is True and rewarmed["result"] == saved["result"]
+    assert any("came from an earlier probe on this server" in c.value for c in warm.caption)
 
     again = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
     again.session_state["compare_run"] = run_id
@@ -204,7 +218,7 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     assert not third.exception
     assert any("Tuning lost 1 general question" in w.value for w in third.warning), [w.value for w in third.warning]
     assert "lost" in list(third.dataframe[1].value["tuning"])
-    assert len(calls) == 1
+    assert len(calls) == 2
     jobs.reset_manager()
 
 
