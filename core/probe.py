@@ -167,14 +167,11 @@ def base_answers_key(run_model, prompts: list[str], max_new_tokens: int) -> str 
 
 class BaseAnswerCache:
     """The base view's answers by `base_answers_key`, one small JSON file per key in `folder`
-    (default PLAYGROUND_CACHE_DIR/probe-base). Written atomically (two sessions may write the same
-    key: the last complete file wins, both are right), at most BASE_CACHE_ENTRIES files."""
+    (default: `default_folder()`). Written atomically (two sessions may write the same key: the
+    last complete file wins, both are right), at most BASE_CACHE_ENTRIES files."""
 
     def __init__(self, folder: str | os.PathLike | None = None):
-        if folder is None:
-            from core import settings
-            folder = settings.cache_dir() / "probe-base"
-        self.folder = Path(folder)
+        self.folder = Path(folder) if folder is not None else default_folder()
         self.hits = 0  # answers lists served from the folder by this object (the page says so)
 
     def _path(self, key: str) -> Path:
@@ -240,6 +237,21 @@ class BaseAnswerCache:
                 path.unlink()
             except OSError:
                 pass
+
+
+def default_folder() -> Path:
+    """PLAYGROUND_CACHE_DIR/probe-base where this process may write there; else the user's own
+    ~/.cache (the Space image builds PLAYGROUND_CACHE_DIR as root, read-only to the app's user)."""
+    from core import settings
+    candidates = [settings.cache_dir() / "probe-base", Path("~/.cache/peft-playground/probe-base").expanduser()]
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return candidates[0]  # read-only: answers put there beforehand are still read
 
 
 def _is_key(key) -> bool:

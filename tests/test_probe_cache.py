@@ -221,3 +221,18 @@ def test_two_sessions_writing_at_once_leave_a_whole_entry_and_a_reader_never_see
     reader.join()
     assert all(s is None or s == answers for s in seen) and answers in seen
     assert [p.name for p in tmp_path.iterdir()] == [f"{key}.json"]  # no temporary file left
+
+
+def test_a_read_only_cache_dir_falls_back_to_the_users_own_cache(tmp_path, monkeypatch):
+    """The Space image builds PLAYGROUND_CACHE_DIR as root: the app's user cannot write there."""
+    shared = tmp_path / "image-cache"
+    monkeypatch.setenv("PLAYGROUND_CACHE_DIR", str(shared))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert probe.default_folder() == shared / "probe-base"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(shared))
+                        and real_access(path, mode))
+    mine = probe.default_folder()
+    assert mine == tmp_path / "home" / ".cache" / "peft-playground" / "probe-base" and mine.is_dir()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert probe.default_folder() == shared / "probe-base"  # nowhere to write: still read where it was
