@@ -111,7 +111,14 @@ def _base_parameters(run_model) -> tuple[list, object] | None:
         return None
     if model is None:
         return None
-    return [(n, p) for n, p in model.named_parameters() if not skip & set(n.split("."))], model
+    return [(_plain_name(n), p) for n, p in model.named_parameters() if not skip & set(n.split("."))], model
+
+
+def _plain_name(name: str) -> str:
+    """A base weight's name as the bare model calls it: a LoRA, IA3 or full run on one base shares
+    its entry (peft adds "base_model.model." in front and wraps layers in base_layer/original_module)."""
+    name = name.removeprefix("base_model.model.")
+    return ".".join(part for part in name.split(".") if part not in ("base_layer", "original_module"))
 
 
 def _weights_fingerprint(named: list) -> str:

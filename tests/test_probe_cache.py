@@ -114,6 +114,24 @@ def test_a_link_in_the_cache_folder_is_not_followed(two_runs, tmp_path):
     assert probe.BaseAnswerCache(tmp_path / "cache").get(key, len(PROMPTS), TOKENS) is None
 
 
+def test_a_full_fine_tuning_run_on_the_same_base_shares_the_entry(two_runs, tiny_llama, tmp_path):
+    from core import train
+    from core.config import RunConfig
+    from core.infer import RunModel
+    cfg = RunConfig.from_dict({"model": {"name": tiny_llama},
+                               "data": {"source": "builtin:facts-mini", "task": "sft", "max_length": 48,
+                                        "val_share": 0.0},
+                               "method": {"name": "full"}, "train": {"max_steps": 1, "batch_size": 8}})
+    train.run(cfg, str(tmp_path / "full"))
+    full = RunModel(str(tmp_path / "full"))
+    assert full.format == "full"
+    assert probe.base_answers_key(full, PROMPTS, TOKENS) == probe.base_answers_key(two_runs[0], PROMPTS, TOKENS)
+    # and its tuned weights are not its base: the tuned model's key would differ
+    class TunedAsBase:
+        format, model, tokenizer, cfg = "none", full.model, full.tokenizer, full.cfg
+    assert probe.base_answers_key(TunedAsBase(), PROMPTS, TOKENS) != probe.base_answers_key(full, PROMPTS, TOKENS)
+
+
 def test_the_key_changes_with_every_input_that_decides_the_base_answers(two_runs, monkeypatch):
     import torch
     first, second = two_runs
