@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -191,17 +192,18 @@ class BaseAnswerCache:
             return None
         path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # not through a link, and never blocked on a pipe someone put there
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
             with os.fdopen(fd, "rb") as fh:
-                raw = fh.read(BASE_CACHE_FILE_BYTES + 1)
-            saved = json.loads(raw.decode("utf-8")) if len(raw) <= BASE_CACHE_FILE_BYTES else None
-        except (OSError, ValueError):
+                raw = fh.read(BASE_CACHE_FILE_BYTES + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+            saved = json.loads(raw.decode("utf-8")) if 0 < len(raw) <= BASE_CACHE_FILE_BYTES else None
+        except (OSError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser
             return None
         answers = saved.get("answers") if isinstance(saved, dict) else None
         longest = 64 * max(int(max_new_tokens), 1) + 64  # no token decodes to 64 characters
-        ok = (saved.get("format") == BASE_CACHE_FORMAT and saved.get("key") == key if isinstance(saved, dict)
-              else False) and isinstance(answers, list) and len(answers) == n \
-            and all(isinstance(a, str) and len(a) <= longest for a in answers)
+        ok = (isinstance(saved, dict) and saved.get("format") == BASE_CACHE_FORMAT and saved.get("key") == key
+              and isinstance(answers, list) and len(answers) == n
+              and all(isinstance(a, str) and len(a) <= longest for a in answers))
         if not ok:
             log.warning("probe base cache: ignoring %s (not a valid entry for this key)", path.name)
             return None

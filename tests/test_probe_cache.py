@@ -88,7 +88,7 @@ def test_a_warm_cache_answers_what_an_uncached_probe_answers_asking_only_the_tun
     json.dumps({"format": probe.BASE_CACHE_FORMAT, "key": "KEY", "answers": ["y" * 10**4] * 5}).encode(),
     json.dumps({"format": 999, "key": "KEY", "answers": ["a"] * 5}).encode(),
     json.dumps({"format": probe.BASE_CACHE_FORMAT, "key": "0" * 64, "answers": ["a"] * 5}).encode(),  # foreign
-    b" " * (probe.BASE_CACHE_FILE_BYTES + 10),
+    b" " * (probe.BASE_CACHE_FILE_BYTES + 10), b"[" * 200_000, b"",
 ])
 def test_a_bad_or_foreign_cache_file_is_ignored_and_written_over(two_runs, tmp_path, content):
     model = two_runs[0]
@@ -104,13 +104,16 @@ def test_a_bad_or_foreign_cache_file_is_ignored_and_written_over(two_runs, tmp_p
     assert cache.get(key, len(PROMPTS), TOKENS) == saved["answers"]
 
 
-def test_a_link_in_the_cache_folder_is_not_followed(two_runs, tmp_path):
+def test_a_link_or_a_pipe_in_the_cache_folder_is_not_read(two_runs, tmp_path):
     model = two_runs[0]
     key = probe.base_answers_key(model, PROMPTS, TOKENS)
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps({"format": probe.BASE_CACHE_FORMAT, "key": key, "answers": ["planted"] * 5}))
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / f"{key}.json").symlink_to(elsewhere)
+    assert probe.BaseAnswerCache(tmp_path / "cache").get(key, len(PROMPTS), TOKENS) is None
+    (tmp_path / "cache" / f"{key}.json").unlink()
+    os.mkfifo(tmp_path / "cache" / f"{key}.json")  # a pipe: reading it must not wait for a writer
     assert probe.BaseAnswerCache(tmp_path / "cache").get(key, len(PROMPTS), TOKENS) is None
 
 
