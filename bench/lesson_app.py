@@ -3,7 +3,8 @@
 Each measurement starts its own `streamlit run app.py` (bench/appserver.py; not timed) with an empty
 runs folder, opens the shipped lesson link and clicks what the lesson says to click. Clocks:
   lesson run     Start training clicked -> the result card's "Compare base vs tuned" is on the page
-  probe          "Run the hallucination probe" clicked -> its scores are on the page
+  probe          "Run the hallucination probe" clicked -> its scores are on the page; then again,
+                 the run's probe.json removed and the page reloaded (the base answers' cache warm)
   chat           the first example prompt clicked -> the base pane's first words / the last change
                  of the tuned pane's answer (a MutationObserver in the page stamps every change)
   which          "Queue: Which method wins?" clicked -> "n of n finished"
@@ -91,7 +92,8 @@ class App:
         folder = os.path.join(self.tmp, f"app-{self.servers:02d}-{name}")
         runs_dir = os.path.join(folder, "runs")
         os.makedirs(runs_dir)
-        env = {**self.env, "PLAYGROUND_RUNS_DIR": runs_dir, "PLAYGROUND_UPLOADS_DIR": os.path.join(folder, "uploads")}
+        env = {**self.env, "PLAYGROUND_RUNS_DIR": runs_dir, "PLAYGROUND_UPLOADS_DIR": os.path.join(folder, "uploads"),
+               "PLAYGROUND_CACHE_DIR": server_cache(folder, self.env["PLAYGROUND_CACHE_DIR"])}
         self.log = os.path.join(folder, "server.log")
         proc, url = start_app(env, self.log)
         try:
@@ -179,12 +181,31 @@ class App:
                 probe = {**shared, "probe_s": round(time.monotonic() - t0, 2), "open_compare_s": opened}
                 idle(pg, expect, self.timeout_s)
                 probe.update(saved_probe(run["run_dir"]))
+                probe.update(self.warm_probe(pg, expect, run["run_dir"]))
                 out["probe"] = probe
                 if "probe_scores" in probe:
                     run["probe_scores"] = probe["probe_scores"]
             if "chat" in group:
                 out["chat"] = {**shared, "open_compare_s": opened, "chat": self.chat_turn(pg, expect)}
         return {r: out[r] for r in group if r in out}
+
+    def warm_probe(self, pg, expect, run_dir: str) -> dict:
+        """A later probe on this server: the run's saved result removed and the page reloaded, its
+        base answers now come from the server's cache (core.probe.BaseAnswerCache), as for another
+        student's run on the same base."""
+        os.remove(os.path.join(run_dir, "probe.json"))
+        pg.reload()
+        button = pg.get_by_role("button", name="Run the hallucination probe")
+        expect(button).to_be_visible()
+        idle(pg, expect, self.timeout_s)
+        t0 = time.monotonic()
+        button.click()
+        expect(pg.get_by_text("Facts recalled (held-out)").first).to_be_visible()
+        seconds = round(time.monotonic() - t0, 2)
+        idle(pg, expect, self.timeout_s)
+        saved = saved_probe(run_dir)
+        return {"probe_warm_s": seconds, "probe_warm_server_s": saved.get("probe_server_s"),
+                "probe_warm_base_cached": saved.get("base_answers_cached")}
 
     def chat_turn(self, pg, expect) -> dict:
         slider = pg.get_by_test_id("stSlider").filter(has_text="Max new tokens").first
@@ -271,6 +292,18 @@ class App:
 
 # ------------------------------------------------------------------------------------ run folders
 
+def server_cache(folder: str, models_cache: str) -> str:
+    """A cache folder of the server's own (so the probe's kept base answers start cold on every
+    server) that links to the machine's converted models (never rebuilt per server)."""
+    mine = os.path.join(folder, "cache")
+    os.makedirs(mine, exist_ok=True)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(models_cache):
+            if name != "probe-base":
+                os.symlink(os.path.join(models_cache, name), os.path.join(mine, name))
+    return mine
+
+
 def _read(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -298,9 +331,11 @@ def first_event_time(run_dir: str) -> float | None:
 
 def saved_probe(run_dir: str) -> dict:
     """The probe's scores as the page saved them with the run (pages/shared/probe_card.py: probe.json)."""
-    result = _read(os.path.join(run_dir, "probe.json")).get("result")
+    saved = _read(os.path.join(run_dir, "probe.json"))
+    result = saved.get("result")
     try:
-        return {"probe_scores": bench.probe_scores(result),
+        return {"probe_scores": bench.probe_scores(result), "probe_server_s": saved.get("seconds"),
+                "base_answers_cached": saved.get("base_answers_cached"),
                 "probe_questions": 2 * (result["base"]["facts"]["n"] + result["base"]["general"]["n"])}
     except (KeyError, TypeError):
         return {}

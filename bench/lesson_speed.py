@@ -8,7 +8,8 @@ Rows (issue 22, "Targets"):
   sentiment  "LoRA on sentiment": Start -> result card, the lesson's own preset (core.lessons), and
              its validation accuracy
   facts      "Fix a hallucination": Start -> result card, and the probe's paraphrase / general scores
-  probe      the hallucination probe, base + tuned, every question (core.probe), on that run
+  probe      the hallucination probe, base + tuned, every question (core.probe), on that run: the
+             first probe on a fresh server (the base answers' cache cold) and a later one (warm)
   which      "Which method wins?" (core.experiments preset, every run): total wall time, each run's
              accuracy and its "still rising" flag; in the app only with --app-which (it is long)
   chat       one chat turn, both panes (the Compare page's first example, its shipped defaults: Max
@@ -122,6 +123,10 @@ def probe_scores(result: dict) -> dict:
     return {f"{view}_{part}": result[view][part]["score"] for view in ("base", "tuned") for part in ("facts", "general")}
 
 
+def probe_answers(result: dict) -> list[str]:
+    return [i["answer"] for view in ("base", "tuned") for part in ("facts", "general") for i in result[view][part]["items"]]
+
+
 def chat_prompt(cfg) -> str:
     """The Compare page's first example button for a run of this config (core.data.example_inputs,
     the page's own rule): the app side clicks it, so both sides ask the same question."""
@@ -165,9 +170,17 @@ def child_lesson(spec: dict) -> dict:
     if spec.get("probe"):
         facts = probe.probe_facts(cfg.data.source.split(":", 1)[-1])
         kw = QUICK_PROBE if spec["quick"] else {}
+        # The page keeps the base model's answers per server (core.probe.BaseAnswerCache): the first
+        # probe on a fresh server (cache cold) and a later one (warm: another student's run on the same
+        # base asks only the tuned view) are separate figures. A fresh cache folder per repetition.
+        cache = probe.BaseAnswerCache(spec["run_dir"] + "-probe-cache")
         t = time.perf_counter()
-        result = probe.probe(model, facts=facts, **kw)
+        result = probe.probe(model, facts=facts, base_cache=cache, **kw)
         out["probe_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        warm = probe.probe(model, facts=facts, base_cache=cache, **kw)
+        out["probe_warm_s"] = round(time.perf_counter() - t, 2)
+        out["probe_warm_alike"] = sum(a == b for a, b in zip(probe_answers(result), probe_answers(warm)))
         out["probe_questions"] = 2 * (result["base"]["facts"]["n"] + result["base"]["general"]["n"])
         out["probe_scores"] = probe_scores(result)
     if spec.get("chat"):
@@ -272,6 +285,8 @@ def where_time_went(reps: list[dict]) -> str:
     extra = [("eval_s", "evaluations (within training)"), ("import_s", "imports (before the clock)"),
              ("queue_s", "click -> first event"),
              ("open_compare_s", "click Compare -> page ready (run model load)"),
+             ("probe_server_s", "first probe's answers in the server"),
+             ("probe_warm_server_s", "later probe's answers in the server"),
              ("chat.panes.base.done_s", "base pane done at")]
     parts += [f"{lbl} {figure(reps, k)['median']:.1f}" for k, lbl in extra if figure(reps, k)["n"]]
     return "; ".join(parts)
@@ -282,7 +297,9 @@ SUMMARIES = {  # row -> [(column label, figure key, percent?)]
     "facts": [("Start -> result card", "start_to_result_s", False),
               ("paraphrases (tuned)", "probe_scores.tuned_facts", True),
               ("general (tuned)", "probe_scores.tuned_general", True)],
-    "probe": [("probe", "probe_s", False), ("run model load (Compare opens)", "model_load_s", False)],
+    "probe": [("first probe (base answers' cache cold)", "probe_s", False),
+              ("later probe (cache warm: tuned view only)", "probe_warm_s", False),
+              ("run model load (Compare opens)", "model_load_s", False)],
     "which": [("total", "total_s", False)],
     "chat": [("first words", "chat.first_words_s", False), ("full answer", "chat.full_answer_s", False)],
     "cold": [("Learn content", "learn_s", False), ("Train form usable", "train_s", False),
@@ -417,7 +434,7 @@ def main(argv=None) -> dict:
 
 
 def _brief(value: dict) -> dict:
-    keys = ("error", "start_to_result_s", "accuracy", "probe_s", "total_s", "learn_s", "train_s")
+    keys = ("error", "start_to_result_s", "accuracy", "probe_s", "probe_warm_s", "total_s", "learn_s", "train_s")
     out = {k: value[k] for k in keys if k in value}
     if "chat" in value:
         out["chat"] = {k: value["chat"].get(k) for k in ("first_words_s", "full_answer_s")}
@@ -436,7 +453,8 @@ def measure_headless(row: str, group: list[str], rep: int, tmp: str, args) -> di
     return {row: out} if row != "facts" else split_lecture(out, group)
 
 
-GENERATION_KEYS = ("model_load_s", "probe_s", "probe_questions", "probe_scores", "chat")
+GENERATION_KEYS = ("model_load_s", "probe_s", "probe_warm_s", "probe_warm_alike", "probe_questions", "probe_scores",
+                   "chat")
 
 
 def split_lecture(out: dict, group: list[str]) -> dict:
@@ -446,8 +464,9 @@ def split_lecture(out: dict, group: list[str]) -> dict:
         return {r: out for r in group}
     common_keys = {k: out[k] for k in ("loadavg", "process_s", "torch_threads", "threads", "run_dir") if k in out}
     rows = {"facts": {k: v for k, v in out.items() if k not in GENERATION_KEYS or k == "probe_scores"},
-            "probe": {**common_keys, **{k: out[k] for k in ("model_load_s", "probe_s", "probe_questions",
-                                                            "probe_scores") if k in out}},
+            "probe": {**common_keys, **{k: out[k] for k in ("model_load_s", "probe_s", "probe_warm_s",
+                                                            "probe_warm_alike", "probe_questions", "probe_scores")
+                                        if k in out}},
             "chat": {**common_keys, **{k: out[k] for k in ("model_load_s", "chat") if k in out}}}
     return {r: rows[r] for r in group}
 

@@ -5,6 +5,9 @@ question, base and tuned views, greedy, 40 new tokens, as the Compare page asks 
 Sides (--sides, in alternating order, bench/common.pair_order; median and range of >= 3 reps):
   fast       what the app runs now: core.probe.probe -> RunModel.generate_views (shared system-prompt
              cache, rows leave the batch at their end, LoRA base and tuned rows in one batch)
+  warm       `fast` with the base model's answers read from core.probe.BaseAnswerCache (what every
+             probe after a server's first one runs: the tuned view only); the cache is filled once
+             before the clock, in a temporary folder
   generate   the path before it (the "before" figure): one transformers `generate` per 16 questions
              per view, left-padded, every row decoded until the batch's longest answer ends
   one-by-one one `generate` per question (the first probe: 189 s; slow, not run by default)
@@ -12,7 +15,7 @@ One process, the run's model loaded once (the app probes a warm model too). It a
 answers the sides gave alike: greedy decoding should agree up to float noise in a near tie.
 
     python bench/probe_speed.py [--run RUN_DIR] [--config examples/lora_facts.yaml] [--pairs 3]
-                                [--sides fast,generate] [--batch-size 0] [--threads 0] [--quick]
+                                [--sides fast,warm] [--batch-size 0] [--threads 0] [--quick]
 
 --run: a finished facts run to probe (read only); without it the shipped preset is trained first.
 --quick: 4 questions of each set, 8 new tokens, 1 pair, the preset cut to 2 steps: NOT A RESULT.
@@ -30,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import common  # noqa: E402
 
-SIDES = ["fast", "generate", "one-by-one"]
+SIDES = ["fast", "warm", "generate", "one-by-one"]
 MIN_REPS = 3  # issue 22's lesson rows: median and range of >= 3
 OLD_BATCH = 16  # core.probe.BATCH_SIZE before generate_views
 
@@ -78,7 +81,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--run", help="a finished facts run folder to probe (default: train --config first)")
     ap.add_argument("--config", default="examples/lora_facts.yaml")
     ap.add_argument("--pairs", type=int, default=MIN_REPS)
-    ap.add_argument("--sides", default="fast,generate", help=f"comma-separated, of {SIDES}")
+    ap.add_argument("--sides", default="fast,warm", help=f"comma-separated, of {SIDES}")
     ap.add_argument("--batch-size", type=int, default=0, help="the fast side's rows per batch (0: core.probe.BATCH_SIZE)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--quick", action="store_true")
@@ -93,7 +96,7 @@ def main(argv=None) -> dict:
     import torch
 
     from core.infer import RunModel
-    from core.probe import BATCH_SIZE, probe, probe_facts, probe_general
+    from core.probe import BATCH_SIZE, BaseAnswerCache, probe, probe_facts, probe_general
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = args.batch_size or BATCH_SIZE
@@ -116,13 +119,17 @@ def main(argv=None) -> dict:
         general = probe_general()
         times: dict[str, list[float]] = {s: [] for s in sides}
         results: dict[str, dict] = {}
-        asked = {"fast": (model, batch), "generate": (GenerateCalls(model), OLD_BATCH), "one-by-one": (model, 1)}
+        asked = {"fast": (model, batch), "warm": (model, batch), "generate": (GenerateCalls(model), OLD_BATCH),
+                 "one-by-one": (model, 1)}
+        cache = BaseAnswerCache(os.path.join(tmp, "probe-base"))
+        if "warm" in sides:
+            probe(model, facts=facts, general=general, max_new_tokens=tokens, limit=limit, base_cache=cache)
         for pair in range(pairs):
             for side in common.pair_order(pair, sides):
                 t0 = time.perf_counter()
                 who, size = asked[side]
                 results[side] = probe(who, facts=facts, general=general, max_new_tokens=tokens, limit=limit,
-                                      batch_size=size)
+                                      batch_size=size, base_cache=cache if side == "warm" else None)
                 times[side].append(time.perf_counter() - t0)
                 print(f"pair {pair} {side}: {times[side][-1]:.1f} s", flush=True)
     first, last = sides[0], sides[-1]

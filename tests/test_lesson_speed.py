@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -54,12 +55,16 @@ def test_figures_are_median_and_range_over_the_repetitions_that_have_them():
 
 def test_one_lecture_is_split_into_the_rows_it_measured():
     out = {"start_to_result_s": 50.0, "accuracy": None, "phases_s": {"training": 40.0}, "threads": 2,
-           "model_load_s": 3.0, "probe_s": 20.0, "probe_questions": 128,
+           "model_load_s": 3.0, "probe_s": 20.0, "probe_warm_s": 11.0, "probe_warm_alike": 128, "probe_questions": 128,
            "probe_scores": {"tuned_facts": 0.9}, "chat": {"first_words_s": 0.5, "full_answer_s": 3.0}}
     rows = ls.split_lecture(out, ["facts", "probe", "chat"])
     assert rows["facts"]["start_to_result_s"] == 50.0 and rows["facts"]["probe_scores"] == {"tuned_facts": 0.9}
     assert "probe_s" not in rows["facts"] and "chat" not in rows["facts"]
     assert rows["probe"]["probe_s"] == 20.0 and "phases_s" not in rows["probe"]
+    # the first probe (base answers' cache cold) and a later one (warm) are separate figures
+    assert rows["probe"]["probe_warm_s"] == 11.0 and "probe_warm_s" not in rows["facts"]
+    table = ls.summarise({"probe": {"headless": [rows["probe"]]}})[0]["figures"]
+    assert "first probe (base answers' cache cold) 20 s" in table and "later probe (cache warm" in table
     assert rows["chat"]["chat"]["full_answer_s"] == 3.0 and "probe_s" not in rows["chat"]
     assert set(ls.split_lecture(out, ["chat"])) == {"chat"}
     failed = ls.split_lecture({"error": "no model"}, ["facts", "chat"])
@@ -114,6 +119,7 @@ def test_quick_headless_run_gives_numbers_for_every_row(tmp_path):
     assert 0 < facts["start_to_result_s"] and set(facts["probe_scores"]) == {"base_facts", "base_general",
                                                                              "tuned_facts", "tuned_general"}
     assert 0 < probe["probe_s"] and probe["probe_questions"] == 16 and probe["model_load_s"] > 0
+    assert 0 < probe["probe_warm_s"] and probe["probe_warm_alike"] == 16  # the cached base answers are the same
     turn = chat["chat"]
     assert turn["max_new_tokens"] == ls.QUICK_CHAT_TOKENS and turn["prompt"]
     assert 0 < turn["first_words_s"] <= turn["full_answer_s"]
@@ -148,3 +154,14 @@ def test_cold_start_in_chromium_gives_both_times(tmp_path):
     assert 0 < cold["learn_s"] and 0 < cold["train_s"] and cold["train_path"] == "/" + lesson_app.COLD_TRAIN_PATH
     assert cold["first_paint_s"] is not None and cold["first_paint_s"] <= cold["learn_s"]
     assert isinstance(cold["engine_note_seen"], bool)
+
+
+def test_each_app_server_gets_a_cold_probe_cache_beside_the_machines_models(tmp_path):
+    from bench import lesson_app
+    models = tmp_path / "models"
+    (models / "smollm2-x").mkdir(parents=True)
+    (models / "smollm2-x" / "config.json").write_text("{}")
+    (models / "probe-base").mkdir()  # answers kept by an earlier server: not this one's
+    mine = lesson_app.server_cache(str(tmp_path / "server"), str(models))
+    assert sorted(os.listdir(mine)) == ["smollm2-x"]
+    assert os.path.isfile(os.path.join(mine, "smollm2-x", "config.json"))

@@ -126,7 +126,7 @@ def test_probe_defaults_read_the_sets_no_tuning_touched():
 
 # ------------------------------------------------------------------------------ the Compare page
 
-def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, monkeypatch):
+def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, monkeypatch, tmp_path):
     """An SFT run on builtin:facts-mini: the button scores both views, shows the numbers and the
     answers, and writes probe.json so the next visit shows them without generating again."""
     import json
@@ -139,6 +139,7 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     from core.config import RunConfig
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     monkeypatch.chdir(root)
+    monkeypatch.setenv("PLAYGROUND_CACHE_DIR", str(tmp_path / "cache"))  # the base answers' cache: this test's
     jobs.reset_manager()
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -168,6 +169,9 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     at.button(key="cmp_probe").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(calls) == 1 and callable(calls[0]["progress"])
+    # the base model's answers are kept for the next run's probe, under the server's cache folder
+    assert calls[0]["base_cache"].folder == tmp_path / "cache" / "probe-base"
+    assert len(list((tmp_path / "cache" / "probe-base").glob("*.json"))) == 1
     # the page asks the fresh paraphrases, which no training row or tuning used
     assert calls[0]["facts"] == probe.probe_facts("facts-mini") != data_heldout("facts-mini")
     labels = [m.label for m in at.metric]
@@ -179,6 +183,20 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     with open(os.path.join(run_dir, "probe.json"), encoding="utf-8") as fh:
         saved = json.load(fh)
     assert saved["dataset"] == "facts-mini" and saved["result"]["tuned"]["facts"]["n"] == 2
+    assert saved["base_answers_cached"] is False and saved["seconds"] > 0
+
+    # probed again (as for another run on this base): the base answers come from the server's cache
+    os.remove(os.path.join(run_dir, "probe.json"))
+    warm = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
+    warm.session_state["compare_run"] = run_id
+    warm.run()
+    warm.switch_page("pages/compare.py").run()
+    warm.button(key="cmp_probe").click().run()
+    assert not warm.exception and not warm.error
+    with open(os.path.join(run_dir, "probe.json"), encoding="utf-8") as fh:
+        rewarmed = json.load(fh)
+    assert rewarmed["base_answers_cached"] is True and rewarmed["result"] == saved["result"]
+    assert any("came from an earlier probe on this server" in c.value for c in warm.caption)
 
     again = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=120)
     again.session_state["compare_run"] = run_id
@@ -200,7 +218,7 @@ def test_compare_page_runs_the_probe_once_and_caches_it(runs_dir, tiny_llama, mo
     assert not third.exception
     assert any("Tuning lost 1 general question" in w.value for w in third.warning), [w.value for w in third.warning]
     assert "lost" in list(third.dataframe[1].value["tuning"])
-    assert len(calls) == 1
+    assert len(calls) == 2
     jobs.reset_manager()
 
 

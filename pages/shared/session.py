@@ -51,6 +51,9 @@ def manager():
     return mgr
 
 
+# What a run's worker imports after torch: peft (and transformers), then the Trainer and our
+# training loop, which a first run used to import after Start (1-2 s on 2 cores, issue 22).
+ENGINE_MODULES = ("peft", "transformers.trainer", "core.loop")
 PEFT_IMPORT_DELAY_MAX_S = 10.0  # the longest the warm-up waits for the first page before it imports peft
 ENGINE_NOTE = "Loading the engine (torch, transformers): {what} in a few seconds."
 
@@ -79,10 +82,11 @@ class Engine:
         # transformers and peft hold the interpreter lock for seconds while they import: not while
         # the page that waited for torch draws itself (a lesson link's Train form), but after it.
         self.page_drawn.wait(PEFT_IMPORT_DELAY_MAX_S)
-        try:
-            importlib.import_module("peft")  # and transformers: a run's first start is quicker
-        except Exception:  # the run that needs them reports the problem itself
-            pass
+        for name in ENGINE_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the run that needs them reports the problem itself
+                pass
 
 
 _started: Engine | None = None  # the latest warm_up(), for engine_ready() to ask without starting one
