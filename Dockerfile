@@ -42,6 +42,9 @@ COPY --chown=user:user . .
 
 USER 1000:1000
 ENV HOME=/home/user
+# The probe's base-model answers, once, as the app's user (its ~/.cache; core.probe_prepare): a
+# class's first hallucination probe then asks only the fine-tuned model.
+RUN python -m core.probe_prepare
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; r = urllib.request.urlopen('http://localhost:7860/_stcore/health', timeout=8); sys.exit(0 if r.read().strip() == b'ok' else 1)"]

@@ -33,6 +33,8 @@ Progress = Callable[[int, int, str, str], None]
 # LoRA run's base and tuned rows together), and holds the model a token at a time, so the size no
 # longer bounds a chat's wait; PLAYGROUND_GENERATION_SECONDS still bounds each batch's own time.
 BATCH_SIZE = 32
+# New tokens per probe answer: a fact's name and number come in the first sentence.
+PROBE_TOKENS = 40
 
 
 @dataclass

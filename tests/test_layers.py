@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
     "core.model_cache": 7,
     # 8 serve
     "core.jobs": 8, "core.ray_backend": 8, "core.chat_gate": 8, "core.lessons": 8,
-    "core.experiments": 8, "core.board": 8, "core.recommend": 8, "core.gpu_shelf": 8,
+    "core.experiments": 8, "core.board": 8, "core.recommend": 8, "core.gpu_shelf": 8, "core.probe_prepare": 8,
 }
 
 # What the code breaks today, in areas other branches are still refactoring. The coordinator

@@ -257,3 +257,33 @@ def test_a_read_only_cache_dir_falls_back_to_the_users_own_cache(tmp_path, monke
     assert mine == tmp_path / "home" / ".cache" / "peft-playground" / "probe-base" and mine.is_dir()
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     assert probe.default_folder() == shared / "probe-base"  # nowhere to write: still read where it was
+
+
+def test_answers_prepared_with_the_bare_base_serve_a_lora_runs_first_probe(two_runs, tiny_llama, tmp_path):
+    """`python -m core.probe_prepare` (Docker build, start.sh): the first probe a class runs on a
+    fresh server then asks only the tuned model, and gets the base answers an uncached probe gives."""
+    from core import probe_prepare
+    from core.config import RunConfig
+    cfg = RunConfig.from_dict({"model": {"name": tiny_llama},
+                               "data": {"source": "builtin:facts-mini", "task": "sft", "max_length": 48,
+                                        "val_share": 0.0},
+                               "method": {"name": "lora", "params": {"r": 2}}})
+    cache = probe.BaseAnswerCache(tmp_path / "cache")
+    assert probe_prepare.prepare_config(cfg, cache, TOKENS) == "cached"
+    assert probe_prepare.prepare_config(cfg, cache, TOKENS) == "already cached"
+    facts, general = probe.probe_facts("facts-mini"), probe.probe_general()
+    spy = Spy(two_runs[0])
+    warm = probe.probe(spy, facts=facts, general=general, max_new_tokens=TOKENS, base_cache=cache)
+    assert spy.asked == [(True,)]
+    cold = probe.probe(two_runs[0], facts=facts, general=general, max_new_tokens=TOKENS)
+    assert _answers(warm, "base") == _answers(cold, "base")
+    assert _answers(warm, "tuned") == _answers(cold, "tuned")
+
+
+def test_a_config_without_a_built_in_facts_set_is_not_prepared(tmp_path):
+    from core import probe_prepare
+    from core.config import RunConfig
+    cfg = RunConfig.from_dict({"model": {"name": "smollm2-135m-instruct"},
+                               "data": {"source": "hub:someone/facts", "task": "sft"},
+                               "method": {"name": "lora"}})
+    assert probe_prepare.prepare_config(cfg, probe.BaseAnswerCache(tmp_path)).startswith("skipped")

@@ -6,13 +6,13 @@ import os
 import streamlit as st
 
 from core import runs
+from core.probe import PROBE_TOKENS
 from pages import present
 from pages.shared.compare_examples import PANES
 from pages.shared.formatting import md_escape, show_error
 
 PROBE_SOURCES = ("builtin:facts", "builtin:facts-mini")
 PROBE_FILE = "probe.json"          # in the run folder: the probe runs once per run
-PROBE_TOKENS = 40
 CACHED_NOTE = (" The base model's answers came from an earlier probe on this server: the same base model asked "
                "the same questions answers the same way.")
 
