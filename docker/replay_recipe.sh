@@ -2,7 +2,8 @@
 # CI: replay the Dockerfile without Docker, and fail if the image would not come up.
 #   1. a fresh virtual environment (the image's /opt/venv), with the Dockerfile's ENV;
 #   2. the Dockerfile's install step: docker/install.sh (the very script the image runs);
-#   3. the Dockerfile's cache step: python -m core.models --prepare;
+#   3. the Dockerfile's cache step: python -m core.models --prepare (and its probe step,
+#      python -m core.probe_prepare, with a fresh HOME);
 #   4. the Dockerfile's ENTRYPOINT + CMD (docker/start.sh streamlit run app.py ...), on a free port
 #      of 127.0.0.1 instead of 0.0.0.0:7860, with a writable stand-in for /data;
 #   5. poll /_stcore/health until it answers "ok" (timeout REPLAY_TIMEOUT, default 120 s), then stop.
@@ -82,6 +83,10 @@ say "installed in $(( $(date +%s) - started )) s"
 
 say "cache step: python -m core.models --prepare"
 (cd "$ROOT" && python -m core.models --prepare)
+grep -Eq '^RUN python -m core\.probe_prepare' "$DOCKERFILE" && {
+  say "probe step: python -m core.probe_prepare"
+  (cd "$ROOT" && HOME="$WORK/home" python -m core.probe_prepare)
+}
 
 PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1]); s.close()")
 argv=()
