@@ -35,7 +35,7 @@ from bench import splits  # noqa: E402
 splits.tuning_only()
 
 POOL_FILE = "rehearsal_questions.jsonl"
-DEV_FILES = ("general_dev.jsonl", "general_questions.jsonl")
+DEV_FILES = ("general_dev.jsonl", "general_dev_more.jsonl", "general_questions.jsonl")
 MAX_NEW_TOKENS = 40  # what the probe lets an answer say
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'])")
 

@@ -29,12 +29,18 @@ def facts_dev():
     os.environ.pop("BENCH_TUNING_ONLY", None)
 
 
-def test_broad_dev_questions_share_nothing_with_tests_training_or_older_sets():
-    dev = _rows("general_dev.jsonl")
+@pytest.mark.parametrize("name, others", [
+    ("general_dev.jsonl", ()),
+    # The second pass's questions: nothing shared with the first dev file or the rehearsal pool either.
+    ("general_dev_more.jsonl", ("general_dev.jsonl", "rehearsal_questions.jsonl")),
+])
+def test_broad_dev_questions_share_nothing_with_tests_training_or_older_sets(name, others):
+    dev = _rows(name)
     assert len(dev) >= 30 and len({r["topic"] for r in dev}) >= 5
-    others = _rows("general_broad.jsonl") + _rows("general_questions.jsonl")
+    others = _rows("general_broad.jsonl") + _rows("general_questions.jsonl") + [r for o in others for r in _rows(o)]
     rehearsal = _rows("rehearsal.jsonl")
     assert not {_norm(r["prompt"]) for r in dev} & {_norm(r["prompt"]) for r in others + rehearsal}
+    assert len({_norm(r["prompt"]) for r in dev}) == len(dev)
     other_answers = {k.lower() for r in others for k in r["keywords"]}
     taught = " ".join(r["response"].lower() for r in rehearsal)
     for r in dev:
@@ -45,9 +51,26 @@ def test_broad_dev_questions_share_nothing_with_tests_training_or_older_sets():
 
 def test_facts_dev_scores_the_broad_dev_questions_and_no_test_row(facts_dev):
     facts, general = facts_dev.dev_sets("facts-mini")
-    assert [r["prompt"] for r in general[-30:]] == [r["prompt"] for r in _rows("general_dev.jsonl")]
+    assert [r["prompt"] for r in general[20:]] == [r["prompt"] for r in _rows("general_dev.jsonl")
+                                                   + _rows("general_dev_more.jsonl")]
+    assert [r["prompt"] for r in facts[24:]] == [r["prompt"] for r in _rows("facts_dev_more.jsonl")]
     test = {r["prompt"] for r in _rows("facts_fresh.jsonl") + _rows("general_broad.jsonl")}
     assert not {r["prompt"] for r in facts + general} & test
+
+
+def test_more_dev_paraphrases_are_new_questions_about_the_mini_facts():
+    """3-4 more phrasings a fact (aliases, indirect wordings, another fact of the same entity named):
+    the fact's own answer and keywords, no keyword given away, no training, held-out or test question."""
+    from core import data
+    more = _rows("facts_dev_more.jsonl")
+    facts = {r["fact_id"]: r for r in _rows("facts.jsonl")}
+    mini = [r["fact_id"] for r in data.builtin_heldout("facts-mini")]
+    assert {r["fact_id"] for r in more} == set(mini) and len(more) >= 3 * len(set(mini))
+    known = {_norm(r["prompt"]) for r in _rows("facts.jsonl") + _rows("facts_fresh.jsonl")}
+    assert not {_norm(r["prompt"]) for r in more} & known and len({_norm(r["prompt"]) for r in more}) == len(more)
+    for r in more:
+        assert r["keywords"] == facts[r["fact_id"]]["keywords"]
+        assert not any(k.lower() in r["prompt"].lower() for k in r["keywords"]), r
 
 
 def test_kept_counts_only_what_the_base_got_right(facts_dev):
@@ -71,11 +94,13 @@ def test_rehearsal_pool_and_rows_share_no_question_with_the_dev_or_test_sets():
     answers: tests/test_splits.py)."""
     pool = _rows("rehearsal_questions.jsonl")
     rehearsal = _rows("rehearsal.jsonl")
-    scored = _rows("general_dev.jsonl") + _rows("general_questions.jsonl") + _rows("general_broad.jsonl")
+    scored = (_rows("general_dev.jsonl") + _rows("general_dev_more.jsonl") + _rows("general_questions.jsonl")
+              + _rows("general_broad.jsonl"))
     asked = {_norm(r["prompt"]) for r in scored}
     assert not {_norm(r["prompt"]) for r in pool + rehearsal} & asked
     taught = " ".join(r["response"].lower() for r in rehearsal)
-    assert not [k for r in _rows("general_dev.jsonl") for k in r["keywords"] if k.lower() in taught]
+    assert not [k for name in ("general_dev.jsonl", "general_dev_more.jsonl") for r in _rows(name)
+                for k in r["keywords"] if k.lower() in taught]
 
 
 def test_a_rehearsal_answer_is_kept_up_to_the_sentence_that_answers():
@@ -110,3 +135,20 @@ def test_cached_base_answers_are_asked_once_and_reused(facts_dev, tmp_path):
     assert again.generate_batch(["b", "a"], tuned=False) == ["base:b", "base:a"]
     assert again.generate_batch(["a"], tuned=True) == ["tuned:a"]
     assert Model.asked == [(True, ["a"])]
+
+
+def test_cached_base_answers_both_views_in_one_pass_then_only_the_tuned_view(facts_dev, tmp_path):
+    class Model:
+        asked = []
+
+        def generate_views(self, prompts, views=(False, True), max_new_tokens=64, batch_size=32, **kw):
+            self.asked.append((tuple(views), list(prompts)))
+            return {v: [f"{'tuned' if v else 'base'}:{p}" for p in prompts] for v in views}
+
+    path = str(tmp_path / "base.json")
+    first = facts_dev.CachedBase(Model(), path).generate_views(["a", "b"], (False, True), 40, 16)
+    assert first == {False: ["base:a", "base:b"], True: ["tuned:a", "tuned:b"]}
+    Model.asked.clear()
+    again = facts_dev.CachedBase(Model(), path).generate_views(["b", "a"], (False, True), 40, 16)
+    assert again == {False: ["base:b", "base:a"], True: ["tuned:b", "tuned:a"]}
+    assert Model.asked == [((True,), ["b", "a"])]
