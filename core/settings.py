@@ -38,7 +38,7 @@ ALLOW_LOCAL_MODELS = _setting("PLAYGROUND_ALLOW_LOCAL_MODELS", "1",
                               "0/false/no: model.name may not name a folder on the server (a public Space)")
 ALLOW_LOCAL_DATA = _setting("PLAYGROUND_ALLOW_LOCAL_DATA", "unset",
                             "0/false/no: data sources may not name server files; unset: as ALLOW_LOCAL_MODELS")
-CACHE_DIR = _setting("PLAYGROUND_CACHE_DIR", "~/.cache/peft-playground", "converted models (SmolLM2) are kept here")
+CACHE_DIR = _setting("PLAYGROUND_CACHE_DIR", "~/.cache/peft-playground", "converted models (SmolLM2) and the probe's base-model answers (probe-base/) are kept here")
 RUNS_DIR = _setting("PLAYGROUND_RUNS_DIR", "./runs", "run folders")
 UPLOADS_DIR = _setting("PLAYGROUND_UPLOADS_DIR", ".cache/uploads", "uploaded data files")
 MAX_UPLOAD_MB = _setting("PLAYGROUND_MAX_UPLOAD_MB", "20", "largest data file accepted (MB)")
