@@ -28,10 +28,14 @@ _NOT_A_SENTENCE_END = re.compile(r"(?:^|\s)[(\"'\u201c]?(?:[A-Z][A-Za-z]{0,2}|\S
 _SENTENCE_END = re.compile(r"[.!?][\"')\]\u201d\u2019*]*$")
 
 
+# The fixed end of `time_limit_note`: an answer containing it was cut short (the probe's cache
+# keeps no such answer).
+TIME_LIMIT_MARK = ", PLAYGROUND_GENERATION_SECONDS)_"
+
+
 def time_limit_note(budget: float) -> str:
     """What an answer cut short by PLAYGROUND_GENERATION_SECONDS ends with."""
-    return (f"\n\n_(stopped: the server's time limit of {budget} s per answer, "
-            "PLAYGROUND_GENERATION_SECONDS)_")
+    return f"\n\n_(stopped: the server's time limit of {budget} s per answer{TIME_LIMIT_MARK}"
 
 
 def sentence_ended(text: str) -> bool:

@@ -219,9 +219,8 @@ class BaseAnswerCache:
     def put(self, key: str | None, answers: list) -> None:
         """Keep complete answers (one cut by the time limit, or missing, is not what the base says)."""
         from core import runs
-        from core.chat_stream import time_limit_note
-        cut = time_limit_note(0.0).split(" s per answer", 1)[-1]  # the note's fixed end
-        if not _is_key(key) or not all(isinstance(a, str) and cut not in a for a in answers):
+        from core.chat_stream import TIME_LIMIT_MARK
+        if not _is_key(key) or not all(isinstance(a, str) and TIME_LIMIT_MARK not in a for a in answers):
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -28,13 +28,11 @@ LESSON_EXAMPLES = ("lora_facts",)
 def _base_only_run(folder: str, cfg) -> str:
     """A run folder that RunModel opens as the untrained base ("format": "none"): the lesson's own
     config, so the model is built exactly as the lesson's run builds it."""
-    from core import runs
+    from core import runs, save
     run_dir = os.path.join(folder, "base")
     os.makedirs(run_dir)
     runs.atomic_write_json(os.path.join(run_dir, "config.json"), cfg.to_dict())
-    runs.atomic_write_json(os.path.join(run_dir, "weights.json"), {
-        "format": "none", "method": cfg.method.name, "model": cfg.model.name, "kind": "causal",
-        "task": cfg.data.task, "label_names": None})
+    save.write_weights_meta(run_dir, "none", cfg, "causal", None)
     return run_dir
 
 

@@ -89,7 +89,12 @@ def _save_weights(p, run_dir: str) -> str:
         head = model.classifier if hasattr(model, "classifier") else model.score
         os.makedirs(os.path.join(run_dir, "weights"), exist_ok=True)
         save_model(head, os.path.join(run_dir, "weights", "head.safetensors"))
-    runs.atomic_write_json(os.path.join(run_dir, "weights.json"), {
-        "format": fmt, "method": method.name, "model": p.cfg.model.name, "kind": p.kind,
-        "task": p.cfg.data.task, "label_names": p.label_names})
+    write_weights_meta(run_dir, fmt, p.cfg, p.kind, p.label_names)
     return fmt
+
+
+def write_weights_meta(run_dir: str, fmt: str, cfg, kind: str, label_names: list | None) -> None:
+    """weights.json: how core.infer.RunModel opens the run's weights ("peft", "full", "head", "none")."""
+    runs.atomic_write_json(os.path.join(run_dir, "weights.json"), {
+        "format": fmt, "method": cfg.method.name, "model": cfg.model.name, "kind": kind,
+        "task": cfg.data.task, "label_names": label_names})
