@@ -11,7 +11,9 @@ after the other. Here a finished row leaves the batch.
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from typing import Callable, Iterator
 
 # The Compare chat's defaults (the page's controls start here; the bench asks with them). torch is
@@ -99,6 +101,9 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
     from transformers import DynamicCache
     if stopped():
         return
+    if len(rows) == 1:  # nothing to pad: no mask to build at each step (a Compare pane; issue 22)
+        yield from _greedy_row(forward, rows[0], views[0], eos, max_new_tokens, stopped, late, timed_out, takes)
+        return
     # Keep one real token per row after the shared part: its logits give the first answer token.
     common = _common_prefix(rows, min(len(r) for r in rows) - 1)
     kinds = sorted(set(views))
@@ -143,6 +148,34 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
         mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], -1)
         nxt = forward([views[r] for r in alive], input_ids=nxt[:, None], attention_mask=mask,
                       position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
+
+
+def _greedy_row(forward: Callable, row: list[int], view, eos: set[int], max_new_tokens: int,
+                stopped: Callable[[], bool], late: Callable[[], bool], timed_out: list,
+                takes: Callable[[int, int], bool] | None) -> Iterator[tuple[int, int | None]]:
+    """greedy_rows for one row: the prompt at once, then a token at a time, no mask."""
+    import torch
+    from transformers import DynamicCache
+    cache, count = DynamicCache(), 0
+    nxt = forward([view], input_ids=torch.tensor([row]), past_key_values=cache, logits_to_keep=1)
+    while True:
+        token = int(nxt[0])
+        if takes is not None and not takes(0, token):
+            yield 0, None
+            return
+        count += 1
+        yield 0, token
+        if token in eos or count >= max_new_tokens:
+            yield 0, None
+            return
+        if late():
+            timed_out.append(0)
+            yield 0, None
+            return
+        if stopped():
+            yield 0, None
+            return
+        nxt = forward([view], input_ids=nxt[:, None], past_key_values=cache)
 
 
 def ending_criteria(ending: Ending, prompt_length: int):
@@ -217,3 +250,89 @@ def _common_prefix(rows: list[list[int]], at_most: int) -> int:
     while n < at_most and all(r[n] == rows[0][n] for r in rows):
         n += 1
     return n
+
+
+# --------------------------------------------------------------------------- side by side, in threads
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_ENDED = object()
+_process_threads_guard = threading.Lock()
+
+
+def side_by_side(makers: list[Callable[[Callable[[], bool]], Iterator]], torch_threads: int
+                 ) -> Iterator[tuple[int, object]]:
+    """(index, item) as the items of `makers[index](stopped)` arrive, each iterator run in its own
+    thread with `torch_threads` intra-op threads. `stopped()` turns True once the consumer leaves (the
+    generator is closed) or another iterator failed; the work is over before this ends, and the
+    first failure is raised here.
+
+    Why threads (issue 22): a one-row decoding step of a small model on a CPU is bound by reading
+    its weights, and a second torch thread buys it nothing (SmolLM2-135M: 56 ms a token at one
+    thread, 52-62 ms at two), while two answers made at once, one thread each, cost ~78 ms a pair of
+    tokens instead of 112 one after the other. The matrix products release the GIL."""
+    import torch
+    arrived: queue.SimpleQueue = queue.SimpleQueue()
+    leave = threading.Event()
+
+    def run(index: int, make) -> None:
+        try:
+            _use_threads(torch, torch_threads)
+            for item in make(leave.is_set):
+                arrived.put((index, item))
+        except BaseException as exc:  # raised to the consumer
+            arrived.put((index, _Failed(exc)))
+        finally:
+            arrived.put((index, _ENDED))
+
+    futures = [_pool().submit(run, i, make) for i, make in enumerate(makers)]
+    running = len(futures)
+    try:
+        while running:
+            index, item = arrived.get()
+            if item is _ENDED:
+                running -= 1
+            elif isinstance(item, _Failed):
+                raise item.exc
+            else:
+                yield index, item
+    finally:
+        leave.set()
+        for future in futures:
+            future.result()
+
+
+SIDE_THREADS = 16  # answers made at once by every session together; more wait for a free thread
+_pool_guard = threading.Lock()
+_pools: list = []
+
+
+def _pool():
+    """Long-lived threads for side_by_side: a new thread for every answer started measurably slower
+    (its first torch calls), and its per-thread torch setup is done once."""
+    from concurrent.futures import ThreadPoolExecutor
+    with _pool_guard:
+        if not _pools:
+            _pools.append(ThreadPoolExecutor(max_workers=SIDE_THREADS, thread_name_prefix="playground-side"))
+        return _pools[0]
+
+
+def _use_threads(torch, n: int) -> None:
+    """This thread's torch thread count (OpenMP's is per thread). torch.set_num_threads also sets the
+    count every thread started later begins with, a process-wide value: put back the one this
+    process had, so a later script run, training or probe keeps its threads."""
+    if torch.get_num_threads() == n:
+        return
+    with _process_threads_guard:
+        before: list[int] = []
+        _in_new_thread(lambda: before.append(torch.get_num_threads()))  # it starts with the process's
+        torch.set_num_threads(n)
+        _in_new_thread(lambda: torch.set_num_threads(before[0]))  # set back; this thread keeps its n
+
+
+def _in_new_thread(work: Callable[[], object]) -> None:
+    thread = threading.Thread(target=work, name="playground-threads")
+    thread.start()
+    thread.join()

@@ -18,7 +18,8 @@ import torch
 
 from core import limits, models
 from core.build import build_model
-from core.chat_stream import Ending, RowText, ending_criteria, ending_streamer, greedy_rows, time_limit_note
+from core.chat_stream import (Ending, RowText, ending_criteria, ending_streamer, greedy_rows, side_by_side,
+                              time_limit_note)
 from core.config import ConfigError, RunConfig
 from core.scoring import label_word_probs
 from core.tokenize import chat_prompt_ids
@@ -35,6 +36,12 @@ GENERATE_BATCH_SIZE = 32
 # more at two threads on a busy machine; the batch gave the same full answer and first words twice
 # as late (issue 22, measured 2026-12-07 under load: re-measure on a quiet machine before turning it on).
 PANES_IN_ONE_BATCH = False
+# Whether the Compare chat answers its two panes at once, each on its own copy of the model in its
+# own thread (core.chat_stream.side_by_side), on a CPU with two cores or more. A LoRA run's base view
+# is then a second, bare copy of the base (loaded at the first such chat): only for bases up to
+# SIDE_BY_SIDE_MAX_BYTES, so a larger Hub model never doubles its memory.
+PANES_SIDE_BY_SIDE = True
+SIDE_BY_SIDE_MAX_BYTES = 1536 << 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,6 +83,13 @@ class _AnyEvent:
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self.events)
+
+
+class _Flag:
+    """A `stopped()` callable seen as an event."""
+
+    def __init__(self, stopped):
+        self.is_set = stopped
 
 
 class ModelBusy(ConfigError):
@@ -149,6 +163,7 @@ class RunModel:
         self.model = model.eval()
         if self.format == "full":
             self.base.eval()
+        self._side_base, self._side_lock, self._side_build = None, threading.Lock(), threading.Lock()
 
     def _load_full(self, device):
         from safetensors.torch import load_model
@@ -328,6 +343,9 @@ class RunModel:
         for row in rows:
             limits.check_prompt_tokens(len(row))
         one_batch = PANES_IN_ONE_BATCH if one_batch is None else one_batch
+        if not one_batch and temperature <= 0 and self._answers_side_by_side(views):
+            yield from self._panes_side_by_side(panes, rows, views, max_new_tokens, cancel, short, endings)
+            return
         if not one_batch or temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
             for pane in panes:
                 reasons: list = []
@@ -358,6 +376,78 @@ class RunModel:
                     endings[panes[row]] = None if cut else ends[row].reason
                 yield panes[row], None
 
+    def _answers_side_by_side(self, views: dict[str, bool]) -> bool:
+        """Whether two panes (base and tuned) can be answered at once (PANES_SIDE_BY_SIDE)."""
+        if not PANES_SIDE_BY_SIDE or sorted(views.values()) != [False, True] or torch.get_num_threads() < 2:
+            return False
+        if self.model.device.type != "cpu":
+            return False  # one GPU stream: two threads would only take turns on it
+        return self._base_for_side() is not None
+
+    def _base_for_side(self):
+        """A model of the base view that the tuned view does not share (None when there is none):
+        a full run's initial weights, or for a LoRA or IA3 run a second copy of the bare base, built
+        on first use when it is small enough. Prompt learning and 4-bit bases go one pane at a time."""
+        if self.format == "full":
+            return self.base
+        if self.format != "peft" or self.model.peft_config[self.model.active_adapter].is_prompt_learning:
+            return None
+        from core.methods import get_method
+        if get_method(self.cfg.method.name).quantized_base:
+            return None
+        with self._side_build:
+            if self._side_base is None:
+                base = self.model.get_base_model()
+                size = sum(p.numel() * p.element_size() for n, p in base.named_parameters() if "lora_" not in n
+                           and "ia3_" not in n)
+                if size > SIDE_BY_SIDE_MAX_BYTES:
+                    return None
+                bare, _ = build_model(self.cfg, self.label_names, models.pick_device(self.cfg.model.device))
+                self._side_base = bare.eval()
+            return self._side_base
+
+    def _panes_side_by_side(self, panes: list[str], rows: list[list[int]], views: dict[str, bool],
+                            max_new_tokens: int, cancel, short: bool, endings: dict | None
+                            ) -> Iterator[tuple[str, str | None]]:
+        """generate_views_stream with each pane greedy on its own model, in its own thread."""
+        budget = limits.generation_seconds()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        base = self._base_for_side()
+        eos = _eos_ids(self.model, self.tokenizer)
+        ends = [Ending(self.tokenizer, eos, max_new_tokens, short) for _ in panes]
+        timed_out: list[list] = [[] for _ in panes]
+
+        def maker(i: int):
+            tuned = views[panes[i]]
+
+            def tokens(stopped):
+                used = [0.0]
+                hold = None if tuned else (lambda wait: self._holding_side_base(base))
+                forward = self._token_forward(False, tuned, budget, used, hold)
+                for _, token in greedy_rows(forward, [rows[i]], [tuned], pad, eos, max_new_tokens,
+                                            lambda: stopped() or (cancel is not None and cancel.is_set()),
+                                            lambda: used[0] > budget, timed_out[i], lambda r, t: ends[i].take(t)):
+                    yield token
+            return tokens
+
+        texts = [RowText(self.tokenizer) for _ in panes]
+        threads = max(1, torch.get_num_threads() // len(panes))
+        for i, token in side_by_side([maker(i) for i in range(len(panes))], threads):
+            pieces = texts[i].put(token) if token is not None else (
+                texts[i].end() + ([time_limit_note(budget)] if timed_out[i] else []))
+            for piece in pieces:
+                yield panes[i], piece
+            if token is None:
+                if endings is not None:
+                    cut = bool(timed_out[i]) or (cancel is not None and cancel.is_set())
+                    endings[panes[i]] = None if cut else ends[i].reason
+                yield panes[i], None
+
+    @contextlib.contextmanager
+    def _holding_side_base(self, base):
+        with self._side_lock:
+            yield base
+
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
 
@@ -377,8 +467,10 @@ class RunModel:
         each batch (index, tuned: its last row's prompt and view). Every prompt is checked against the caps before any is answered.
 
         Work not done (issue 22): the chat template's shared start (system prompt) is run once per
-        batch and its cache shared by the rows; a row leaves the batch at its end of turn; LoRA runs
-        answer base and tuned rows in one batch (peft's adapter_names). The model is locked one
+        batch and its cache shared by the rows; a row leaves the batch at its end of turn; on a CPU
+        the two views are answered at once, each on its own model in its own thread (see
+        `_answers_side_by_side`), else LoRA runs answer base and tuned rows in one batch (peft's
+        adapter_names). The model is locked one
         token at a time and a waiting chat goes first, so the probe never makes a chat "busy".
         PLAYGROUND_GENERATION_SECONDS bounds each batch, as it bounds each answer of `generate`."""
         if self.task != "sft":
@@ -394,9 +486,12 @@ class RunModel:
         answers: dict[bool, list] = {v: [None] * len(ids) for v in views}
         if not ids:
             return answers
-        mixed = self._mixed_views() and len(views) > 1
-        # Short prompts together: less padding. A LoRA run's base and tuned rows of a prompt side by side.
+        # Short prompts together: less padding.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        if sorted(views) == [False, True] and self._answers_side_by_side({"base": False, "tuned": True}):
+            return self._views_side_by_side(ids, order, answers, max_new_tokens, batch_size, cancel, tick)
+        mixed = self._mixed_views() and len(views) > 1
+        # A LoRA run's base and tuned rows of a prompt side by side.
         rows = [(i, v) for i in order for v in views] if mixed else [(i, v) for v in views for i in order]
         size = max(1, int(batch_size))
         groups = [rows] if mixed else [[r for r in rows if r[1] == v] for v in views]  # else one view a batch
@@ -410,6 +505,35 @@ class RunModel:
             if tick:
                 tick(sum(a is not None for v in views for a in answers[v]), *chunk[-1])
         return answers
+    def _views_side_by_side(self, ids: list[list[int]], order: list[int], answers: dict[bool, list],
+                            max_new_tokens: int, batch_size: int, cancel, tick) -> dict[bool, list]:
+        """generate_views for both views at once, each on its own model in its own thread (as the
+        Compare chat's panes, `_panes_side_by_side`); `tick` is called here, in the caller's thread."""
+        base = self._base_for_side()
+        size = max(1, int(batch_size))
+
+        def maker(tuned: bool):
+            hold = None if tuned else (lambda wait: self._holding_side_base(base))
+
+            def batches(stopped):
+                either = _AnyEvent(cancel, _Flag(stopped))
+                for start in range(0, len(order), size):
+                    chunk = order[start:start + size]
+                    texts = self._greedy_batch([ids[i] for i in chunk], [tuned] * len(chunk), max_new_tokens,
+                                               either, False, hold)
+                    if texts is None:
+                        return  # the caller went away
+                    yield tuned, chunk, texts
+            return batches
+
+        threads = max(1, torch.get_num_threads() // 2)
+        for _, (tuned, chunk, texts) in side_by_side([maker(False), maker(True)], threads):
+            for i, text in zip(chunk, texts):
+                answers[tuned][i] = text
+            if tick:
+                tick(sum(a is not None for v in answers for a in answers[v]), chunk[-1], tuned)
+        return answers
+
     def _mixed_views(self) -> bool:
         """Whether base and tuned rows can share a batch: peft's LoRA layers take `adapter_names`
         per row ("__base__": adapter off); DoRA and prompt learning cannot."""
@@ -420,7 +544,7 @@ class RunModel:
         return config.peft_type == PeftType.LORA and not getattr(config, "use_dora", False)
 
     def _greedy_batch(self, rows: list[list[int]], views: list[bool], max_new_tokens: int,
-                      cancel, mixed: bool) -> list[str] | None:
+                      cancel, mixed: bool, hold=None) -> list[str] | None:
         """Greedy answers to chat-prompt token rows (None if `cancel` was set before the first token).
 
         The same argmax `model.generate(do_sample=False)` takes, with less work: the rows' common
@@ -435,7 +559,7 @@ class RunModel:
         step_view = views[0]  # a batch that is not mixed has one view
         eos = _eos_ids(self.model if mixed or step_view else getattr(self, "base", self.model), self.tokenizer)
         tokens: list[list[int]] | None = None
-        for row, token in greedy_rows(self._token_forward(mixed, step_view, budget, used), rows, views, pad, eos,
+        for row, token in greedy_rows(self._token_forward(mixed, step_view, budget, used, hold), rows, views, pad, eos,
                                       max_new_tokens, lambda: cancel is not None and cancel.is_set(),
                                       lambda: used[0] > budget, timed_out):
             tokens = tokens or [[] for _ in rows]
@@ -446,16 +570,18 @@ class RunModel:
         note = time_limit_note(budget)
         return [(self._as_streamed(t) + (note if r in timed_out else "")).strip() for r, t in enumerate(tokens)]
 
-    def _token_forward(self, mixed: bool, step_view: bool, budget: float, used: list):
+    def _token_forward(self, mixed: bool, step_view: bool, budget: float, used: list, hold=None):
         """`greedy_rows`' forward: the model held one token at a time (a waiting chat or probe goes
-        first between tokens); `used[0]` adds up the seconds it held the model."""
+        first between tokens); `used[0]` adds up the seconds it held the model. `hold(wait)`: the
+        context that gives the model (default: this run's view)."""
         # The first wait is a chat's (busy past PLAYGROUND_MODEL_WAIT_SECONDS); once started, a batch
         # waits out another's turn, and its time budget counts only its own time with the model.
         waits = [None, budget + limits.model_wait_seconds()]
         names = {False: "__base__", True: self.model.active_adapter} if mixed else None
 
         def forward(row_views: list[bool], **kw):
-            with self.view(True if mixed else step_view, wait=waits[0]) as model, torch.no_grad():
+            held = hold(waits[0]) if hold is not None else self.view(True if mixed else step_view, wait=waits[0])
+            with held as model, torch.inference_mode():
                 waits[:], start = waits[-1:], time.monotonic()
                 if names is not None:
                     kw["adapter_names"] = [names[v] for v in row_views]

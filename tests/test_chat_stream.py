@@ -1,6 +1,7 @@
-"""Both Compare panes in one batch (RunModel.generate_views_stream): each pane's answer is what
-one-by-one greedy `generate` answers with that pane's own history; runs that cannot mix adapters in a
-batch, and sampling, answer one pane after the other; a cancel or a closed reader stops the answer."""
+"""Both Compare panes at once (RunModel.generate_views_stream), in one batch or side by side in two
+threads: each pane's answer is what one-by-one greedy `generate` answers with that pane's own history;
+runs that cannot, and sampling, answer one pane after the other; a cancel, a closed reader or a failed
+pane stops the answer."""
 from __future__ import annotations
 
 import threading
@@ -217,9 +218,149 @@ def test_the_caps_are_checked_for_each_pane_before_answering(lora_model, monkeyp
 
 
 @pytest.mark.parametrize("one_batch", [None, False])
-def test_by_default_the_panes_answer_one_after_the_other(lora_model, monkeypatch, one_batch):
+def test_without_side_by_side_the_panes_answer_one_after_the_other(lora_model, monkeypatch, one_batch):
     """PANES_IN_ONE_BATCH is off (see core/infer.py): the same answers, one pane after the other."""
+    from core import infer
+    monkeypatch.setattr(infer, "PANES_SIDE_BY_SIDE", False)
     _assert_one_pane_after_the_other(lora_model, monkeypatch, one_batch)
+
+
+# ------------------------------------------------------------- both panes at once, in threads (issue 22)
+
+def _forward_threads(monkeypatch, module_class):
+    """(thread name, torch threads, model object id) of every forward of models of this class."""
+    import torch
+    forward, seen = module_class.forward, []
+
+    def recording(self, *a, **kw):
+        seen.append((threading.current_thread().name, torch.get_num_threads(), id(self)))
+        return forward(self, *a, **kw)
+
+    monkeypatch.setattr(module_class, "forward", recording)
+    return seen
+
+
+def _threads_of_a_new_thread() -> int:
+    import torch
+    out: list[int] = []
+    thread = threading.Thread(target=lambda: out.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+@pytest.fixture
+def two_torch_threads():
+    """Side by side needs two torch threads to share; CI's 2 cores give them, a 1-core box may not."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_by_default_the_panes_answer_at_once_each_on_its_own_model_and_thread(lora_model, monkeypatch,
+                                                                              two_torch_threads):
+    """The answers one-by-one greedy decoding gives; the base pane on a second, bare copy of the base
+    (not the run's model with its adapter switched off), each pane in its own thread at one torch
+    thread; threads started later still get the process's count."""
+    one_by_one = {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=12, history=HISTORIES[p])
+                  for p, t in VIEWS.items()}
+    assert one_by_one["base"] != one_by_one["tuned"]
+    before = _threads_of_a_new_thread()
+    seen = _forward_threads(monkeypatch, type(lora_model.model.get_base_model()))
+    texts, order = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=12))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+    assert sorted(o for o in order if o.startswith("end:")) == ["end:base", "end:tuned"]
+    threads = {name for name, _, _ in seen}
+    assert len(threads) == 2 and all(name.startswith("playground-side") for name in threads), threads
+    assert {n for _, n, _ in seen} == {1}
+    models = {model for _, _, model in seen}
+    assert id(lora_model._side_base) in models and id(lora_model.model.get_base_model()) in models
+    assert _threads_of_a_new_thread() == before
+
+
+def test_a_cancel_or_a_closed_reader_stops_both_panes_answered_at_once(lora_model, two_torch_threads):
+    cancel = threading.Event()
+    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200, cancel=cancel)
+    first = next(stream)
+    cancel.set()
+    rest = list(stream)
+    assert sorted(p for p, t in rest if t is None) == ["base", "tuned"]
+    texts, _ = _collect([first] + rest)
+    assert sum(len(t.split()) for t in texts.values()) < 60  # far from 2 x 200 tokens
+    stream = lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200)
+    next(stream)
+    stream.close()  # a closed tab: the threads are done when close returns
+    assert not lora_model.lock._is_owned() and lora_model.lock.acquire(timeout=0)
+    lora_model.lock.release()
+    assert lora_model._side_lock.acquire(timeout=0)
+    lora_model._side_lock.release()
+
+
+def test_a_pane_that_fails_stops_the_other_and_says_why(lora_model, monkeypatch, two_torch_threads):
+    from core.infer import ModelBusy
+    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "0.2")
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_model():
+        with lora_model.view(True):
+            held.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold_the_model)
+    other.start()
+    held.wait(5)
+    try:
+        with pytest.raises(ModelBusy, match="busy"):
+            list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200))
+    finally:
+        release.set()
+        other.join()
+    assert lora_model._side_lock.acquire(timeout=0)  # the base pane stopped too
+    lora_model._side_lock.release()
+
+
+def test_each_pane_answered_at_once_says_when_the_time_limit_cut_it(lora_model, monkeypatch, two_torch_threads):
+    import time
+    monkeypatch.setenv("PLAYGROUND_GENERATION_SECONDS", "1")
+    slow = lambda *_: time.sleep(0.05)  # noqa: E731
+    hooks = [m.register_forward_pre_hook(slow) for m in (lora_model.model.get_base_model(), lora_model._base_for_side())]
+    try:
+        texts, _ = _collect(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=500))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert all(t.rstrip().endswith("PLAYGROUND_GENERATION_SECONDS)_") for t in texts.values()), texts
+
+
+def test_a_base_too_large_to_copy_answers_one_pane_after_the_other(tiny_llama, tmp_path, monkeypatch,
+                                                                    two_torch_threads):
+    from core import infer
+    monkeypatch.setattr(infer, "SIDE_BY_SIDE_MAX_BYTES", 1)
+    model = _run(tiny_llama, tmp_path, "lora", {"r": 2})
+    _assert_one_pane_after_the_other(model, monkeypatch, one_batch=None)
+    assert model._side_base is None
+
+
+def test_one_torch_thread_answers_one_pane_after_the_other(lora_model, monkeypatch):
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _assert_one_pane_after_the_other(lora_model, monkeypatch, one_batch=None)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_full_run_answers_at_once_from_the_weights_it_keeps(tiny_llama, tmp_path, monkeypatch, two_torch_threads):
+    model = _run(tiny_llama, tmp_path, "full", {})
+    one_by_one = {p: model.generate(PROMPT, tuned=t, max_new_tokens=8, history=HISTORIES[p]) for p, t in VIEWS.items()}
+    seen = _forward_threads(monkeypatch, type(model.model))
+    texts, _ = _collect(model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=8))
+    assert {p: t.strip() for p, t in texts.items()} == one_by_one
+    assert {m for _, _, m in seen} == {id(model.base), id(model.model)} and model._side_base is None
 
 
 # ------------------------------------------------------------------ where an answer ends (issue 22)

@@ -180,8 +180,8 @@ def _shown(content: str) -> str:
 
 def _answer_panes(model, chat_state: dict, prompt: str, histories: dict, columns: dict, max_new: int,
                   temperature: float, cancel, short_answers: bool = SHORT_ANSWERS) -> None:
-    """Stream both panes' answers (one batch if core.infer.PANES_IN_ONE_BATCH and the run allow it,
-    else one pane after the other) and record them; a failed or superseded answer is recorded as
+    """Stream both panes' answers (at once where core.infer can: side by side in two threads, or in
+    one batch; else one pane after the other) and record them; a failed or superseded answer is recorded as
     such. A pane redraws at most every REDRAW_SECONDS: each redraw is a websocket message and a
     markdown render of the whole answer so far, on the CPU the model needs."""
     boxes, raw, shown, inert, drawn, endings = {}, {}, {}, {}, {}, {}
