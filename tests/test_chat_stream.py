@@ -168,8 +168,12 @@ def test_a_closed_reader_frees_the_model(lora_model):
 
 
 def test_a_probe_and_a_chat_take_turns_a_token_at_a_time(lora_model, monkeypatch):
-    """Neither is told "busy": the chat's forwards and the probe's interleave."""
+    """Neither is told "busy": the chat's forwards and the probe's interleave (both asking the one
+    model, as they do where the views are not answered side by side)."""
     import time
+
+    from core import infer
+    monkeypatch.setattr(infer, "PANES_SIDE_BY_SIDE", False)
     monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
     base = lora_model.model.get_base_model()
     forward, log = type(base).forward, []

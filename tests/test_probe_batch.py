@@ -101,7 +101,10 @@ def test_generate_batch_waits_for_the_model_like_generate(run_model, monkeypatch
         thread.join()
 
 
-def test_probe_scores_batched_equal_unbatched(run_model):
+@pytest.mark.parametrize("side_by_side", [True, False])
+def test_probe_scores_batched_equal_unbatched(run_model, monkeypatch, side_by_side):
+    from core import infer
+    monkeypatch.setattr(infer, "PANES_SIDE_BY_SIDE", side_by_side)
     facts = [{"prompt": p, "keywords": [w]} for p, w in zip(PROMPTS, ["the", "a", "of", "is", "2"])]
     general = [{"prompt": p + " Answer briefly.", "keywords": ["the", "a"]} for p in PROMPTS[:3]]
     seen = []
@@ -110,15 +113,28 @@ def test_probe_scores_batched_equal_unbatched(run_model):
                        progress=lambda *a: seen.append(a))
     assert many == one
     total = 2 * (len(facts) + len(general))
-    # a LoRA run: each batch of 2 rows is one question asked to both views
     assert [s[0] for s in seen] == list(range(2, total + 1, 2)) and {s[1] for s in seen} == {total}
-    assert {s[2] for s in seen} == {"tuned"} and {s[3] for s in seen} == {"facts", "general"}
+    assert {s[3] for s in seen} == {"facts", "general"}
+    # side by side, each view's batches of 2 come from its own thread; else, on a LoRA run, each
+    # batch of 2 rows is one question asked to both views (the tuned row last)
+    assert {s[2] for s in seen} == ({"base", "tuned"} if side_by_side else {"tuned"})
 
 
+@pytest.fixture
+def one_batch_views(monkeypatch):
+    """Both views in one batch (peft adapter_names), as on a GPU or one torch thread, not side by side."""
+    from core import infer
+    monkeypatch.setattr(infer, "PANES_SIDE_BY_SIDE", False)
+
+
+@pytest.mark.parametrize("side_by_side", [True, False])
 @pytest.mark.parametrize("batch_size", [3, 4, 16])
-def test_both_views_in_one_pass_answer_what_generate_answers(run_model, batch_size):
-    """Base and tuned rows in one batch (peft adapter_names), the system prompt's cache shared, rows
-    leaving the batch at their end: still each view's one-by-one greedy answers."""
+def test_both_views_in_one_pass_answer_what_generate_answers(run_model, batch_size, side_by_side, monkeypatch):
+    """Base and tuned rows in one batch (peft adapter_names), or each view on its own model in its own
+    thread; the system prompt's cache shared, rows leaving the batch at their end: still each view's
+    one-by-one greedy answers."""
+    from core import infer
+    monkeypatch.setattr(infer, "PANES_SIDE_BY_SIDE", side_by_side)
     single = {t: _one_by_one(run_model, PROMPTS, t, 12) for t in (False, True)}
     assert single[False] != single[True]  # the adapter does change the answers: the views are told apart
     ticks = []
@@ -128,7 +144,7 @@ def test_both_views_in_one_pass_answer_what_generate_answers(run_model, batch_si
     assert ticks[-1][0] == 2 * len(PROMPTS)
 
 
-def test_rows_that_end_early_leave_the_batch(run_model, monkeypatch):
+def test_rows_that_end_early_leave_the_batch(run_model, monkeypatch, one_batch_views):
     """A finished row costs no more forwards: each forward after the first end is over fewer rows."""
     import torch
     base = run_model.model.get_base_model()
