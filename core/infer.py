@@ -36,10 +36,11 @@ GENERATE_BATCH_SIZE = 32
 # more at two threads on a busy machine; the batch gave the same full answer and first words twice
 # as late (issue 22, measured 2026-12-07 under load: re-measure on a quiet machine before turning it on).
 PANES_IN_ONE_BATCH = False
-# Whether the Compare chat answers its two panes at once, each on its own copy of the model in its
-# own thread (core.chat_stream.side_by_side), on a CPU with two cores or more. A LoRA run's base view
-# is then a second, bare copy of the base (loaded at the first such chat): only for bases up to
-# SIDE_BY_SIDE_MAX_BYTES, so a larger Hub model never doubles its memory.
+# Whether the base and tuned views answer at once (the Compare chat's two panes, the probe's two
+# views), each on its own model in its own thread at one torch thread (core.chat_stream.side_by_side),
+# on a CPU with two torch threads or more. A LoRA or IA3 run's base view is then a second, bare copy of
+# the base (built at the first such call): only for bases up to SIDE_BY_SIDE_MAX_BYTES, so a larger
+# Hub model never doubles its memory.
 PANES_SIDE_BY_SIDE = True
 SIDE_BY_SIDE_MAX_BYTES = 1536 << 20
 
@@ -505,6 +506,7 @@ class RunModel:
             if tick:
                 tick(sum(a is not None for v in views for a in answers[v]), *chunk[-1])
         return answers
+
     def _views_side_by_side(self, ids: list[list[int]], order: list[int], answers: dict[bool, list],
                             max_new_tokens: int, batch_size: int, cancel, tick) -> dict[bool, list]:
         """generate_views for both views at once, each on its own model in its own thread (as the

@@ -304,7 +304,7 @@ def test_a_cancel_or_a_closed_reader_stops_both_panes_answered_at_once(lora_mode
 
 def test_a_pane_that_fails_stops_the_other_and_says_why(lora_model, monkeypatch, two_torch_threads):
     from core.infer import ModelBusy
-    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "0.2")
+    monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
     held = threading.Event()
     release = threading.Event()
 
@@ -356,6 +356,45 @@ def test_one_torch_thread_answers_one_pane_after_the_other(lora_model, monkeypat
         _assert_one_pane_after_the_other(lora_model, monkeypatch, one_batch=None)
     finally:
         torch.set_num_threads(before)
+
+
+def test_two_sessions_chatting_with_one_run_at_once_each_get_their_own_answers(lora_model, two_torch_threads):
+    """A class shares a run's model: two chats at once share its second base copy and its tuned view
+    a token at a time, and neither gets the other's words."""
+    other = "Capital of France?"
+    expected = {"a": {p: lora_model.generate(PROMPT, tuned=t, max_new_tokens=12, history=HISTORIES[p])
+                      for p, t in VIEWS.items()},
+                "b": {p: lora_model.generate(other, tuned=t, max_new_tokens=12) for p, t in VIEWS.items()}}
+    asked = {"a": (PROMPT, HISTORIES), "b": (other, {})}
+    got, errors = {}, []
+
+    def session(name: str) -> None:
+        try:
+            prompt, histories = asked[name]
+            texts, _ = _collect(lora_model.generate_views_stream(prompt, histories, VIEWS, max_new_tokens=12))
+            got[name] = {p: t.strip() for p, t in texts.items()}
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    sessions = [threading.Thread(target=session, args=(name,)) for name in asked]
+    for thread in sessions:
+        thread.start()
+    for thread in sessions:
+        thread.join(60)
+    assert not errors and got == expected
+
+
+def test_side_by_side_is_for_a_cpu_only(lora_model, monkeypatch, two_torch_threads):
+    """On a GPU two threads would only take turns on one device: the panes go one after the other."""
+    import torch
+    assert lora_model._answers_side_by_side(VIEWS)
+    assert not lora_model._answers_side_by_side({"base": False, "also base": False})
+
+    class OnAGpu:
+        device = torch.device("cuda", 0)
+
+    monkeypatch.setattr(lora_model, "model", OnAGpu())
+    assert not lora_model._answers_side_by_side(VIEWS)
 
 
 def test_a_full_run_answers_at_once_from_the_weights_it_keeps(tiny_llama, tmp_path, monkeypatch, two_torch_threads):

@@ -123,7 +123,8 @@ def test_quick_headless_run_gives_numbers_for_every_row(tmp_path):
     turn = chat["chat"]
     assert turn["max_new_tokens"] == ls.QUICK_CHAT_TOKENS and turn["prompt"]
     assert 0 < turn["first_words_s"] <= turn["full_answer_s"]
-    assert turn["panes"]["base"]["done_s"] <= turn["panes"]["tuned"]["done_s"]
+    # the panes answer at once (side by side): either may end first, and the turn ends with the later
+    assert turn["full_answer_s"] == max(turn["panes"][p]["done_s"] for p in ("base", "tuned"))
     md = (tmp_path / "lesson_speed.md").read_text()
     assert "NOT A RESULT" in md and all(ls.TITLES[r] in md for r in res)
 
