@@ -101,24 +101,26 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
     from transformers import DynamicCache
     if stopped():
         return
-    if len(rows) == 1:  # nothing to pad: no mask to build at each step (a Compare pane; issue 22)
-        yield from _greedy_row(forward, rows[0], views[0], eos, max_new_tokens, stopped, late, timed_out, takes)
-        return
-    # Keep one real token per row after the shared part: its logits give the first answer token.
-    common = _common_prefix(rows, min(len(r) for r in rows) - 1)
-    kinds = sorted(set(views))
-    width = max(len(r) - common for r in rows)
-    input_ids = torch.tensor([[pad] * (width - len(r) + common) + r[common:] for r in rows])
-    mask = torch.tensor([[1] * common + [0] * (width - len(r) + common) + [1] * (len(r) - common) for r in rows])
     alive, counts = list(range(len(rows))), [0] * len(rows)  # alive: batch slot -> row
     cache = DynamicCache()
-    if common:  # one row of the shared start per view (mixed: base and tuned in one forward)
-        forward(kinds, input_ids=torch.tensor([rows[0][:common]] * len(kinds)), past_key_values=cache,
-                logits_to_keep=1)
-        cache.batch_select_indices(torch.tensor([kinds.index(v) for v in views]))
-    position = (mask.cumsum(-1) - 1).clamp(min=0)
-    nxt = forward(views, input_ids=input_ids, attention_mask=mask, position_ids=position[:, common:],
-                  past_key_values=cache, logits_to_keep=1)
+    if len(rows) == 1:  # nothing to pad: no mask to build at each step (a Compare pane; issue 22)
+        mask = None
+        nxt = forward(views, input_ids=torch.tensor(rows), past_key_values=cache, logits_to_keep=1)
+    else:
+        # Keep one real token per row after the shared part: its logits give the first answer token.
+        common = _common_prefix(rows, min(len(r) for r in rows) - 1)
+        kinds = sorted(set(views))
+        width = max(len(r) - common for r in rows)
+        input_ids = torch.tensor([[pad] * (width - len(r) + common) + r[common:] for r in rows])
+        mask = torch.tensor([[1] * common + [0] * (width - len(r) + common) + [1] * (len(r) - common)
+                             for r in rows])
+        if common:  # one row of the shared start per view (mixed: base and tuned in one forward)
+            forward(kinds, input_ids=torch.tensor([rows[0][:common]] * len(kinds)), past_key_values=cache,
+                    logits_to_keep=1)
+            cache.batch_select_indices(torch.tensor([kinds.index(v) for v in views]))
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        nxt = forward(views, input_ids=input_ids, attention_mask=mask, position_ids=position[:, common:],
+                      past_key_values=cache, logits_to_keep=1)
     while True:
         done = []
         for slot, row in enumerate(alive):
@@ -140,6 +142,9 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
             for row in rest:
                 yield row, None
             return
+        if mask is None:  # one row, still going: its positions follow the cache
+            nxt = forward(views, input_ids=nxt[:, None], past_key_values=cache)
+            continue
         if done:  # finished rows leave the batch: no more work for them
             keep = torch.tensor([s for s in range(len(alive)) if s not in done])
             cache.batch_select_indices(keep)
@@ -148,34 +153,6 @@ def greedy_rows(forward: Callable, rows: list[list[int]], views: list, pad: int,
         mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], -1)
         nxt = forward([views[r] for r in alive], input_ids=nxt[:, None], attention_mask=mask,
                       position_ids=mask.sum(-1, keepdim=True) - 1, past_key_values=cache)
-
-
-def _greedy_row(forward: Callable, row: list[int], view, eos: set[int], max_new_tokens: int,
-                stopped: Callable[[], bool], late: Callable[[], bool], timed_out: list,
-                takes: Callable[[int, int], bool] | None) -> Iterator[tuple[int, int | None]]:
-    """greedy_rows for one row: the prompt at once, then a token at a time, no mask."""
-    import torch
-    from transformers import DynamicCache
-    cache, count = DynamicCache(), 0
-    nxt = forward([view], input_ids=torch.tensor([row]), past_key_values=cache, logits_to_keep=1)
-    while True:
-        token = int(nxt[0])
-        if takes is not None and not takes(0, token):
-            yield 0, None
-            return
-        count += 1
-        yield 0, token
-        if token in eos or count >= max_new_tokens:
-            yield 0, None
-            return
-        if late():
-            timed_out.append(0)
-            yield 0, None
-            return
-        if stopped():
-            yield 0, None
-            return
-        nxt = forward([view], input_ids=nxt[:, None], past_key_values=cache)
 
 
 def ending_criteria(ending: Ending, prompt_length: int):
@@ -262,10 +239,9 @@ _ENDED = object()
 _process_threads_guard = threading.Lock()
 
 
-def side_by_side(makers: list[Callable[[Callable[[], bool]], Iterator]], torch_threads: int
-                 ) -> Iterator[tuple[int, object]]:
+def side_by_side(makers: list[Callable[[Callable[[], bool]], Iterator]]) -> Iterator[tuple[int, object]]:
     """(index, item) as the items of `makers[index](stopped)` arrive, each iterator run in its own
-    thread with `torch_threads` intra-op threads. `stopped()` turns True once the consumer leaves (the
+    thread with an equal share of the caller's torch threads (at least one). `stopped()` turns True once the consumer leaves (the
     generator is closed) or another iterator failed; the work is over before this ends, and the
     first failure is raised here.
 
@@ -274,6 +250,7 @@ def side_by_side(makers: list[Callable[[Callable[[], bool]], Iterator]], torch_t
     thread, 52-62 ms at two), while two answers made at once, one thread each, cost ~78 ms a pair of
     tokens instead of 112 one after the other. The matrix products release the GIL."""
     import torch
+    torch_threads = max(1, torch.get_num_threads() // max(1, len(makers)))
     arrived: queue.SimpleQueue = queue.SimpleQueue()
     leave = threading.Event()
 

@@ -344,7 +344,7 @@ class RunModel:
         for row in rows:
             limits.check_prompt_tokens(len(row))
         one_batch = PANES_IN_ONE_BATCH if one_batch is None else one_batch
-        if not one_batch and temperature <= 0 and self._answers_side_by_side(views):
+        if not one_batch and temperature <= 0 and self._answers_side_by_side(views.values()):
             yield from self._panes_side_by_side(panes, rows, views, max_new_tokens, cancel, short, endings)
             return
         if not one_batch or temperature > 0 or len(set(views.values())) < 2 or not self._mixed_views():
@@ -377,9 +377,10 @@ class RunModel:
                     endings[panes[row]] = None if cut else ends[row].reason
                 yield panes[row], None
 
-    def _answers_side_by_side(self, views: dict[str, bool]) -> bool:
-        """Whether two panes (base and tuned) can be answered at once (PANES_SIDE_BY_SIDE)."""
-        if not PANES_SIDE_BY_SIDE or sorted(views.values()) != [False, True] or torch.get_num_threads() < 2:
+    def _answers_side_by_side(self, views) -> bool:
+        """Whether these views (one base, one tuned: False, True) can be answered at once
+        (PANES_SIDE_BY_SIDE)."""
+        if not PANES_SIDE_BY_SIDE or sorted(views) != [False, True] or torch.get_num_threads() < 2:
             return False
         if self.model.device.type != "cpu":
             return False  # one GPU stream: two threads would only take turns on it
@@ -413,7 +414,6 @@ class RunModel:
         """generate_views_stream with each pane greedy on its own model, in its own thread."""
         budget = limits.generation_seconds()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        base = self._base_for_side()
         eos = _eos_ids(self.model, self.tokenizer)
         ends = [Ending(self.tokenizer, eos, max_new_tokens, short) for _ in panes]
         timed_out: list[list] = [[] for _ in panes]
@@ -423,8 +423,7 @@ class RunModel:
 
             def tokens(stopped):
                 used = [0.0]
-                hold = None if tuned else (lambda wait: self._holding_side_base(base))
-                forward = self._token_forward(False, tuned, budget, used, hold)
+                forward = self._token_forward(False, tuned, budget, used, self._side_hold(tuned))
                 for _, token in greedy_rows(forward, [rows[i]], [tuned], pad, eos, max_new_tokens,
                                             lambda: stopped() or (cancel is not None and cancel.is_set()),
                                             lambda: used[0] > budget, timed_out[i], lambda r, t: ends[i].take(t)):
@@ -432,8 +431,7 @@ class RunModel:
             return tokens
 
         texts = [RowText(self.tokenizer) for _ in panes]
-        threads = max(1, torch.get_num_threads() // len(panes))
-        for i, token in side_by_side([maker(i) for i in range(len(panes))], threads):
+        for i, token in side_by_side([maker(i) for i in range(len(panes))]):
             pieces = texts[i].put(token) if token is not None else (
                 texts[i].end() + ([time_limit_note(budget)] if timed_out[i] else []))
             for piece in pieces:
@@ -444,10 +442,18 @@ class RunModel:
                     endings[panes[i]] = None if cut else ends[i].reason
                 yield panes[i], None
 
-    @contextlib.contextmanager
-    def _holding_side_base(self, base):
-        with self._side_lock:
-            yield base
+    def _side_hold(self, tuned: bool):
+        """`_token_forward`'s `hold` for a view answered side by side: the tuned view is this run's
+        model as usual (None), the base view its own copy (`_base_for_side`) under its own lock."""
+        if tuned:
+            return None
+        base = self._base_for_side()
+
+        @contextlib.contextmanager
+        def holding(wait):
+            with self._side_lock:
+                yield base
+        return holding
 
     def generate(self, prompt: str, tuned: bool = True, **kw) -> str:
         return "".join(self.generate_stream(prompt, tuned, **kw)).strip()
@@ -489,7 +495,7 @@ class RunModel:
             return answers
         # Short prompts together: less padding.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        if sorted(views) == [False, True] and self._answers_side_by_side({"base": False, "tuned": True}):
+        if self._answers_side_by_side(views):
             return self._views_side_by_side(ids, order, answers, max_new_tokens, batch_size, cancel, tick)
         mixed = self._mixed_views() and len(views) > 1
         # A LoRA run's base and tuned rows of a prompt side by side.
@@ -511,11 +517,10 @@ class RunModel:
                             max_new_tokens: int, batch_size: int, cancel, tick) -> dict[bool, list]:
         """generate_views for both views at once, each on its own model in its own thread (as the
         Compare chat's panes, `_panes_side_by_side`); `tick` is called here, in the caller's thread."""
-        base = self._base_for_side()
         size = max(1, int(batch_size))
 
         def maker(tuned: bool):
-            hold = None if tuned else (lambda wait: self._holding_side_base(base))
+            hold = self._side_hold(tuned)
 
             def batches(stopped):
                 either = _AnyEvent(cancel, _Flag(stopped))
@@ -528,8 +533,7 @@ class RunModel:
                     yield tuned, chunk, texts
             return batches
 
-        threads = max(1, torch.get_num_threads() // 2)
-        for _, (tuned, chunk, texts) in side_by_side([maker(False), maker(True)], threads):
+        for _, (tuned, chunk, texts) in side_by_side([maker(False), maker(True)]):
             for i, text in zip(chunk, texts):
                 answers[tuned][i] = text
             if tick:

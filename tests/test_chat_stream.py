@@ -304,24 +304,10 @@ def test_a_cancel_or_a_closed_reader_stops_both_panes_answered_at_once(lora_mode
 
 def test_a_pane_that_fails_stops_the_other_and_says_why(lora_model, monkeypatch, two_torch_threads):
     from core.infer import ModelBusy
+    from tests.helpers.threads import held_elsewhere
     monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold_the_model():
-        with lora_model.view(True):
-            held.set()
-            release.wait(10)
-
-    other = threading.Thread(target=hold_the_model)
-    other.start()
-    held.wait(5)
-    try:
-        with pytest.raises(ModelBusy, match="busy"):
-            list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200))
-    finally:
-        release.set()
-        other.join()
+    with held_elsewhere(lambda: lora_model.view(True)), pytest.raises(ModelBusy, match="busy"):
+        list(lora_model.generate_views_stream(PROMPT, HISTORIES, VIEWS, max_new_tokens=200))
     assert lora_model._side_lock.acquire(timeout=0)  # the base pane stopped too
     lora_model._side_lock.release()
 
@@ -387,14 +373,14 @@ def test_two_sessions_chatting_with_one_run_at_once_each_get_their_own_answers(l
 def test_side_by_side_is_for_a_cpu_only(lora_model, monkeypatch, two_torch_threads):
     """On a GPU two threads would only take turns on one device: the panes go one after the other."""
     import torch
-    assert lora_model._answers_side_by_side(VIEWS)
-    assert not lora_model._answers_side_by_side({"base": False, "also base": False})
+    assert lora_model._answers_side_by_side(VIEWS.values())
+    assert not lora_model._answers_side_by_side([False, False])
 
     class OnAGpu:
         device = torch.device("cuda", 0)
 
     monkeypatch.setattr(lora_model, "model", OnAGpu())
-    assert not lora_model._answers_side_by_side(VIEWS)
+    assert not lora_model._answers_side_by_side(VIEWS.values())
 
 
 def test_a_full_run_answers_at_once_from_the_weights_it_keeps(tiny_llama, tmp_path, monkeypatch, two_torch_threads):

@@ -79,26 +79,11 @@ def test_generate_batch_checks_the_caps_before_answering(run_model, monkeypatch)
 
 def test_generate_batch_waits_for_the_model_like_generate(run_model, monkeypatch):
     """A batch holds the run's lock as `generate` does: another holder past the wait means busy."""
-    import threading
-
     from core.infer import ModelBusy
+    from tests.helpers.threads import held_elsewhere
     monkeypatch.setenv("PLAYGROUND_MODEL_WAIT_SECONDS", "1")
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with run_model._locked():
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    held.wait(10)
-    try:
-        with pytest.raises(ModelBusy):
-            run_model.generate_batch(["Hi"], max_new_tokens=2)
-    finally:
-        release.set()
-        thread.join()
+    with held_elsewhere(run_model._locked), pytest.raises(ModelBusy):
+        run_model.generate_batch(["Hi"], max_new_tokens=2)
 
 
 @pytest.mark.parametrize("side_by_side", [True, False])
