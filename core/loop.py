@@ -15,10 +15,12 @@ from core import distributed, prefix_cache
 from core.build import Prepared
 from core.callback import make_callback
 from core.config import ConfigError
+from core.decoder_prefix import find_decoder_prefix
 from core.events import AnatomyEvent, EventFn, FinalEvent, Metrics, PhaseEvent
 from core.scoring import evaluate_rows
 from core.tokenize import RowsDataset
-from core.trainer_setup import accuracy, argmax_logits, batch_collator, run_mixed_precision, training_args
+from core.trainer_setup import (AnswerLogitsOnly, accuracy, argmax_logits, batch_collator, keeps_answer_logits,
+                                run_mixed_precision, training_args)
 
 
 @dataclass
@@ -61,7 +63,8 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit: EventFn
                           "adapter method such as lora, or examples/accelerate/ddp.yaml or deepspeed_zero2.yaml")
     if method.frozen_features and getattr(p.cfg.method.typed, "cache_features", False):
         return _fit_cached_head(p, train_set, val_set, run_dir, emit, stop)
-    prefix = prefix_cache.find_frozen_prefix(p.model)
+    prefix = prefix_cache.find_frozen_prefix(p.model) or (
+        find_decoder_prefix(p.model) if p.cfg.data.task == "sft" else None)
     if prefix is not None:
         prefix.keep_in_eval()  # on both paths: see FrozenPrefix.keep_in_eval
         if _caches_prefix(p, resume_from):
@@ -74,7 +77,7 @@ def fit(p: Prepared, train_set: list, val_set: list, run_dir: str, emit: EventFn
 def _caches_prefix(p: Prepared, resume_from) -> bool:
     """Checkpoints (save_steps, resuming) hold the whole model's Trainer state, and under DDP each
     rank sees other rows: those runs take the normal path."""
-    return (bool(getattr(p.cfg.method.typed, "cache_frozen_prefix", False)) and p.cfg.data.task == "classification"
+    return (bool(getattr(p.cfg.method.typed, "cache_frozen_prefix", False))
             and not resume_from and not p.cfg.train.save_steps and distributed.world_size() == 1)
 
 
@@ -84,6 +87,11 @@ def _anatomy_fn(p: Prepared):
     if anatomy is None or distributed.shards_parameters():
         return None  # under FSDP/ZeRO-3 a rank holds only shards of the adapters
     return lambda: anatomy(p.model)
+
+
+def _training_collator(p: Prepared):
+    collate = batch_collator(p)
+    return AnswerLogitsOnly(collate) if keeps_answer_logits(p) else collate
 
 
 def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, resume_from=None,
@@ -105,7 +113,7 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
     trainer = Trainer(
         model=model, args=args, train_dataset=RowsDataset(train_set),
         eval_dataset=RowsDataset(eval_subset(cfg, val_set)) if has_eval else None,
-        data_collator=collator or batch_collator(p),
+        data_collator=collator or _training_collator(p),
         compute_metrics=accuracy if classification else None,
         preprocess_logits_for_metrics=argmax_logits if classification else None,
         callbacks=[callback])
@@ -163,9 +171,8 @@ def _fit_cached_prefix(p: Prepared, prefix, train_set, val_set, run_dir, emit, s
     emit(PhaseEvent(type="phase", phase=f"computing the {prefix.first} frozen blocks (once per dataset)"))
     states = prefix_cache.remembered(
         _cache_key(p, "hidden", prefix.first, train_set, val_set),
-        lambda: (prefix_cache.bottom_states(prefix, train_set, collate, autocast),
-                 prefix_cache.bottom_states(prefix, val_set, collate, autocast)),
-        prefix_cache.state_bytes(prefix, train_set, val_set))
+        lambda: (prefix.bottom_states(train_set, collate, autocast), prefix.bottom_states(val_set, collate, autocast)),
+        prefix.state_bytes(train_set, val_set))
     if states is None:
         return None
     feature_time = time.perf_counter() - t0
@@ -175,9 +182,11 @@ def _fit_cached_prefix(p: Prepared, prefix, train_set, val_set, run_dir, emit, s
     # on the normal path
     to_rows = lambda h, s: [{"hidden_states": h[i], "input_ids": s[i]["input_ids"], "labels": s[i]["labels"]}
                             for i in range(len(s))]
-    top = prefix_cache.TopBlocks(prefix)
-    result = _fit_trainer(p, top, to_rows(states[0], train_set), to_rows(states[1], val_set), run_dir, emit,
-                          stop, collator=prefix_cache.collate_states)
+    collator = prefix.collate
+    if keeps_answer_logits(p):
+        collator = AnswerLogitsOnly(collator)
+    result = _fit_trainer(p, prefix.top(), to_rows(states[0], train_set), to_rows(states[1], val_set), run_dir, emit,
+                          stop, collator=collator)
     result.feature_time_s = round(feature_time, 2)
     result.train_time_s += feature_time
     return result

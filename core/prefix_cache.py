@@ -96,15 +96,34 @@ class FrozenPrefix:
         (no dropout) on BOTH paths, cached or not, and the two train identically. Its dropout only
         added noise to fixed features; the trained top blocks and the head keep theirs. The Trainer
         calls model.train() every step, so the modules themselves refuse to leave eval mode."""
-        for module in [self.embeddings, *self.blocks[:self.first]]:
-            _pin_eval(module)
+        pin_eval([self.embeddings, *self.blocks[:self.first]])
+
+    # The interface core.loop trains through, shared with core.decoder_prefix.DecoderPrefix
+    def bottom_states(self, rows: list[dict], collate, autocast) -> list:
+        return bottom_states(self, rows, collate, autocast)
+
+    def state_bytes(self, *row_sets: list[dict]) -> int:
+        return state_bytes(self, *row_sets)
+
+    def top(self) -> nn.Module:
+        return TopBlocks(self)
+
+    @staticmethod
+    def collate(rows: list[dict]) -> dict:
+        return collate_states(rows)
 
 
-def _pin_eval(module: nn.Module) -> None:
+def pin_eval(modules) -> None:
+    """These modules stay in eval mode whatever model.train() says (see FrozenPrefix.keep_in_eval)."""
+    for module in modules:
+        module.train = _eval_only(module)
+        module.eval()
+
+
+def _eval_only(module: nn.Module):
     def train(mode: bool = True):
         return nn.Module.train(module, False)
-    module.train = train
-    module.eval()
+    return train
 
 
 def find_frozen_prefix(model) -> FrozenPrefix | None:

@@ -65,8 +65,10 @@ def _batched_predictions(p, rows: list[dict]) -> list[int]:
 
 
 @torch.no_grad()
-def measure_latency(p, rows: list[dict], n: int = 16) -> float | None:
-    """Median milliseconds for one forward pass over one example (batch 1), as a user would call it."""
+def measure_latency(p, rows: list[dict], n: int = 16, budget_s: float = 0.5, at_least: int = 3) -> float | None:
+    """Median milliseconds for one forward pass over one example (batch 1), as a user would call it.
+    Up to n examples, but no more once budget_s has gone (at least `at_least` of them): it runs
+    between the last step and the result card, and 16 passes of SmolLM2-135M took 3.3 s there."""
     rows = rows[:n]
     if not rows:
         return None
@@ -78,4 +80,6 @@ def measure_latency(p, rows: list[dict], n: int = 16) -> float | None:
         t0 = time.perf_counter()
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
         times.append((time.perf_counter() - t0) * 1000)
+        if len(times) >= at_least and sum(times) > budget_s * 1000:
+            break
     return round(statistics.median(times), 3)

@@ -156,3 +156,81 @@ def test_the_cache_keeps_the_newest_datasets_within_its_budget():
     assert calls == ["a", "b", "c", "b"] and prefix_cache.MAX_ENTRIES == 2
     assert prefix_cache.remembered(("huge",), compute("huge"), prefix_cache.MAX_ENTRY_BYTES + 1) is None
     assert calls[-1] == "b"  # refused before computing anything
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoder LMs (core.decoder_prefix): an SFT run on the top blocks of a Llama-family model
+# ----------------------------------------------------------------------------------------------
+def sft_cfg(model: str, data: str, params: dict, **train) -> RunConfig:
+    t = dict(epochs=2, batch_size=4, learning_rate=5e-3, eval_steps=2, logging_steps=1, seed=3)
+    t.update(train)
+    return RunConfig.from_dict({"model": {"name": model},
+                                "data": {"source": data, "task": "sft", "max_length": 64, "val_share": 0.25},
+                                "method": {"name": "lora", "params": {"r": 4, "dropout": 0.1, **params}},
+                                "train": t})
+
+
+def test_a_decoder_trains_on_its_cached_bottom_exactly_like_the_normal_path(tiny_llama, facts_file, tmp_path,
+                                                                            runs_dir):
+    cached, ev_cached = _run(sft_cfg(tiny_llama, facts_file, TOP), tmp_path / "cached")
+    assert prefix_cache.stats["computed"] == 1 and prefix_cache.stats["bottom_batches"] > 0
+    batches = prefix_cache.stats["bottom_batches"]
+    plain, ev_plain = _run(sft_cfg(tiny_llama, facts_file, {**TOP, "cache_frozen_prefix": False}), tmp_path / "plain")
+    assert prefix_cache.stats["bottom_batches"] == batches
+    assert any("cached" in e.get("phase", "") for e in ev_cached)
+    assert not any("cached" in e.get("phase", "") for e in ev_plain)
+    a, b = _losses(ev_cached), _losses(ev_plain)
+    assert len(a) == cached["steps"] >= 6 and [s for s, _ in a] == [s for s, _ in b]
+    # dropout 0.1 in the top blocks' adapters: the same random draws on both paths
+    assert [la for _, la in a] == pytest.approx([lb for _, lb in b], rel=1e-4, abs=1e-5)
+    assert len(_evals(ev_cached)) >= 2
+    assert [la for _, la in _evals(ev_cached)] == pytest.approx([lb for _, lb in _evals(ev_plain)], rel=1e-4)
+    assert cached["final"]["eval_loss"] == pytest.approx(plain["final"]["eval_loss"], rel=1e-4)
+    assert a[0][1] != pytest.approx(a[-1][1], abs=1e-3)
+
+
+def test_a_decoder_run_on_cached_states_saves_the_model_it_trained(tiny_llama, facts_file, tmp_path, runs_dir,
+                                                                   monkeypatch):
+    import core.train as train_mod
+    from core.infer import RunModel
+    captured = {}
+    real_prepare = train_mod.prepare
+
+    def prepare(cfg_, events=lambda e: None):
+        captured["p"] = real_prepare(cfg_, events)
+        return captured["p"]
+
+    monkeypatch.setattr(train_mod, "prepare", prepare)
+    _, events = _run(sft_cfg(tiny_llama, facts_file, TOP, epochs=1), tmp_path / "run")
+    assert any("cached" in e.get("phase", "") for e in events)
+    p = captured["p"]
+    assert len(p.model.get_base_model().model.layers) == 2  # the cut was put back
+    ids = p.tokenizer("Who founded Quillmere College?", return_tensors="pt")
+    p.model.eval()
+    with torch.no_grad():
+        want = p.model(**ids).logits
+    loaded = RunModel(str(tmp_path / "run"))
+    with loaded.view(tuned=True) as m, torch.no_grad():
+        got = m(**ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_decoder_outside_the_known_families_takes_the_normal_path(tiny_llama, facts_file, tmp_path, runs_dir,
+                                                                    monkeypatch):
+    from core import decoder_prefix
+    monkeypatch.setattr(decoder_prefix, "FAMILIES", ("mistral",))  # e.g. Gemma scales inputs_embeds
+    summary, events = _run(sft_cfg(tiny_llama, facts_file, TOP, max_steps=2), tmp_path / "r")
+    assert summary["steps"] == 2 and prefix_cache.stats["bottom_batches"] == 0
+    assert not any("cached" in e.get("phase", "") for e in events)
+
+
+def test_the_cut_is_put_back_when_the_forward_fails(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from core.decoder_prefix import DecoderPrefix
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    layers, norm = lm.model.layers, lm.model.norm
+    with pytest.raises(RuntimeError), DecoderPrefix(lm=lm, first=1).cut(0, 1, final_norm=False):
+        assert len(lm.model.layers) == 1 and isinstance(lm.model.norm, torch.nn.Identity)
+        raise RuntimeError("a forward failed")
+    assert lm.model.layers is layers and lm.model.norm is norm
