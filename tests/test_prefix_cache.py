@@ -170,12 +170,15 @@ def sft_cfg(model: str, data: str, params: dict, **train) -> RunConfig:
                                 "train": t})
 
 
-def test_a_decoder_trains_on_its_cached_bottom_exactly_like_the_normal_path(tiny_llama, facts_file, tmp_path,
-                                                                            runs_dir):
-    cached, ev_cached = _run(sft_cfg(tiny_llama, facts_file, TOP), tmp_path / "cached")
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_a_decoder_trains_on_its_cached_bottom_exactly_like_the_normal_path(checkpointing, tiny_llama, facts_file,
+                                                                            tmp_path, runs_dir):
+    extra = {"gradient_checkpointing": checkpointing}  # checkpointed top blocks still learn from cached input
+    cached, ev_cached = _run(sft_cfg(tiny_llama, facts_file, TOP, **extra), tmp_path / "cached")
     assert prefix_cache.stats["computed"] == 1 and prefix_cache.stats["bottom_batches"] > 0
     batches = prefix_cache.stats["bottom_batches"]
-    plain, ev_plain = _run(sft_cfg(tiny_llama, facts_file, {**TOP, "cache_frozen_prefix": False}), tmp_path / "plain")
+    plain, ev_plain = _run(sft_cfg(tiny_llama, facts_file, {**TOP, "cache_frozen_prefix": False}, **extra),
+                           tmp_path / "plain")
     assert prefix_cache.stats["bottom_batches"] == batches
     assert any("cached" in e.get("phase", "") for e in ev_cached)
     assert not any("cached" in e.get("phase", "") for e in ev_plain)
