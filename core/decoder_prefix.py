@@ -1,8 +1,8 @@
 """Frozen-prefix caching for decoder language models: an SFT run whose adapters sit only in the top
 blocks (LoRA `top_layers`) computes the frozen bottom's hidden states once per dataset, and
 every epoch (and every later run on the same rows and base) runs only the top blocks, the final
-norm and the output layer. "Fix a hallucination" trains the top 15 of SmolLM2's 30 blocks for two
-epochs: the second epoch no longer runs the bottom 15.
+norm and the output layer. "Fix a hallucination" trains the top 12 of SmolLM2's 30 blocks for 2.5
+epochs: its bottom 18 blocks run once instead of in every epoch.
 
 Both halves run through the model's own forward, with its list of blocks cut for the call (the
 bottom without the final norm; the top from the cached states, given as `inputs_embeds`), so the
