@@ -27,7 +27,8 @@ LAYERS: dict[str, int] = {
     "core.limits": 5, "core.uploads": 5,
     # 6 engine
     "core.events": 6, "core.build": 6, "core.trainer_setup": 6, "core.callback": 6, "core.scoring": 6,
-    "core.workers": 6, "core.loop": 6, "core.prefix_cache": 6, "core.save": 6, "core.train": 6,
+    "core.workers": 6, "core.loop": 6, "core.prefix_cache": 6, "core.decoder_prefix": 6, "core.save": 6,
+    "core.train": 6,
     # 7 use
     "core.infer": 7, "core.chat_stream": 7, "core.generate": 7, "core.export": 7, "core.evaluate": 7, "core.probe": 7,
     "core.model_cache": 7,
