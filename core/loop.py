@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core import distributed, prefix_cache
+from core import distributed, prefix_cache, workers
 from core.build import Prepared
 from core.callback import make_callback
 from core.config import ConfigError
@@ -99,6 +99,7 @@ def _fit_trainer(p: Prepared, model, train_set, val_set, run_dir, emit, stop, re
     from transformers import Trainer
     cfg = p.cfg
     classification = cfg.data.task == "classification"
+    workers.separate_accelerate_state()  # before TrainingArguments clears it for every run
     args, total_steps = training_args(cfg, run_dir, p.device, len(train_set), not classification)
     if sampling:
         args.train_sampling_strategy = sampling

@@ -13,6 +13,10 @@ Parallel runs share one process, so three things are process-wide and handled he
   training draw from the same global generator, so two runs training at once are not bit-for-bit
   reproducible; one run alone is.)
 - the run store: core.runs writes status.json and metrics.jsonl under its own locks.
+- accelerate's state (the device, mixed precision, gradient-sync flags): one dict per process that
+  every TrainingArguments clears when it sets up, so a run starting would pull it from under a run
+  training ("`AcceleratorState` object has no attribute `distributed_type`"). Side by side, each
+  training thread gets its own (separate_accelerate_state), as accelerate does for TPU threads.
 No Streamlit and no torch import at module level.
 """
 from __future__ import annotations
@@ -100,6 +104,30 @@ def worker_count() -> int:
 def set_pool_size(n: int) -> None:
     global _pool_size
     _pool_size = max(1, int(n))
+
+
+_separate_lock = threading.Lock()
+
+
+def separate_accelerate_state() -> bool:
+    """When runs train side by side, give each thread its own accelerate state (see the module
+    docstring); call it in the training thread before its TrainingArguments. accelerate keeps the
+    state in a class attribute that is a plain dict, or a per-thread one (ThreadLocalSharedDict)
+    under PyTorch/XLA's threads: this swaps in the per-thread kind. An Accelerator made before
+    keeps the dict it holds. True when the state is per thread."""
+    if _pool_size <= 1:
+        return False
+    from accelerate import state
+    per_thread = getattr(state, "ThreadLocalSharedDict", None)
+    classes = [getattr(state, name, None) for name in ("PartialState", "AcceleratorState", "GradientState")]
+    if per_thread is None or any(cls is None or "_shared_state" not in vars(cls) for cls in classes):
+        log.warning("this accelerate keeps its state otherwise: runs side by side share it")
+        return False
+    with _separate_lock:
+        for cls in classes:
+            if not isinstance(vars(cls)["_shared_state"], per_thread):
+                cls._shared_state = per_thread()
+    return True
 
 
 def run_threads(wanted: int, workers: int | None = None, cores: int | None = None) -> int:

@@ -334,3 +334,48 @@ def test_two_real_tiny_trainings_side_by_side(tiny_bert, sentiment_file, manager
         assert steps == [1, 2, 3], steps  # one run's lines only, in order
         assert json.loads(open(os.path.join(run_dir, "config.json")).read())["name"] == f"pair{seed}"
         assert runs.read_summary(run_dir)["threads"] == workers.run_threads(64, workers=2)
+
+
+@pytest.fixture
+def restored_accelerate_state(monkeypatch):
+    """Whatever the test does to accelerate's state classes is undone after it."""
+    from accelerate import state
+    for name in ("PartialState", "AcceleratorState", "GradientState"):
+        cls = getattr(state, name)
+        monkeypatch.setattr(cls, "_shared_state", vars(cls)["_shared_state"])
+    return state
+
+
+def _run_starts_beside_a_training_run(state) -> str:
+    """A run training in this thread, and another run's TrainingArguments setting up in a second
+    thread (it clears accelerate's state, then builds its own): what the first run then reads."""
+    from accelerate import Accelerator
+    training = Accelerator(cpu=True)
+    starting = threading.Thread(target=lambda: state.AcceleratorState._reset_state(reset_partial_state=True))
+    starting.start()
+    starting.join()
+    try:
+        return str(training.distributed_type)
+    except AttributeError as exc:
+        return f"failed: {exc}"
+
+
+def test_a_run_starting_does_not_pull_the_state_from_under_a_run_training(restored_accelerate_state, monkeypatch):
+    state = restored_accelerate_state
+    monkeypatch.setattr(workers, "_pool_size", 2)
+    assert workers.separate_accelerate_state()
+    assert _run_starts_beside_a_training_run(state) == str(state.DistributedType.NO)
+    assert workers.separate_accelerate_state()  # a second call changes nothing
+
+
+def test_without_separate_states_the_starting_run_breaks_the_training_one(restored_accelerate_state):
+    """The failure the separation prevents (seen once in CI: two tiny runs side by side)."""
+    state = restored_accelerate_state
+    for name in ("PartialState", "AcceleratorState", "GradientState"):
+        setattr(getattr(state, name), "_shared_state", {})  # one dict for the process, as accelerate ships it
+    assert "has no attribute" in _run_starts_beside_a_training_run(state)
+
+
+def test_one_run_at_a_time_keeps_accelerate_as_it_is(monkeypatch):
+    monkeypatch.setattr(workers, "_pool_size", 1)
+    assert workers.separate_accelerate_state() is False
