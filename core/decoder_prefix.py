@@ -52,47 +52,32 @@ class DecoderPrefix:
         finally:
             inner.layers, inner.norm = layers, norm
 
-    @torch.no_grad()
     def bottom_states(self, rows: list[dict], collate, autocast, batch_size: int = 32) -> list:
-        """Per row, the hidden states after the frozen blocks ([its tokens, hidden], no padding)."""
+        """Per row, the hidden states after the frozen blocks ([its tokens, hidden], no padding).
+        Whichever side the tokenizer pads, a row's states are its own: rotary attention depends
+        only on how far apart two tokens are."""
         device = next(self.lm.parameters()).device
-        out: list = [None] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # less padding
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
-            mask = batch["attention_mask"].to(device)
-            with autocast(), self.cut(0, self.first, final_norm=False):
-                hidden = self.lm.model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                                       use_cache=False).last_hidden_state
-            prefix_cache.stats["bottom_batches"] += 1
-            for j, i in enumerate(idx):
-                # by the mask, whichever side the tokenizer pads: rotary attention depends only on
-                # how far apart two tokens are, so a row's states do not depend on its padding
-                out[i] = hidden[j][mask[j].bool()].clone()  # a copy frees the padded batch
-        return out
 
-    def state_bytes(self, *row_sets: list[dict], element_size: int = 4) -> int:
-        tokens = sum(len(r["input_ids"]) for rows in row_sets for r in rows)
-        return tokens * int(self.lm.config.hidden_size) * element_size
+        def run_bottom(batch):
+            with autocast(), self.cut(0, self.first, final_norm=False):
+                return self.lm.model(input_ids=batch["input_ids"].to(device),
+                                     attention_mask=batch["attention_mask"].to(device),
+                                     use_cache=False).last_hidden_state
+        return prefix_cache.per_row_states(rows, collate, run_bottom, batch_size)
+
+    def state_bytes(self, *row_sets: list[dict]) -> int:
+        return prefix_cache.states_bytes(self.lm.config.hidden_size, *row_sets)
 
     def top(self) -> nn.Module:
         return DecoderTop(self)
 
     @staticmethod
-    def collate(rows: list[dict], pad_to_multiple_of: int = 8) -> dict:
-        """Cached states padded on the right as the token collator pads ids (to a multiple of 8), the
-        labels with -100."""
-        longest = max(r["hidden_states"].shape[0] for r in rows)
-        length = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-        first = rows[0]["hidden_states"]
-        hidden = first.new_zeros((len(rows), length, first.shape[1]))
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    def collate(rows: list[dict]) -> dict:
+        """Cached states padded as prefix_cache.padded_states pads them, the labels with -100."""
+        hidden, mask = prefix_cache.padded_states(rows)
+        labels = torch.full(mask.shape, -100, dtype=torch.long)
         for i, r in enumerate(rows):
             n = r["hidden_states"].shape[0]
-            hidden[i, :n] = r["hidden_states"]
-            mask[i, :n] = 1
             labels[i, :n] = torch.as_tensor(r["labels"][:n], dtype=torch.long)
         return {"hidden_states": hidden, "attention_mask": mask, "labels": labels}
 

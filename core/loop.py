@@ -89,8 +89,9 @@ def _anatomy_fn(p: Prepared):
     return lambda: anatomy(p.model)
 
 
-def _training_collator(p: Prepared):
-    collate = batch_collator(p)
+def _training_collator(p: Prepared, collate=None):
+    """`collate` (the token collator by default), giving only the answer tokens' logits where it can."""
+    collate = collate or batch_collator(p)
     return AnswerLogitsOnly(collate) if keeps_answer_logits(p) else collate
 
 
@@ -183,11 +184,8 @@ def _fit_cached_prefix(p: Prepared, prefix, train_set, val_set, run_dir, emit, s
     # on the normal path
     to_rows = lambda h, s: [{"hidden_states": h[i], "input_ids": s[i]["input_ids"], "labels": s[i]["labels"]}
                             for i in range(len(s))]
-    collator = prefix.collate
-    if keeps_answer_logits(p):
-        collator = AnswerLogitsOnly(collator)
     result = _fit_trainer(p, prefix.top(), to_rows(states[0], train_set), to_rows(states[1], val_set), run_dir, emit,
-                          stop, collator=collator)
+                          stop, collator=_training_collator(p, prefix.collate))
     result.feature_time_s = round(feature_time, 2)
     result.train_time_s += feature_time
     return result

@@ -158,32 +158,48 @@ def _attention_mask(config, hidden: torch.Tensor, mask: torch.Tensor):
 
 
 @torch.no_grad()
-def bottom_states(prefix: FrozenPrefix, rows: list[dict], collate, autocast, batch_size: int = 32) -> list:
-    """Per row, the hidden states after the frozen blocks ([its tokens, hidden], no padding)."""
-    config = prefix.owner.encoder.config
-    device = next(prefix.embeddings.parameters()).device
+def per_row_states(rows: list[dict], collate, run_bottom: Callable, batch_size: int = 32) -> list:
+    """Per row, what run_bottom(token batch) -> [rows, tokens, hidden] gives for its own tokens (no
+    padding, found by the attention mask, whichever side the tokenizer pads), in batches of similar
+    lengths. The encoder's and the decoder's (core.decoder_prefix) frozen bottoms both run here."""
     out: list = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # less padding
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = collate([{k: v for k, v in rows[i].items() if k != "labels"} for i in idx])
-        mask = batch["attention_mask"].to(device)
+        hidden = run_bottom(batch)
+        stats["bottom_batches"] += 1
+        keep = batch["attention_mask"].to(hidden.device).bool()
+        for j, i in enumerate(idx):
+            out[i] = hidden[j][keep[j]].clone()  # a copy frees the padded batch
+    return out
+
+
+def bottom_states(prefix: FrozenPrefix, rows: list[dict], collate, autocast, batch_size: int = 32) -> list:
+    """Per row, the hidden states after the frozen blocks ([its tokens, hidden], no padding)."""
+    config = prefix.owner.encoder.config
+    device = next(prefix.embeddings.parameters()).device
+
+    def run_bottom(batch):
         with autocast():
             hidden = prefix.embeddings(input_ids=batch["input_ids"].to(device),
                                        token_type_ids=batch["token_type_ids"].to(device)
                                        if "token_type_ids" in batch else None)
-            block_mask = _attention_mask(config, hidden, mask)
+            block_mask = _attention_mask(config, hidden, batch["attention_mask"].to(device))
             for block in prefix.blocks[:prefix.first]:
                 hidden = block(hidden, block_mask)
-        stats["bottom_batches"] += 1
-        for j, i in enumerate(idx):
-            out[i] = hidden[j, :len(rows[i]["input_ids"])].clone()  # a copy frees the padded batch
-    return out
+        return hidden
+    return per_row_states(rows, collate, run_bottom, batch_size)
 
 
-def state_bytes(prefix: FrozenPrefix, *row_sets: list[dict], element_size: int = 4) -> int:
+def states_bytes(hidden_size: int, *row_sets: list[dict], element_size: int = 4) -> int:
+    """What per_row_states keeps for these rows."""
     tokens = sum(len(r["input_ids"]) for rows in row_sets for r in rows)
-    return tokens * int(prefix.owner.encoder.config.hidden_size) * element_size
+    return tokens * int(hidden_size) * element_size
+
+
+def state_bytes(prefix: FrozenPrefix, *row_sets: list[dict]) -> int:
+    return states_bytes(prefix.owner.encoder.config.hidden_size, *row_sets)
 
 
 class TopBlocks(nn.Module):
@@ -206,9 +222,10 @@ class TopBlocks(nn.Module):
         return owner.classify(owner.pool(hidden, attention_mask), labels)
 
 
-def collate_states(rows: list[dict], pad_to_multiple_of: int = 8) -> dict:
-    """Pads as the token collator does (to a multiple of 8), so a batch has the same shape, and the
-    top blocks' dropout draws the same masks, as on the uncached path."""
+def padded_states(rows: list[dict], pad_to_multiple_of: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached states padded on the right as the token collator pads (to a multiple of 8), so a
+    batch has the same shape, and the top blocks' dropout draws the same masks, as on the uncached
+    path: ([rows, length, hidden], the attention mask)."""
     longest = max(r["hidden_states"].shape[0] for r in rows)
     length = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
     first = rows[0]["hidden_states"]
@@ -218,5 +235,10 @@ def collate_states(rows: list[dict], pad_to_multiple_of: int = 8) -> dict:
         n = r["hidden_states"].shape[0]
         hidden[i, :n] = r["hidden_states"]
         mask[i, :n] = 1
+    return hidden, mask
+
+
+def collate_states(rows: list[dict]) -> dict:
+    hidden, mask = padded_states(rows)
     return {"hidden_states": hidden, "attention_mask": mask,
             "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long)}
