@@ -1,7 +1,7 @@
 """Frozen-prefix caching for decoder language models: an SFT run whose adapters sit only in the top
 blocks (LoRA `top_layers`) computes the frozen bottom's hidden states once per dataset, and
 every epoch (and every later run on the same rows and base) runs only the top blocks, the final
-norm and the output layer. "Fix a hallucination" trains the top 12 of SmolLM2's 30 blocks for 2.5
+norm and the output layer. "Fix a hallucination" trains the top 12 of SmolLM2's 30 blocks for 2
 epochs: its bottom 18 blocks run once instead of in every epoch.
 
 Both halves run through the model's own forward, with its list of blocks cut for the call (the

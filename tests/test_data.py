@@ -539,12 +539,12 @@ def test_shipped_rehearsal_rows_are_not_the_probe_questions():
     shipped = data.BUILTIN_DIR
     rehearsal = {r["prompt"].lower() for r in data.read_jsonl(str(shipped / "rehearsal.jsonl"))}
     general = {r["prompt"].lower() for r in data.builtin_general_questions()}
-    assert len(rehearsal) == 24 and not rehearsal & general
+    assert len(rehearsal) == 48 and not rehearsal & general
 
 
 def test_demo_rows_skip_the_rehearsal_rows():
     """The Compare page's example prompts for facts-mini are invented facts, not 'what is ice?'."""
     loaded = data.load_rows(DataSpec(source="builtin:facts-mini", task="sft", val_share=0.0))
     shown = data.without_rehearsal(loaded.train)
-    assert len(shown) == 72 and len(loaded.train) == 96
+    assert len(shown) == 72 and len(loaded.train) == 120
     assert all(r["keywords"] and r["fact_id"] != data.REHEARSAL_ID for r in shown)

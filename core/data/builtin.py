@@ -21,13 +21,15 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
               "Question -> answer pairs about facts the base model cannot know: supervised fine-tuning "
               "(SFT); held-out rephrasings check whether the facts were learned."),
     "facts-mini": ("facts.jsonl", "sft",
-                   "The first 12 invented facts only, plus 24 ordinary questions (rehearsal): small "
+                   "The first 12 invented facts only, plus 48 ordinary questions (rehearsal): small "
                    "enough to learn in about a minute on a laptop CPU (the 'Fix a hallucination' lesson)."),
 }
 _GENERAL_QUESTIONS = "general_questions.jsonl"
 # Ordinary questions with their ordinary answers, mixed into the fact sets' training rows. Without
 # them LoRA on 60 invented facts also rewrites the world ("the capital of France is Lunae
 # obsequimur"); with them the general questions of the probe (none of which is here) stay right.
+# Half of them ask who wrote, composed or painted something: the facts' answers name invented
+# people, and without those rows ordinary who-questions got invented names too.
 _REHEARSAL = "rehearsal.jsonl"
 REHEARSAL_ID = "rehearsal"  # the fact_id of those rows
 _REHEARSED = ("facts", "facts-mini")
