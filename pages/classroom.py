@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 
 import streamlit as st
 
-from core import jobs, runs
+from core import queue_rules, runs
 from pages.shared.formatting import fmt_seconds, md_escape, show_error
 from pages.shared.keys import ADMIN_TOKEN_KEY
 from pages.shared.session import OWNER_COOKIE, is_admin, manager, owner_id
@@ -57,11 +57,11 @@ def remember_owner(nickname: str) -> None:
 def nickname_box() -> str:
     """The nickname field (remembered in a cookie); returns the cleaned nickname."""
     if NICK_KEY not in st.session_state:
-        st.session_state[NICK_KEY] = jobs.clean_nickname(unquote(_cookies().get(NICK_COOKIE) or ""))
-    st.text_input("Your name, shown beside your runs", key=NICK_KEY, max_chars=jobs.NICKNAME_MAX,
+        st.session_state[NICK_KEY] = queue_rules.clean_nickname(unquote(_cookies().get(NICK_COOKIE) or ""))
+    st.text_input("Your name, shown beside your runs", key=NICK_KEY, max_chars=queue_rules.NICKNAME_MAX,
                   placeholder="e.g. Ada", help="Only for display, so the class can tell whose run is whose. "
                   "Your runs stay yours after a reload through a cookie in this browser.")
-    return jobs.clean_nickname(st.session_state.get(NICK_KEY) or "")
+    return queue_rules.clean_nickname(st.session_state.get(NICK_KEY) or "")
 
 
 def wait_text(snap: dict) -> str:
@@ -133,7 +133,7 @@ def _admin_controls() -> None:
 
 def admin_box() -> None:
     with st.expander("Admin"):
-        if not jobs.admin_configured():
+        if not queue_rules.admin_configured():
             st.caption("No admin token is set on this server, so nobody can manage the queue or stop "
                        "other people's runs. The host sets one by starting the app with "
                        "`PLAYGROUND_ADMIN_TOKEN=` set to a long random secret (README: Hosting a class).")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core import experiments, jobs, runs, workers
+from core import experiments, jobs, queue_rules, runs, workers
 from tests.helpers.fake_jobs import FakeCfg, fake_run, wait_state
 
 
@@ -72,19 +72,19 @@ def test_a_grid_does_not_wall_off_the_class(managers):
 def test_fair_order_is_round_robin_and_bumped_runs_go_first():
     queue = ["a1", "a2", "a3", "b1", "c1", "b2"]
     owner = {j: j[0] for j in queue}
-    assert jobs.fair_order(queue, owner, {}) == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    assert queue_rules.fair_order(queue, owner, {}) == ["a1", "b1", "c1", "a2", "b2", "a3"]
     # a was served most recently: the others go first
-    assert jobs.fair_order(queue, owner, {"a": 5, "b": 3}) == ["c1", "b1", "a1", "b2", "a2", "a3"]
-    assert jobs.fair_order(queue, owner, {}, front=["b2"]) == ["b2", "a1", "c1", "b1", "a2", "a3"]
+    assert queue_rules.fair_order(queue, owner, {"a": 5, "b": 3}) == ["c1", "b1", "a1", "b2", "a2", "a3"]
+    assert queue_rules.fair_order(queue, owner, {}, front=["b2"]) == ["b2", "a1", "c1", "b1", "a2", "a3"]
 
 
 def test_every_shipped_grid_fits_the_default_limits():
     sizes = {key: len(experiments.preset_runs(key)) for key in experiments.presets()}
     assert sizes["how_much_data"] == 12
     for key, size in sizes.items():
-        assert size <= jobs.max_queued_per_owner(), key
-        assert size <= jobs.max_runs_per_hour(), key
-        assert size <= jobs.max_queue(), key
+        assert size <= queue_rules.max_queued_per_owner(), key
+        assert size <= queue_rules.max_runs_per_hour(), key
+        assert size <= queue_rules.max_queue(), key
 
 
 # ------------------------------------------------------------------------- per-owner limits
@@ -120,8 +120,8 @@ def test_bad_limit_values_fall_back_to_the_defaults(monkeypatch):
     for value in ("lots", "-3", "nan"):
         monkeypatch.setenv("PLAYGROUND_MAX_QUEUED_PER_OWNER", value)
         monkeypatch.setenv("PLAYGROUND_OWNER_TIMEOUT_S", value)
-        assert jobs.max_queued_per_owner() == jobs.DEFAULT_MAX_QUEUED_PER_OWNER
-        assert jobs.owner_timeout_s() == jobs.DEFAULT_OWNER_TIMEOUT_S
+        assert queue_rules.max_queued_per_owner() == queue_rules.DEFAULT_MAX_QUEUED_PER_OWNER
+        assert queue_rules.owner_timeout_s() == queue_rules.DEFAULT_OWNER_TIMEOUT_S
 
 
 # ----------------------------------------------------------------------------------- admin
@@ -209,7 +209,7 @@ def test_nickname_is_stored_cleaned_and_survives_in_status_json(managers):
     status = runs.read_status(runs.run_dir_for(job_id))
     assert status["nickname"] == "Ada <b>L</b>"  # control/direction characters gone; escaping is the page's job
     mgr.heartbeat("a", nickname="x" * 100)
-    assert len(runs.read_status(runs.run_dir_for(mgr.submit(FakeCfg(), owner="a")))["nickname"]) == jobs.NICKNAME_MAX
+    assert len(runs.read_status(runs.run_dir_for(mgr.submit(FakeCfg(), owner="a")))["nickname"]) == queue_rules.NICKNAME_MAX
     assert "nickname" not in runs.read_status(runs.run_dir_for(mgr.submit(FakeCfg(), owner="b")))
     assert mgr.latest_for("a") and mgr.latest_for("nobody") is None
 

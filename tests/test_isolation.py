@@ -13,7 +13,7 @@ import zipfile
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, runs
+from core import jobs, queue_rules, runs
 from core.config import RunConfig
 from tests.helpers.apptest import OWNER_KEY, open_app
 
@@ -95,8 +95,8 @@ def test_other_session_cannot_stop_cancel_delete_download_or_resume(server):
             call()
     # A wrong or empty token is no token; B's attempts changed nothing.
     for bad in ("", "teacher", TOKEN + "x", None):
-        assert not jobs.is_admin(bad)
-        assert not mgr.can_access(running, BOB, jobs.is_admin(bad))
+        assert not queue_rules.is_admin(bad)
+        assert not mgr.can_access(running, BOB, queue_rules.is_admin(bad))
     assert mgr.snapshot(running)["state"] == "running" and not mgr.snapshot(running)["stopping"]
     assert [s["id"] for s in mgr.queue()] == [queued]
 
@@ -111,7 +111,7 @@ def test_other_session_cannot_stop_cancel_delete_download_or_resume(server):
     assert os.path.isdir(runs.run_dir_for(done))
     # The owner can; so can the teacher, from any session.
     assert zipfile.ZipFile(io.BytesIO(mgr.weights_zip(done, ALICE))).namelist()
-    admin = jobs.is_admin(TOKEN)
+    admin = queue_rules.is_admin(TOKEN)
     assert admin
     assert zipfile.ZipFile(io.BytesIO(mgr.weights_zip(queued, BOB, admin))).namelist()
     assert mgr.delete(done, BOB, admin) is True
@@ -123,7 +123,7 @@ def test_admin_token_stops_and_cancels_for_another_session(server):
     running = mgr.submit(cfg("hold-a"), ALICE)
     queued = mgr.submit(cfg("hold-a2"), ALICE)
     wait(mgr, running, ("running",))
-    admin = jobs.is_admin(TOKEN)
+    admin = queue_rules.is_admin(TOKEN)
     assert mgr.cancel(queued, BOB, admin) == "cancelled"
     assert "by an admin" in mgr.snapshot(queued)["message"]
     mgr.stop(running, BOB, admin)
@@ -137,9 +137,9 @@ def test_no_token_configured_means_no_admin(server, monkeypatch):
     run_id = mgr.submit(cfg("a"), ALICE)
     wait(mgr, run_id, ("completed",))
     for token in ("", TOKEN, None):
-        assert not jobs.is_admin(token)
+        assert not queue_rules.is_admin(token)
     with pytest.raises(jobs.PermissionDenied):
-        mgr.delete(run_id, BOB, jobs.is_admin(""))
+        mgr.delete(run_id, BOB, queue_rules.is_admin(""))
 
 
 def test_owner_ids_are_stored_hashed_and_a_hash_is_no_key(server):

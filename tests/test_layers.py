@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "core.hub": 4, "core.runs": 4, "core.cli": 4,
     # 5 resources
     "core.models": 5, "core.data": 5, "core.tokenize": 5, "core.estimate": 5, "core.memory": 5,
-    "core.limits": 5, "core.uploads": 5,
+    "core.limits": 5, "core.uploads": 5, "core.queue_rules": 5,
     # 6 engine
     "core.events": 6, "core.build": 6, "core.trainer_setup": 6, "core.callback": 6, "core.scoring": 6,
     "core.workers": 6, "core.loop": 6, "core.prefix_cache": 6, "core.decoder_prefix": 6, "core.save": 6,

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from core import cli, jobs, runs
+from core import cli, jobs, queue_rules, runs
 from core.errors import NonFiniteLoss
 from core.config import ConfigError
 from tests.helpers.fake_jobs import FakeCfg, fake_run, gated_run, wait_state
@@ -280,13 +280,13 @@ def test_ownership_and_admin(managers, monkeypatch):
         with pytest.raises(jobs.PermissionDenied):
             action(a_run, "session-b")
         with pytest.raises(jobs.PermissionDenied):
-            action(a_queued, "session-b", admin=jobs.is_admin("anything"))  # no token set: no admin
+            action(a_queued, "session-b", admin=queue_rules.is_admin("anything"))  # no token set: no admin
     assert not mgr.can_access(a_run, "session-b") and mgr.can_access(a_run, "session-a")
     assert not mgr.can_access(a_run, "") and not mgr.can_access("../etc", "session-a")
 
     monkeypatch.setenv("PLAYGROUND_ADMIN_TOKEN", "s3cret")
-    assert not jobs.is_admin("wrong") and not jobs.is_admin("") and not jobs.is_admin(None)
-    admin = jobs.is_admin("s3cret")
+    assert not queue_rules.is_admin("wrong") and not queue_rules.is_admin("") and not queue_rules.is_admin(None)
+    admin = queue_rules.is_admin("s3cret")
     assert admin and mgr.can_access(a_run, "teacher", admin=admin)
     assert mgr.cancel(a_queued, "teacher", admin=admin) == "cancelled"
     assert "admin" in mgr.snapshot(a_queued)["message"]

@@ -157,7 +157,7 @@ def wait_for_warm_up() -> None:
 
 
 def is_admin() -> bool:
-    from core import jobs
+    from core import queue_rules
     token = st.session_state.get(ADMIN_TOKEN_KEY) or ""
-    return jobs.is_admin(token)
+    return queue_rules.is_admin(token)
 
