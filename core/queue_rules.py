@@ -23,14 +23,14 @@ NICKNAME_MAX = 32
 
 
 def is_admin(token: Optional[str]) -> bool:
-    expected = settings.raw("PLAYGROUND_ADMIN_TOKEN") or ""
+    expected = settings.admin_token()
     if not expected or not isinstance(token, str) or not token:
         return False  # no token configured: nobody is admin
     return hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8"))
 
 
 def admin_configured() -> bool:
-    return bool(settings.raw("PLAYGROUND_ADMIN_TOKEN"))
+    return bool(settings.admin_token())
 
 
 def max_queue() -> int:
@@ -101,8 +101,5 @@ def fair_order(queue: list[str], owner_of: dict[str, str], last_served: dict[str
 
 
 def max_run_seconds() -> float:
-    # A cooperative time limit so that one student's 100-epoch run cannot hold the box all day.
-    try:
-        return max(0.0, float(settings.raw("PLAYGROUND_MAX_RUN_SECONDS", 0)))
-    except ValueError:
-        return 0.0
+    # A cooperative time limit so that one student's 100-epoch run cannot hold the box all day (0: none).
+    return _env_number("PLAYGROUND_MAX_RUN_SECONDS", 0.0)
